@@ -1,0 +1,24 @@
+"""cffi builder for emu._ring (API mode).  Used by setup.py's cffi_modules."""
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+ffibuilder = FFI()
+with open(os.path.join(HERE, "_ring.h")) as f:
+    # the cdef is the public part of _ring.h, between the markers
+    text = f.read()
+    ffibuilder.cdef(text.split("/* CDEF-BEGIN */")[1].split("/* CDEF-END */")[0])
+
+_extra = os.environ.get("EMU_RING_CFLAGS", "").split()
+ffibuilder.set_source(
+    "emu._ring",
+    '#include "_ring.c"',
+    include_dirs=[HERE],
+    extra_compile_args=["-O2", "-std=gnu11", "-fno-strict-aliasing"] + _extra,
+    extra_link_args=[a for a in _extra if a.startswith("-fsanitize")],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

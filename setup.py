@@ -1,0 +1,28 @@
+"""emu: a virtual-device emulator (vhost-pci, vhost-user, virtio-net) with a C data path."""
+from setuptools import find_packages, setup
+
+setup(
+    name="emu",
+    version="0.1.0",
+    description="Virtual-device emulator: vhost-pci inter-VM networking, vhost-user, virtio-pci",
+    packages=find_packages(include=["emu", "emu.*"]),
+    package_data={"emu": ["_ring.c", "_ring.h"]},
+    python_requires=">=3.11",
+    setup_requires=["cffi==2.0.0"],
+    cffi_modules=["emu/_ring_build.py:ffibuilder"],
+    install_requires=[
+        "cffi==2.0.0",
+        "numpy==2.4.6",
+        "posix_ipc==1.3.2",
+    ],
+    extras_require={
+        "test": [
+            "pytest==8.4.2",
+            "hypothesis==6.155.2",
+            "pytest-timeout==2.4.0",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["emu=emu.__main__:main"],
+    },
+)
