@@ -14,12 +14,20 @@ setup(
         "cffi==2.0.0",
         "numpy==2.4.6",
         "posix_ipc==1.3.2",
+        "rich==15.0.0",
     ],
     extras_require={
         "test": [
             "pytest==8.4.2",
             "hypothesis==6.155.2",
             "pytest-timeout==2.4.0",
+            "qemu.qmp==0.0.6",
+            "scapy==2.8.0",
+            "atheris==3.0.0",
+            "matplotlib==3.11.2",
+        ],
+        "bench": [
+            "matplotlib==3.11.2",
         ],
     },
     entry_points={
