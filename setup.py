@@ -15,6 +15,7 @@ setup(
         "numpy==2.4.6",
         "posix_ipc==1.3.2",
         "rich==15.0.0",
+        "dpkt==1.9.8",
     ],
     extras_require={
         "test": [

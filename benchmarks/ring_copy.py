@@ -1,0 +1,331 @@
+"""Ring benchmark: the C copy loop alone, across two processes.
+
+Process A plays VM1's driver: it generates packets into its TX ring in
+VM1's shared memory.  Process B plays VM2's vhost-pci driver: it maps
+VM1's memory from the fd (as the BAR window would), copies every packet
+from VM1's TX ring into VM2's own RX ring (one copy) and consumes it.
+Each process spins in C on its own core.
+
+Reported per packet size and burst: Mpps and GB/s (median of runs), beside
+hot-cache memcpy of the same size and DPDK testpmd's virtio-user -> vhost
+figure, both measured in the same run.  Writes
+``benchmarks/results/ring_copy.json`` and ``ring_copy.png``.
+
+    python benchmarks/ring_copy.py [--quick] [--runs N] [--seconds S] [--no-dpdk]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+MiB = 1 << 20
+NUM = 256
+FEATURES_NAME = "VERSION_1|MRG_RXBUF"
+
+
+def _frame(size: int) -> bytes:
+    """An Ethernet/IPv4/UDP frame of ``size`` bytes (testpmd txonly-like)."""
+    import struct
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    ip_len = size - 14
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 0, 0, 64, 17, 0,
+                     bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]))
+    udp = struct.pack("!HHHH", 9, 9, ip_len - 20, 0)
+    return (eth + ip + udp).ljust(size, b"\0")
+
+
+def _layout(size: int):
+    buf = max(2048, (size + 12 + 1023) // 1024 * 1024)
+    ring_bytes = 64 * 1024
+    return buf, ring_bytes
+
+
+def _producer(conn, vm1_fd, mem_size, stop, sent_v):
+    """VM1's driver: TX generator on its own core."""
+    from emu import memory, ring
+    os.sched_setaffinity(0, {1 % os.cpu_count()})
+    mem = memory.map_regions([(0, mem_size, 0, 0)], [vm1_fd])
+    feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        size, burst = msg
+        buf, ring_bytes = _layout(size)
+        d, a, u, _ = ring.ring_layout(0, NUM)
+        mem.view(0, ring_bytes)[:] = 0
+        q = ring.DriverQueue(mem, NUM, d, a, u, ring_bytes, buf, features=feats)
+        gen = ring.Generator(_frame(size), size, stamp_off=42, fill=False)
+        pump = ring.Pump("poll", name="vm1-gen")
+        pump.add_gen(q, gen, burst=burst)
+        conn.send("ready")
+        conn.recv()                      # go
+        pump.start()
+        while not stop.value:
+            sent_v.value = gen.sent
+            time.sleep(0.05)
+        pump.stop()
+        sent_v.value = gen.sent
+        conn.send({"sent": gen.sent, "tx": q.stats()})
+    mem.close()
+
+
+def _consumer(conn, vm1_fd, mem_size, stop, recv_v):
+    """VM2's driver: VM1 TX -> VM2 RX copy loop plus VM2's own RX consumer."""
+    from emu import memory, ring
+    os.sched_setaffinity(0, {0})
+    peer = memory.map_regions([(0, mem_size, 0, 0)], [vm1_fd])
+    own = memory.allocate(32 * MiB, "shm", name="vm2")
+    feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+    peer_t, own_t = ring.RegionTable(peer), ring.RegionTable(own)
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        size, burst, seconds = msg
+        buf, ring_bytes = _layout(size)
+        d, a, u, _ = ring.ring_layout(0, NUM)
+        own.view(0, ring_bytes)[:] = 0
+        rxq = ring.DriverQueue(own, NUM, d, a, u, ring_bytes, buf, features=feats)
+        rxq.rx_refill()
+        local_rx = ring.DeviceQueue.from_gpa(own_t, NUM, d, a, u, features=feats)
+        conn.send("ready")
+        conn.recv()                      # producer's ring is initialised
+        peer_tx = ring.DeviceQueue.from_gpa(peer_t, NUM, d, a, u, features=feats)
+        sink = ring.Sink(stamp_off=42, verify=False)
+        pump = ring.Pump("poll", name="vm2-copy")
+        pump.add_copy(peer_tx, local_rx, burst=burst)
+        pump.add_sink(rxq, sink, burst=max(burst, 64))
+        pump.start()
+        # measure from the first packets, after a short warm-up
+        while sink.received == 0 and not stop.value:
+            time.sleep(0.001)
+        time.sleep(0.2)
+        t0, n0, b0 = time.perf_counter(), sink.received, rxq.stats()["bytes"]
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            recv_v.value = sink.received
+            time.sleep(0.05)
+        t1, n1, b1 = time.perf_counter(), sink.received, rxq.stats()["bytes"]
+        stop.value = 1
+        pump.stop()
+        recv_v.value = sink.received
+        conn.send({"mpps": (n1 - n0) / (t1 - t0) / 1e6, "gbps": (b1 - b0) / (t1 - t0) / 1e9,
+                   "received": sink.received, "copy_src": peer_tx.stats(),
+                   "copy_dst": local_rx.stats(), "rx": rxq.stats()})
+    own.close()
+    peer.close()
+
+
+class _NoLive:
+    """Stands in for rich.live.Live when output is not a terminal."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *_):
+        pass
+
+
+class Bench:
+    """The two worker processes, kept across measurements."""
+
+    def __init__(self):
+        from emu import memory
+        self.mem_size = 64 * MiB
+        self.vm1 = memory.allocate(self.mem_size, "shm", name="vm1")
+        ctx = mp.get_context("fork")
+        self.stop = ctx.Value("i", 0, lock=False)
+        self.sent = ctx.Value("q", 0, lock=False)
+        self.recv = ctx.Value("q", 0, lock=False)
+        self.p_conn, pc = ctx.Pipe()
+        self.c_conn, cc = ctx.Pipe()
+        fd = self.vm1.regions[0].fd
+        self.prod = ctx.Process(target=_producer, args=(pc, os.dup(fd), self.mem_size,
+                                                        self.stop, self.sent), daemon=True)
+        self.cons = ctx.Process(target=_consumer, args=(cc, os.dup(fd), self.mem_size,
+                                                        self.stop, self.recv), daemon=True)
+        self.prod.start()
+        self.cons.start()
+
+    def run(self, size: int, burst: int, seconds: float) -> dict:
+        self.stop.value = 0
+        self.sent.value = self.recv.value = 0
+        self.c_conn.send((size, burst, seconds))
+        assert self.c_conn.recv() == "ready"
+        self.p_conn.send((size, burst))
+        assert self.p_conn.recv() == "ready"
+        self.c_conn.send("go")
+        self.p_conn.send("go")
+        c = self.c_conn.recv()
+        p = self.p_conn.recv()
+        c["sent"] = p["sent"]
+        c["tx"] = p["tx"]
+        return c
+
+    def close(self):
+        for conn in (self.p_conn, self.c_conn):
+            conn.send(None)
+        self.prod.join(5)
+        self.cons.join(5)
+        self.vm1.close()
+
+
+def memcpy_gbps(size: int) -> float:
+    from emu import ring
+    iters = max(20000, int(2e8 // max(size, 64)))
+    ns = min(ring.memcpy_ns(size, iters) for _ in range(3))
+    return size / ns
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few sizes, short runs (CI, main job)")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--sizes", type=str, default=None, help="comma list of frame sizes")
+    ap.add_argument("--bursts", type=str, default=None, help="comma list of burst sizes")
+    ap.add_argument("--no-dpdk", action="store_true")
+    ap.add_argument("--out", default=None, help="results directory")
+    ap.add_argument("--no-live", action="store_true", help="plain output, no live display")
+    args = ap.parse_args(argv)
+
+    quick = args.quick
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
+        ([64, 1518] if quick else [64, 256, 1518, 4096, 9000])
+    bursts = [int(b) for b in args.bursts.split(",")] if args.bursts else \
+        ([32] if quick else [1, 4, 16, 32, 64, 128, 256])
+    runs = args.runs or (1 if quick else 3)
+    seconds = args.seconds or (1.0 if quick else 3.0)
+    main_burst = 32 if 32 in bursts else bursts[-1]
+    # bursts are swept at the first size; every size runs at main_burst
+    plan = [(sizes[0], b) for b in bursts] + [(s, main_burst) for s in sizes[1:]]
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    console = Console(force_terminal=None if not args.no_live else False)
+    results: dict = {}
+
+    def table(current=None):
+        t = Table(title="emu ring copy: VM1 TX -> (one copy) -> VM2 RX, two processes")
+        for c in ("size", "burst", "Mpps (median)", "GB/s", "runs", "live Mpps"):
+            t.add_column(c, justify="right")
+        for (s, b), r in results.items():
+            live = f"{current[2]:.2f}" if current and current[:2] == (s, b) else ""
+            med = common.median(r)
+            t.add_row(str(s), str(b), f"{med:.2f}" if med else "-",
+                      f"{med * s / 1e3:.2f}" if med else "-", str(len(r)), live)
+        return t
+
+    bench = Bench()
+    rows = []
+    try:
+        live_cm = _NoLive() if args.no_live else Live(table(), console=console,
+                                                      refresh_per_second=8)
+        with live_cm as live:
+            for rep in range(runs):
+                for size, burst in plan:
+                    results.setdefault((size, burst), [])
+                    import threading
+                    out = {}
+                    th = threading.Thread(target=lambda: out.update(bench.run(size, burst, seconds)))
+                    th.start()
+                    last_n, last_t = 0, time.perf_counter()
+                    while th.is_alive():
+                        th.join(0.25)
+                        n, t = bench.recv.value, time.perf_counter()
+                        rate = (n - last_n) / (t - last_t) / 1e6
+                        last_n, last_t = n, t
+                        live.update(table((size, burst, rate)))
+                    results[(size, burst)].append(out["mpps"])
+                    rows.append({"size": size, "burst": burst, "run": rep, **out})
+                    live.update(table())
+    finally:
+        bench.close()
+    if args.no_live:
+        console.print(table())
+
+    memcpy = {s: memcpy_gbps(s) for s in sizes}
+    dpdk = {}
+    if not args.no_dpdk:
+        from emu.testing import dpdk as dp
+        if dp.available():
+            for s in ([64, 1518] if not quick else [64]):
+                if s in sizes:
+                    vals = [dp.pair_mpps(s, 4.0 if quick else 6.0) for _ in range(1 if quick else runs)]
+                    dpdk[s] = common.median(vals)
+    summary = []
+    for (s, b), r in results.items():
+        med = common.median(r)
+        entry = {"size": s, "burst": b, "mpps_median": med, "mpps_runs": r,
+                 "gbps_median": med * s / 1e3}
+        if b == main_burst:
+            entry["memcpy_gbps"] = memcpy[s]
+            entry["share_of_memcpy"] = entry["gbps_median"] / memcpy[s]
+            if s in dpdk and dpdk[s]:
+                entry["dpdk_mpps"] = dpdk[s]
+                entry["ratio_vs_dpdk"] = med / dpdk[s]
+        summary.append(entry)
+    path = common.write_json("ring_copy", {
+        "quick": quick, "runs": runs, "seconds": seconds, "queue_size": NUM,
+        "features": FEATURES_NAME, "summary": summary, "raw": rows,
+        "memcpy_gbps": memcpy, "dpdk_u2v_mpps": dpdk}, args.out)
+    _plot(summary, main_burst, args.out)
+    t = Table(title="summary (same run)")
+    for c in ("size", "burst", "Mpps", "GB/s", "memcpy GB/s", "share", "DPDK Mpps", "vs DPDK"):
+        t.add_column(c, justify="right")
+    for e in summary:
+        if e["burst"] != main_burst:
+            continue
+        t.add_row(str(e["size"]), str(e["burst"]), f"{e['mpps_median']:.2f}",
+                  f"{e['gbps_median']:.2f}", f"{e['memcpy_gbps']:.1f}",
+                  f"{e['share_of_memcpy']:.0%}",
+                  f"{e['dpdk_mpps']:.2f}" if "dpdk_mpps" in e else "-",
+                  f"{e['ratio_vs_dpdk']:.2f}x" if "ratio_vs_dpdk" in e else "-")
+    console.print(t)
+    console.print(f"wrote {path}")
+    bad = [r for r in rows if r["copy_src"]["errors"] or r["rx"]["errors"]]
+    return 1 if bad else 0
+
+
+def _plot(summary, main_burst, out_dir):
+    plt = common.pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    by_size = sorted((e for e in summary if e["burst"] == main_burst), key=lambda e: e["size"])
+    xs = [e["size"] for e in by_size]
+    a1.plot(xs, [e["gbps_median"] for e in by_size], "o-", label="emu copy loop")
+    a1.plot(xs, [e["memcpy_gbps"] for e in by_size], "s--", label="hot memcpy")
+    dp = [(e["size"], e["dpdk_mpps"] * e["size"] / 1e3) for e in by_size if "dpdk_mpps" in e]
+    if dp:
+        a1.plot(*zip(*dp), "^", label="DPDK virtio-user->vhost")
+    a1.set_xscale("log")
+    a1.set_xlabel("frame bytes")
+    a1.set_ylabel("GB/s")
+    a1.legend()
+    a1.set_title(f"throughput (burst {main_burst})")
+    first = by_size[0]["size"] if by_size else 64
+    by_burst = sorted((e for e in summary if e["size"] == first), key=lambda e: e["burst"])
+    a2.plot([e["burst"] for e in by_burst], [e["mpps_median"] for e in by_burst], "o-")
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("burst")
+    a2.set_ylabel("Mpps")
+    a2.set_title(f"{first} B frames vs burst")
+    fig.tight_layout()
+    path = common.plot_path("ring_copy", out_dir)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers for testing emu against real peers and for harnesses (QEMU, DPDK launchers)."""
