@@ -1,0 +1,278 @@
+"""Guest side of the modern virtio-pci transport (virtio 1.x §4.1.3-4.1.5),
+as Linux's ``virtio_pci_modern_dev.c`` drives it, through a
+:class:`~emu.guest.pci.PCIDevice` only.
+
+Typical use by a device-type driver::
+
+    vp = VirtioPCIDriver(pci_dev)
+    features = vp.negotiate(wanted)            # reset, ACK, DRIVER, FEATURES_OK
+    vectors = pci_dev.enable_msix()            # optional
+    vp.set_config_vector(0)
+    q = vp.setup_queue(0, desc, avail, used, vector=1)
+    vp.driver_ok()
+    vp.notify(0)
+
+Anything the device does against the spec (missing capabilities, a
+refused vector, FEATURES_OK not kept, a reset that never completes) raises
+:class:`~emu.guest.pci.DriverError`; the driver has set FAILED first where
+the spec asks for it.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from emu.guest.pci import DriverError, PCIDevice
+from emu.pci import regs
+
+VIRTIO_PCI_VENDOR_ID = 0x1AF4
+CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG, CAP_DEVICE_CFG, CAP_PCI_CFG = 1, 2, 3, 4, 5
+
+STATUS_ACKNOWLEDGE = 0x01
+STATUS_DRIVER = 0x02
+STATUS_DRIVER_OK = 0x04
+STATUS_FEATURES_OK = 0x08
+STATUS_NEEDS_RESET = 0x40
+STATUS_FAILED = 0x80
+F_VERSION_1 = 1 << 32
+NO_VECTOR = 0xFFFF
+ISR_QUEUE = 0x1
+ISR_CONFIG = 0x2
+
+# common configuration offsets
+DFSELECT, DF, GFSELECT, GF = 0x00, 0x04, 0x08, 0x0C
+MSIX_CONFIG, NUM_QUEUES, DEVICE_STATUS, CONFIG_GENERATION = 0x10, 0x12, 0x14, 0x15
+Q_SELECT, Q_SIZE, Q_MSIX, Q_ENABLE, Q_NOFF = 0x16, 0x18, 0x1A, 0x1C, 0x1E
+Q_DESC, Q_AVAIL, Q_USED = 0x20, 0x28, 0x30
+COMMON_CFG_MIN = 0x38
+
+RESET_POLLS = 1000
+CONFIG_RETRIES = 100
+
+
+@dataclass(frozen=True)
+class VirtioCap:
+    cfg_type: int
+    bar: int
+    offset: int
+    length: int
+    cap_offset: int          # where in config space
+    multiplier: int = 0      # NOTIFY only
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    index: int
+    size: int
+    vector: int
+    notify_addr: int         # guest-physical address of its notify register
+
+
+def find_virtio_caps(dev: PCIDevice) -> dict[int, VirtioCap]:
+    """The first usable capability of each cfg_type (Linux's rule: the
+    BAR must exist and the structure must fit in it)."""
+    found: dict[int, VirtioCap] = {}
+    for off in dev.find_capabilities(regs.CAP_ID_VNDR):
+        cap_len = dev.cfg_read(off + 2, 1)
+        if cap_len < 16:
+            continue
+        cfg_type = dev.cfg_read(off + 3, 1)
+        bar = dev.cfg_read(off + 4, 1)
+        offset = dev.cfg_read(off + 8, 4)
+        length = dev.cfg_read(off + 12, 4)
+        if cfg_type in found or cfg_type == CAP_PCI_CFG:
+            continue
+        info = dev.bars.get(bar)
+        if info is None or offset + length > info.size:
+            continue
+        mult = dev.cfg_read(off + 16, 4) if cfg_type == CAP_NOTIFY_CFG and cap_len >= 20 else 0
+        found[cfg_type] = VirtioCap(cfg_type, bar, offset, length, off, mult)
+    return found
+
+
+class VirtioPCIDriver:
+    """A modern virtio-pci transport driver for one function."""
+
+    def __init__(self, dev: PCIDevice):
+        if dev.vendor_id != VIRTIO_PCI_VENDOR_ID or not 0x1040 <= dev.device_id <= 0x107F:
+            raise DriverError(f"{dev!r} is not a modern virtio-pci device")
+        if not dev.bars:
+            dev.size_bars()
+        self.dev = dev
+        self.caps = find_virtio_caps(dev)
+        for need in (CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG):
+            if need not in self.caps:
+                raise DriverError(f"{dev!r}: virtio capability type {need} missing or unusable")
+        self.common = self.caps[CAP_COMMON_CFG]
+        self.notify_cap = self.caps[CAP_NOTIFY_CFG]
+        self.isr_cap = self.caps[CAP_ISR_CFG]
+        self.device_cap = self.caps.get(CAP_DEVICE_CFG)
+        if self.common.length < COMMON_CFG_MIN:
+            raise DriverError(f"{dev!r}: common configuration is only {self.common.length} bytes")
+        self.device_id = dev.device_id - 0x1040
+        self.features = 0
+        self.queues: dict[int, QueueInfo] = {}
+
+    # -- registers ----------------------------------------------------------------------
+    def _cread(self, off: int, size: int) -> int:
+        return self.dev.bar_read(self.common.bar, self.common.offset + off, size)
+
+    def _cwrite(self, off: int, size: int, value: int) -> None:
+        self.dev.bar_write(self.common.bar, self.common.offset + off, size, value)
+
+    def _cwrite64(self, off: int, value: int) -> None:
+        self._cwrite(off, 4, value & 0xFFFFFFFF)           # two halves, as Linux does
+        self._cwrite(off + 4, 4, value >> 32)
+
+    @property
+    def status(self) -> int:
+        return self._cread(DEVICE_STATUS, 1)
+
+    def add_status(self, bits: int) -> None:
+        self._cwrite(DEVICE_STATUS, 1, self.status | bits)
+
+    @property
+    def num_queues(self) -> int:
+        return self._cread(NUM_QUEUES, 2)
+
+    @property
+    def config_generation(self) -> int:
+        return self._cread(CONFIG_GENERATION, 1)
+
+    # -- initialisation (§3.1.1) -----------------------------------------------------------
+    def reset(self) -> None:
+        """Write 0 and wait until the device reads back 0."""
+        self._cwrite(DEVICE_STATUS, 1, 0)
+        for _ in range(RESET_POLLS):
+            if self.status == 0:
+                self.queues.clear()
+                self.features = 0
+                return
+        raise DriverError(f"{self.dev!r}: reset did not complete")
+
+    def device_features(self) -> int:
+        features = 0
+        for sel in (0, 1):
+            self._cwrite(DFSELECT, 4, sel)
+            features |= self._cread(DF, 4) << (32 * sel)
+        return features
+
+    def negotiate(self, wanted: int) -> int:
+        """Reset, ACKNOWLEDGE, DRIVER, accept ``wanted`` & offered (with
+        VERSION_1), FEATURES_OK and check the device kept it."""
+        self.reset()
+        self.add_status(STATUS_ACKNOWLEDGE)
+        self.add_status(STATUS_DRIVER)
+        offered = self.device_features()
+        if not offered & F_VERSION_1:
+            self.add_status(STATUS_FAILED)
+            raise DriverError(f"{self.dev!r} does not offer VERSION_1")
+        accepted = (wanted | F_VERSION_1) & offered
+        for sel in (0, 1):
+            self._cwrite(GFSELECT, 4, sel)
+            self._cwrite(GF, 4, (accepted >> (32 * sel)) & 0xFFFFFFFF)
+        self.add_status(STATUS_FEATURES_OK)
+        if not self.status & STATUS_FEATURES_OK:
+            self.add_status(STATUS_FAILED)
+            raise DriverError(f"{self.dev!r} refused features 0x{accepted:x}")
+        self.features = accepted
+        return accepted
+
+    def set_config_vector(self, vector: int) -> None:
+        self._cwrite(MSIX_CONFIG, 2, vector)
+        if self._cread(MSIX_CONFIG, 2) != vector:
+            raise DriverError(f"{self.dev!r} refused config vector {vector}")
+
+    def setup_queue(self, index: int, desc: int, avail: int, used: int,
+                    size: int | None = None, vector: int = NO_VECTOR) -> QueueInfo:
+        """Program and enable queue ``index`` (§4.1.5.1.3)."""
+        self._cwrite(Q_SELECT, 2, index)
+        max_size = self._cread(Q_SIZE, 2)
+        if max_size == 0 or max_size == 0xFFFF:
+            raise DriverError(f"{self.dev!r}: queue {index} does not exist")
+        if self._cread(Q_ENABLE, 2):
+            raise DriverError(f"{self.dev!r}: queue {index} is already enabled")
+        size = max_size if size is None else size
+        if not 1 <= size <= max_size or size & (size - 1):
+            raise DriverError(f"queue size {size} is not a power of two <= {max_size}")
+        self._cwrite(Q_SIZE, 2, size)
+        self._cwrite(Q_MSIX, 2, vector)
+        if self._cread(Q_MSIX, 2) != vector:
+            raise DriverError(f"{self.dev!r} refused vector {vector} for queue {index}")
+        self._cwrite64(Q_DESC, desc)
+        self._cwrite64(Q_AVAIL, avail)
+        self._cwrite64(Q_USED, used)
+        noff = self._cread(Q_NOFF, 2)
+        off = noff * self.notify_cap.multiplier
+        if off + 2 > self.notify_cap.length:
+            raise DriverError(f"{self.dev!r}: queue {index} notify offset 0x{off:x} outside "
+                              f"the notify area")
+        self._cwrite(Q_ENABLE, 2, 1)
+        if self._cread(Q_ENABLE, 2) != 1:
+            raise DriverError(f"{self.dev!r}: queue {index} did not enable")
+        addr = self.dev.bar_address(self.notify_cap.bar) + self.notify_cap.offset + off
+        info = QueueInfo(index, size, vector, addr)
+        self.queues[index] = info
+        return info
+
+    def driver_ok(self) -> None:
+        self.add_status(STATUS_DRIVER_OK)
+        if not self.status & STATUS_DRIVER_OK:
+            raise DriverError(f"{self.dev!r} did not accept DRIVER_OK")
+
+    def fail(self) -> None:
+        self.add_status(STATUS_FAILED)
+
+    # -- run time ----------------------------------------------------------------------------
+    def notify_eventfd(self, index: int) -> int | None:
+        """The eventfd behind queue ``index``'s notify register, if the
+        device bound one (a C data path signals it directly)."""
+        return self.dev.bus.ioeventfd_for(self.queues[index].notify_addr, 2, index)
+
+    def notify(self, index: int) -> None:
+        """Kick queue ``index``: its eventfd if there is one, else MMIO."""
+        q = self.queues[index]
+        fd = self.dev.bus.ioeventfd_for(q.notify_addr, 2, index)
+        if fd is not None:
+            os.eventfd_write(fd, 1)
+        else:
+            self.dev.bus.mmio_write(q.notify_addr, 2, index)
+
+    def read_isr(self) -> int:
+        """Read (and so clear) the ISR; deasserts INTx."""
+        return self.dev.bar_read(self.isr_cap.bar, self.isr_cap.offset, 1)
+
+    def config_read(self, offset: int, size: int) -> int:
+        cap = self._device_cap(offset, size)
+        return self.dev.bar_read(cap.bar, cap.offset + offset, size)
+
+    def config_write(self, offset: int, size: int, value: int) -> None:
+        cap = self._device_cap(offset, size)
+        self.dev.bar_write(cap.bar, cap.offset + offset, size, value)
+
+    def _device_cap(self, offset: int, size: int) -> VirtioCap:
+        cap = self.device_cap
+        if cap is None or offset < 0 or offset + size > cap.length:
+            raise DriverError(f"device config 0x{offset:x}+{size} is outside the device's")
+        return cap
+
+    def read_config(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of device configuration, consistent: re-read
+        while config_generation changes (§4.1.4.3.1)."""
+        for _ in range(CONFIG_RETRIES):
+            before = self.config_generation
+            out = bytearray()
+            pos = offset
+            while pos < offset + length:
+                width = 4 if pos % 4 == 0 and offset + length - pos >= 4 else \
+                    2 if pos % 2 == 0 and offset + length - pos >= 2 else 1
+                out += self.config_read(pos, width).to_bytes(width, "little")
+                pos += width
+            if self.config_generation == before:
+                return bytes(out)
+        raise DriverError(f"{self.dev!r}: config_generation never settled")
+
+    def read_config_struct(self, fmt: str, offset: int = 0) -> tuple:
+        """Unpack a ``struct`` format from a consistent config snapshot."""
+        return struct.unpack_from(fmt, self.read_config(offset, struct.calcsize(fmt)))
