@@ -40,3 +40,7 @@ class PeerTimeout(VhostUserError):
 
 class UsageError(EmuBug):
     """emu code called this package wrongly (e.g. start before init)."""
+
+
+class ConnectFailed(VhostUserError):
+    """No peer listens on the socket path (and no reconnect was asked for)."""

@@ -1,0 +1,123 @@
+"""Back-end view of one vring: what the front-end set up, translated.
+
+A :class:`Vring` is read by the device model (and its data path); only the
+:class:`~emu.vhost_user.backend.Backend` writes it.  Ring addresses arrive
+as front-end virtual addresses (SET_VRING_ADDR) and are kept three ways:
+as sent, as guest-physical addresses (what descriptors and the dirty log
+use) and as host addresses in this process (what the C engine uses).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emu.errors import GuestMemoryError
+from emu.memory import GuestMemory
+from emu.vhost_user.errors import ProtocolViolation
+from emu.vhost_user.messages import VRING_F_LOG, VRING_MAX_NUM, VringAddr
+
+DESC_ALIGN, AVAIL_ALIGN, USED_ALIGN = 16, 2, 4
+
+
+def ring_sizes(num: int) -> tuple[int, int, int]:
+    """Bytes of (desc, avail, used) of a split ring of ``num`` entries,
+    including used_event / avail_event."""
+    return 16 * num, 6 + 2 * num, 6 + 8 * num
+
+
+def check_num(num: int) -> None:
+    if not 1 <= num <= VRING_MAX_NUM or num & (num - 1):
+        raise ProtocolViolation(f"vring size {num} is not a power of two in 1..{VRING_MAX_NUM}")
+
+
+@dataclass(eq=False)
+class Vring:
+    index: int
+    num: int = 0
+    base: int = 0                 # last_avail_idx: SET_VRING_BASE, then what vring_stop returned
+    addr: VringAddr | None = None  # SET_VRING_ADDR as sent (front-end virtual addresses)
+    # translated in the current memory (0 / False when not)
+    addressed: bool = False
+    desc: int = 0                 # host addresses
+    avail: int = 0
+    used: int = 0
+    desc_gpa: int = 0             # guest-physical addresses
+    avail_gpa: int = 0
+    used_gpa: int = 0
+    kick_fd: int | None = None    # owned by the Backend: dup() to keep beyond the ring's life
+    call_fd: int | None = None
+    err_fd: int | None = None
+    kick_set: bool = False        # SET_VRING_KICK seen (kick_fd None then means: poll)
+    enabled: bool = False
+    started: bool = False
+    inflight: int | None = None   # host address of this queue's inflight region
+
+    @property
+    def flags(self) -> int:
+        return self.addr.flags if self.addr else 0
+
+    @property
+    def log_guest_addr(self) -> int:
+        return self.addr.log if self.addr else 0
+
+    @property
+    def log_used(self) -> bool:
+        """Used-ring writes must be logged at log_guest_addr (VHOST_VRING_F_LOG)."""
+        return bool(self.flags & VRING_F_LOG)
+
+    @property
+    def polling(self) -> bool:
+        """The front-end sent no kick fd: the data path polls the avail ring."""
+        return self.kick_set and self.kick_fd is None
+
+    @property
+    def ready(self) -> bool:
+        """Size, translated addresses and a kick (or NOFD): the ring can start."""
+        return bool(self.num) and self.addressed and self.kick_set
+
+    def clear_translation(self) -> None:
+        self.addressed = False
+        self.desc = self.avail = self.used = 0
+        self.desc_gpa = self.avail_gpa = self.used_gpa = 0
+
+    def translate(self, mem: GuestMemory) -> None:
+        """Translate ``addr`` in ``mem``; all or nothing.  Each area must lie
+        wholly inside one mapped region and be aligned as the split ring
+        requires (in front-end, guest-physical and host address)."""
+        if self.addr is None or not self.num:
+            raise ProtocolViolation(f"vring {self.index}: no size or address yet")
+        out = []
+        for name, uaddr, size, align in zip(("desc", "avail", "used"),
+                                            (self.addr.desc, self.addr.avail, self.addr.used),
+                                            ring_sizes(self.num),
+                                            (DESC_ALIGN, AVAIL_ALIGN, USED_ALIGN)):
+            try:
+                region, off = mem.translate_uaddr(uaddr, size)
+            except GuestMemoryError as e:
+                raise ProtocolViolation(f"vring {self.index} {name} ring: {e}") from None
+            gpa, host = region.gpa + off, region.host_addr + off
+            if uaddr % align or gpa % align or host % align:
+                raise ProtocolViolation(f"vring {self.index} {name} ring at 0x{uaddr:x} "
+                                        f"(gpa 0x{gpa:x}) is not {align}-byte aligned")
+            out += [host, gpa]
+        (self.desc, self.desc_gpa, self.avail, self.avail_gpa,
+         self.used, self.used_gpa) = out
+        self.addressed = True
+
+    def fits(self, specs) -> bool:
+        """Whether the ring's areas lie inside regions of a not yet mapped
+        table ``(gpa, size, uaddr, mmap_offset)``: checked before mapping,
+        so a table that would strand a running ring is refused untouched."""
+        if self.addr is None or not self.num:
+            return True
+        for uaddr, size in zip((self.addr.desc, self.addr.avail, self.addr.used),
+                               ring_sizes(self.num)):
+            if not any(u <= uaddr and uaddr + size <= u + s for _, s, u, _ in specs):
+                return False
+        return True
+
+    def uses_region(self, region) -> bool:
+        """Whether a translated ring lies in ``region`` (an emu.memory.Region)."""
+        if not self.addressed:
+            return False
+        return any(region.gpa <= gpa < region.gpa + region.size
+                   for gpa in (self.desc_gpa, self.avail_gpa, self.used_gpa))
