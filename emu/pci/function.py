@@ -253,8 +253,11 @@ class PCIFunction:
             old = self._get(offset, size)
             wm = int.from_bytes(self.wmask[offset:offset + size], "little")
             w1c = int.from_bytes(self.w1cmask[offset:offset + size], "little")
-            if not (wm | w1c) and not _overlaps(offset, size, regs.BASE_ADDRESS_0,
-                                                regs.ROM_ADDRESS + 4 - regs.BASE_ADDRESS_0):
+            # sizing probes of absent BARs and of the ROM BAR are normal
+            if not (wm | w1c) and not _overlaps(
+                    offset, size, regs.BASE_ADDRESS_0,
+                    regs.BASE_ADDRESS_END - regs.BASE_ADDRESS_0) and not _overlaps(
+                    offset, size, regs.ROM_ADDRESS, 4):
                 self.errors.record("config-readonly",
                                    f"config write 0x{value:x} to read-only 0x{offset:03x}")
                 return

@@ -66,7 +66,7 @@ class InterruptController:
     @staticmethod
     def message_vector(address: int, data: int) -> int | None:
         """The vector an MSI message targets, or None if it is not valid."""
-        if (address & regs.MSI_ADDR_MASK) != regs.MSI_ADDR_BASE:
+        if address >> 20 != regs.MSI_ADDR_BASE >> 20:     # 0xFEExxxxx, high dword 0
             return None
         vector = data & 0xFF
         return vector if vector >= FIRST_VALID_VECTOR else None

@@ -88,6 +88,5 @@ MSIX_MAX_VECTORS = 2048
 
 # x86 MSI address window (the local APICs)
 MSI_ADDR_BASE = 0xFEE00000
-MSI_ADDR_MASK = 0xFFF00000
 
 INTX_PINS = 4                   # INTA..INTD
