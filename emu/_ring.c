@@ -351,6 +351,18 @@ static inline uint16_t dev_pop(struct emu_devq *q)
     return head;
 }
 
+/* Put popped heads back (the packet could not be placed): they are in the
+ * avail ring again, so the inflight region must not also list them, or a
+ * reconnecting back-end would resubmit them and then pop them again. */
+static inline void dev_unpop(struct emu_devq *q, const uint16_t *heads, uint32_t n)
+{
+    q->last_avail_idx = (uint16_t)(q->last_avail_idx - n);
+    if (q->inflight)
+        for (uint32_t i = 0; i < n; i++)
+            if (heads[i] < q->num)
+                WRITE_ONCE(*(q->inflight + 16 + 16 * (size_t)heads[i]), 0);
+}
+
 static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
 {
     struct vused_elem *e = USED_RING(q->used, q->used_idx & (q->num - 1));
@@ -440,14 +452,14 @@ static int rx_fill(struct emu_devq *dst, const uint8_t *hdr, struct cursor *src,
 restart:
     pk->nbufs = 0;
     pk->nb_ptr[0] = pk->nb_ptr[1] = NULL;
-    uint16_t rollback = dst->last_avail_idx;
     uint32_t written = 0;
     if (src)
         *src = start;
     *dropped = 0;
     while (written < need) {
         if (!dev_avail(dst, first_err)) {
-            dst->last_avail_idx = rollback;
+            /* every head popped since the restart is in pk->heads */
+            dev_unpop(dst, pk->heads, pk->nbufs);
             return EMU_E_NOBUF;
         }
         uint16_t head = dev_pop(dst);
@@ -583,7 +595,7 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
                 dropped = 1;
             } else {
                 /* back-pressure: leave the packet in the source ring */
-                src->last_avail_idx--;
+                dev_unpop(src, &head, 1);
                 res->blocked = 1;
                 break;
             }
@@ -721,7 +733,6 @@ int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
     while (res->packets < max) {
         if (!dev_avail(q, &first))
             break;
-        uint16_t save = q->last_avail_idx;
         uint16_t head = dev_pop(q);
         int err = resolve_chain(q, head, 0, c, &hint);
         if (!err && c->total < q->hdr_len)
@@ -734,7 +745,7 @@ int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
         }
         uint32_t flen = c->total - q->hdr_len;
         if (flen > cap - used_bytes) {
-            q->last_avail_idx = save;       /* leave it for the next call */
+            dev_unpop(q, &head, 1);         /* leave it for the next call */
             if (res->packets == 0) {
                 res->error = EMU_E_NOBUF;
                 return EMU_E_NOBUF;
