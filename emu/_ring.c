@@ -1343,24 +1343,28 @@ static int job_run(struct emu_job *j, int *progress)
     return err == EMU_E_VERIFY ? EMU_OK : err;
 }
 
-/* Arm notifications for a job about to sleep; returns the fds to wait on. */
-static int job_arm(struct emu_job *j, struct pollfd *pfd, int max)
+/* Arm notifications for a job about to sleep; returns the fds to wait on,
+ * and in owner[] the stats of the queue each fd belongs to (wakeups). */
+static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner, int max)
 {
     int n = 0;
     switch (j->kind) {
     case EMU_JOB_COPY:
         if (j->src && j->src->kick_fd >= 0 && n < max) {
             emu_dev_notify_enable(j->src, 1);
+            owner[n] = &j->src->st;
             pfd[n++] = (struct pollfd){j->src->kick_fd, POLLIN, 0};
         }
         if (j->dst && j->dst->kick_fd >= 0 && n < max) {
             emu_dev_notify_enable(j->dst, 1);
+            owner[n] = &j->dst->st;
             pfd[n++] = (struct pollfd){j->dst->kick_fd, POLLIN, 0};
         }
         break;
     case EMU_JOB_DRAIN:
         if (j->src && j->src->kick_fd >= 0 && n < max) {
             emu_dev_notify_enable(j->src, 1);
+            owner[n] = &j->src->st;
             pfd[n++] = (struct pollfd){j->src->kick_fd, POLLIN, 0};
         }
         break;
@@ -1368,6 +1372,7 @@ static int job_arm(struct emu_job *j, struct pollfd *pfd, int max)
     case EMU_JOB_SINK:
         if (j->drv && j->drv->irq_fd >= 0 && n < max) {
             emu_drv_irq_enable(j->drv, 1);
+            owner[n] = &j->drv->st;
             pfd[n++] = (struct pollfd){j->drv->irq_fd, POLLIN, 0};
         }
         break;
@@ -1475,9 +1480,10 @@ int emu_pump_run(struct emu_pump *p)
             continue;
         /* interrupt mode: arm, re-check, sleep */
         struct pollfd pfd[EMU_MAX_WAIT];
+        struct emu_stats *owner[EMU_MAX_WAIT];
         int n = 0, ready = 0;
         for (uint32_t i = 0; i < p->njobs; i++)
-            n += job_arm(&p->jobs[i], pfd + n, EMU_MAX_WAIT - n);
+            n += job_arm(&p->jobs[i], pfd + n, owner + n, EMU_MAX_WAIT - n);
         for (uint32_t i = 0; i < p->njobs && !ready; i++)
             ready = job_ready(&p->jobs[i]);
         if (!ready) {
@@ -1494,6 +1500,7 @@ int emu_pump_run(struct emu_pump *p)
                         uint64_t v;
                         ssize_t rr = read(pfd[k].fd, &v, sizeof v);
                         (void)rr;
+                        owner[k]->wakeups++;
                     }
                 }
             }
