@@ -1440,6 +1440,21 @@ int emu_pump_once(struct emu_pump *p)
 
 #define EMU_MAX_WAIT 64
 
+/* Consume a notification without ever blocking the data path.  The fd
+ * came from a peer: it may be a blocking eventfd, and two fds in one poll
+ * set may be the same eventfd (one eventfd sent for two rings), so the
+ * first read can empty what poll() reported for the second: read only
+ * what is readable right now. */
+static void drain_fd(int fd)
+{
+    struct pollfd one = {fd, POLLIN, 0};
+    uint64_t v;
+    if (poll(&one, 1, 0) == 1 && (one.revents & POLLIN)) {
+        ssize_t r = read(fd, &v, sizeof v);
+        (void)r;
+    }
+}
+
 /* Pausing is a Dekker-style handshake (a store then a load on each side),
  * so both sides use sequentially consistent accesses. */
 void emu_pump_set_paused(struct emu_pump *p, int paused)
@@ -1497,9 +1512,7 @@ int emu_pump_run(struct emu_pump *p)
             if (r > 0) {
                 for (int k = 0; k < n; k++) {
                     if (pfd[k].revents & POLLIN) {
-                        uint64_t v;
-                        ssize_t rr = read(pfd[k].fd, &v, sizeof v);
-                        (void)rr;
+                        drain_fd(pfd[k].fd);
                         owner[k]->wakeups++;
                     }
                 }
