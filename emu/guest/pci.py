@@ -417,9 +417,12 @@ def probe(bus: BusAPI) -> list[PCIDevice]:
 def wait_interrupts(fds: list[int], timeout: float | None) -> set[int]:
     """Wait until one of ``fds`` is signalled (or ``timeout`` seconds);
     returns the signalled ones, their counters consumed."""
-    ready, _, _ = select.select(fds, [], [], timeout)
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ready = poller.poll(None if timeout is None else int(timeout * 1000))
     fired = set()
-    for fd in ready:
+    for fd, _ in ready:
         try:
             os.eventfd_read(fd)
             fired.add(fd)
