@@ -126,10 +126,10 @@ class Backend:
 
     # -- negotiation state ---------------------------------------------------------
     def offered_features(self) -> int:
-        return int(self.device.features()) | VirtioFeature.PROTOCOL_FEATURES
+        return int(self.device.features()) | int(VirtioFeature.PROTOCOL_FEATURES)
 
     def offered_protocol_features(self) -> int:
-        offer = int(self.device.protocol_features()) & IMPLEMENTED
+        offer = int(self.device.protocol_features()) & int(IMPLEMENTED)
         return offer | extension.offer_bits(self.vhost_pci)
 
     def negotiated(self, feature: PF) -> bool:

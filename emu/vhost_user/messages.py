@@ -100,7 +100,7 @@ class Flags(enum.IntFlag):
 
 
 VERSION_MASK = 0x3
-KNOWN_FLAGS = VERSION_MASK | Flags.REPLY | Flags.NEED_REPLY
+KNOWN_FLAGS = int(VERSION_MASK | Flags.REPLY | Flags.NEED_REPLY)   # plain int: ~ must see all 32 bits
 
 
 # -- feature bits -------------------------------------------------------------------
