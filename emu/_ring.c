@@ -187,13 +187,24 @@ static inline void set_error(int32_t *last, struct emu_stats *st, int *first, in
         *first = code;
 }
 
+/* Copy one descriptor out of guest memory.  An indirect table may sit at
+ * any guest address (the spec asks no alignment of it), so this is a byte
+ * copy, not typed loads that would be misaligned (undefined behaviour);
+ * the barrier keeps the compiler from reading guest memory again instead
+ * of the copy (no double fetch). */
+static inline void desc_fetch(struct vdesc *d, const uint8_t *p)
+{
+    memcpy(d, p, sizeof *d);
+    __asm__ __volatile__("" ::: "memory");
+}
+
 /* Walk the chain at head, translating every buffer.  write: 1 for a
  * device-writable (RX) chain, 0 for a device-readable (TX) chain. */
 static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
                          struct chain *c, uint32_t *hint)
 {
     const struct emu_mem *m = q->mem;
-    const struct vdesc *table = (const struct vdesc *)q->desc;
+    const uint8_t *table = q->desc;
     uint32_t table_size = q->num, steps = 0, idx = head;
     int in_table = 0;
     struct vdesc d;
@@ -203,10 +214,7 @@ static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
     if (head >= q->num)
         return EMU_E_HEAD;
     for (;;) {
-        d.addr = READ_ONCE(table[idx].addr);
-        d.len = READ_ONCE(table[idx].len);
-        d.flags = READ_ONCE(table[idx].flags);
-        d.next = READ_ONCE(table[idx].next);
+        desc_fetch(&d, table + 16 * (size_t)idx);
         if (++steps > table_size)
             return EMU_E_CHAIN_LONG;
         if (d.flags & EMU_VRING_DESC_F_INDIRECT) {
@@ -218,7 +226,7 @@ static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
                 return EMU_E_INDIRECT_NEXT;
             if (d.len == 0 || d.len % 16 || d.len / 16 > q->num)
                 return EMU_E_INDIRECT_LEN;
-            table = (const struct vdesc *)xlate(m, d.addr, d.len, hint);
+            table = xlate(m, d.addr, d.len, hint);
             if (!table)
                 return EMU_E_ADDR;
             table_size = d.len / 16;
