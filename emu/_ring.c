@@ -327,6 +327,8 @@ static inline uint32_t dev_avail(struct emu_devq *q, int *first_err)
     uint16_t n = (uint16_t)(q->avail_idx_cache - q->last_avail_idx);
     if (n)
         return n;
+    if (unlikely(q->broken))    /* counted once, when it broke */
+        return 0;
     uint16_t idx = LOAD_ACQ16(AVAIL_IDX(q->avail));
     n = (uint16_t)(idx - q->last_avail_idx);
     if (unlikely(n > q->num)) {
