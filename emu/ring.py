@@ -177,6 +177,12 @@ class DeviceQueue:
                  call_fd: int = -1, kick_fd: int = -1, used_gpa: int = 0,
                  inflight: int | None = None, keep=None, name: str = ""):
         check_num(num)
+        # avail->idx and used->idx are single aligned 16-bit atomics and the
+        # used elements u32 stores: on a peer's misaligned ring they would be
+        # undefined behaviour (and could tear).  virtio asks avail 2, used 4.
+        if avail % 2 or used % 4:
+            raise PeerError(f"misaligned ring: avail at host 0x{avail:x} (needs 2), "
+                            f"used at host 0x{used:x} (needs 4)")
         self.table = table
         self.name = name
         self.features = features
