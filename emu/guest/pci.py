@@ -221,27 +221,32 @@ class PCIDevice:
         return orig, mask
 
     def _size_bar(self, i: int) -> BarInfo | None:
+        """Size BAR ``i``; an address already programmed is kept (as Linux
+        reads the resources firmware assigned)."""
         off = regs.BASE_ADDRESS_0 + 4 * i
-        _, mask = self._probe(off)
+        orig, mask = self._probe(off)
         if mask in (0, 0xFFFFFFFF):
             return None
         if mask & regs.BAR_SPACE_IO:
             bits = mask & ~regs.BAR_IO_FLAGS & 0xFFFF
-            return BarInfo(i, "io", bits & -bits, False) if bits else None
+            addr = orig & ~regs.BAR_IO_FLAGS & 0xFFFF
+            return BarInfo(i, "io", bits & -bits, False, addr or None) if bits else None
         mem_type = (mask >> 1) & 3
         bits = mask & ~regs.BAR_MEM_FLAGS
+        addr = orig & ~regs.BAR_MEM_FLAGS
         kind = "mem32"
         if mem_type == 2:
             if i == regs.NUM_BARS - 1:
                 raise DriverError(f"{self.bdf:04x}: 64-bit BAR{i} has no upper half")
-            _, hi = self._probe(off + 4)
+            orig_hi, hi = self._probe(off + 4)
             bits |= hi << 32
+            addr |= orig_hi << 32
             kind = "mem64"
         elif mem_type != 0:
             raise DriverError(f"{self.bdf:04x}: BAR{i} has reserved memory type {mem_type}")
         if not bits:
             return None
-        return BarInfo(i, kind, bits & -bits, bool(mask & regs.BAR_MEM_PREFETCH))
+        return BarInfo(i, kind, bits & -bits, bool(mask & regs.BAR_MEM_PREFETCH), addr or None)
 
     def program_bar(self, index: int, address: int) -> None:
         info = self.bars[index]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emu.errors import EmuBug
 from emu.pci import regs
@@ -70,6 +70,7 @@ class RamMapping:
     length: int
     view: memoryview
     readonly: bool
+    backing: object = field(repr=False, default=None)   # keeps the memory alive
 
 
 class _AddressMap:
@@ -289,7 +290,7 @@ class PCIBus:
                 raise BusError(f"0x{addr:x}+0x{length:x} is not inside one decoded "
                                f"RAM-backed BAR")
             return RamMapping(addr, ram.host_addr + off, length, ram.view(off, length),
-                              ram.readonly)
+                              ram.readonly, ram)
 
     def ioeventfd_for(self, addr: int, size: int, data: int | None = None) -> int | None:
         """The eventfd a guest write of ``size`` bytes (value ``data``) at

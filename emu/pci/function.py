@@ -28,7 +28,7 @@ from typing import Callable
 
 from emu.errors import EmuBug
 from emu.pci import regs
-from emu.pci.bar import Bar, RamBacking, RegisterOps, as_ram_backing
+from emu.pci.bar import Bar, RegisterOps, as_ram_backing
 from emu.pci.errors import GuestAccessError, GuestErrors
 
 MappingListener = Callable[["PCIFunction", Bar], None]
@@ -340,10 +340,6 @@ class PCIFunction:
             except GuestAccessError as e:
                 self.errors.record(e.kind, f"BAR{index}+0x{offset:x} write/{size} 0x{value:x}: {e}")
 
-    def ram_backing(self, index: int) -> RamBacking | None:
-        bar = self.bars.get(index)
-        return bar.ram if bar is not None else None
-
     # -- ioeventfd ------------------------------------------------------------------
     def add_ioeventfd(self, bar: int, offset: int, fd: int, size: int | None = None,
                       data: int | None = None) -> IoEventFd:
@@ -368,9 +364,7 @@ class PCIFunction:
         """The eventfd a write of ``size`` bytes (value ``data``) would signal."""
         with self.lock:
             for ev in self.ioeventfds:
-                if ev.bar == bar and ev.offset == offset and (
-                        ev.size is None or ev.size == size) and (
-                        ev.data is None or ev.data == data):
+                if ev.matches(bar, offset, size, data):
                     return ev.fd
             return None
 

@@ -34,8 +34,8 @@ OPS = st.one_of(
               st.just(0), st.just(False), st.just(0)),
     st.tuples(st.just("firmware"), st.just(0), st.just(0), st.just(False), st.just(0)),
     # well-formed driver steps, so random traffic also hits negotiated and live states
-    st.tuples(st.just("driver"), st.sampled_from(["negotiate", "msix", "queue0", "queue1",
-                                                   "driver_ok"]),
+    st.tuples(st.just("driver"), st.sampled_from(["bringup", "negotiate", "msix", "queue0",
+                                                   "queue1", "driver_ok"]),
               st.just(0), st.just(False), st.just(0)),
 )
 
@@ -79,7 +79,10 @@ def drive(drv, dev, step):
     """One correct driver step; the device may refuse it (random traffic
     may have broken the state before), which the driver reports."""
     try:
-        if step == "negotiate":
+        if step == "bringup":
+            for sub in ("negotiate", "queue0", "queue1", "driver_ok"):
+                drive(drv, dev, sub)
+        elif step == "negotiate":
             drv.negotiate(1 << 29)
         elif step == "msix":
             dev.enable_msix(vectors=VectorAllocator())

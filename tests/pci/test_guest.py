@@ -149,3 +149,12 @@ def test_guest_thread_brings_up_a_virtio_device_while_the_device_raises_interrup
         fn.notify_queue(0)
     t.join(5)
     assert got["fired"] >= 50 and fn.kicks[0] >= 50 and fn.errors.total == 0
+
+
+def test_a_later_driver_finds_the_addresses_firmware_assigned(bus):
+    bus.plug(fn_with((0, 0x1000, "mem32", False), (2, 1 << 32, "mem64", True),
+                     (4, 0x20, "io", False)), 1)
+    firmware = probe(bus)[0]
+    late = PCIDevice(bus, firmware.bdf)
+    assert late.size_bars() == firmware.bars
+    assert late.command == firmware.command                    # probing restored decode
