@@ -100,8 +100,8 @@ reached: set[str] = set()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(OPS, max_size=80))
-def test_random_register_traffic(ops):
+@given(st.booleans(), st.lists(OPS, max_size=80))
+def test_random_register_traffic(live, ops):
     bus = PCIBus()
     fn = VirtioPCIFunction(ToyNet())
     bus.plug(fn, 4)
@@ -110,6 +110,8 @@ def test_random_register_traffic(ops):
         drv = VirtioPCIDriver(dev)
         bases = {0: dev.bar_address(0), 1: dev.bar_address(1)}
         needs_reset, enabled_at = False, {}
+        if live:                                # half the runs start on a live device
+            drive(drv, dev, "bringup")
         for kind, off, size, write, value in ops:
             if kind in ("bar0", "bar1"):
                 addr = bases[int(kind[-1])] + off
