@@ -114,7 +114,8 @@ def test_vector_allocator_runs_out():
     assert alloc.alloc() == 0x30
 
 
-def test_guest_thread_brings_up_a_virtio_device_while_the_device_raises_interrupts(bus):
+def test_guest_thread_brings_up_a_virtio_device_while_the_device_raises_interrupts(
+        no_fd_leak, bus):
     """The guest runs in its own thread (like a vCPU); the device side
     raises interrupts from the test thread (like the asyncio loop)."""
     fn = VirtioPCIFunction(ToyNet())

@@ -150,7 +150,7 @@ def test_ack_driver_features_ok_in_one_write(cc, vnet):
     assert cc.status == ACK | DRV | FOK | DOK and vnet.errors.total == 0
 
 
-def test_reset_clears_everything(bus, dev, drv, cc, vnet):
+def test_reset_clears_everything(no_fd_leak, bus, dev, drv, cc, vnet):
     vecs = dev.enable_msix()
     drv.negotiate(F_RING_EVENT_IDX)
     drv.set_config_vector(0)
