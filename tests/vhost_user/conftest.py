@@ -248,3 +248,13 @@ def vu():
     return types.SimpleNamespace(Harness=Harness, RecordingDevice=RecordingDevice,
                                  RecordingMapper=RecordingMapper, eventfd=eventfd,
                                  ring_layout=ring_layout, NET_FEATURES=NET_FEATURES)
+
+
+@pytest.fixture
+def arun():
+    """Run a coroutine to completion on a fresh event loop, with a timeout."""
+    import asyncio
+
+    def run(coro, timeout: float = 10.0):
+        return asyncio.run(asyncio.wait_for(coro, timeout))
+    return run
