@@ -329,7 +329,8 @@ class VirtioPCIFunction(PCIFunction):
             return
         old = self._status
         if old & ~value & ~STATUS_NEEDS_RESET:
-            self.errors.record("status-clear", f"status 0x{value:02x} would clear bits of 0x{old:02x}")
+            self.errors.record("status-clear",
+                               f"status 0x{value:02x} would clear bits of 0x{old:02x}")
         stray = value & ~(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK
                           | STATUS_FEATURES_OK | STATUS_FAILED | (old & STATUS_NEEDS_RESET))
         if stray:

@@ -194,7 +194,7 @@ def test_needs_reset(dev, drv, cc, vnet):
     assert cc.status == 0
 
 
-# -- features --------------------------------------------------------------------------------------
+# -- features -------------------------------------------------------------------------------------
 def test_device_feature_windows(cc):
     got = []
     for sel in (0, 1, 2, 0xFFFFFFFF):
@@ -244,7 +244,7 @@ def test_driver_feature_select_beyond_64_bits(cc, vnet):
     assert cc.r(vp.COMMON_GF, 4) == 0 and vnet.errors["features-unoffered"] == 1
 
 
-# -- queues -------------------------------------------------------------------------------------------
+# -- queues ---------------------------------------------------------------------------------------
 def test_queue_setup_through_the_driver(dev, drv, vnet, cc):
     dev.enable_msix()
     drv.negotiate(0)
@@ -349,7 +349,7 @@ def test_queue_reset_is_not_offered(cc, vnet):
     assert cc.r(vp.COMMON_Q_RESET, 2) == 0 and vnet.errors["queue-reset"] == 1
 
 
-# -- notifications -------------------------------------------------------------------------------------
+# -- notifications --------------------------------------------------------------------------------
 def ready(dev, drv, msix=True):
     vecs = dev.enable_msix() if msix else None
     drv.negotiate(0)
@@ -411,7 +411,7 @@ def test_zero_notify_multiplier_selects_by_value(no_fd_leak, bus):
     assert events(fn, "notify") == [("notify", 0)] and eventfd_count(fd) == 1
 
 
-# -- interrupts --------------------------------------------------------------------------------------------
+# -- interrupts -----------------------------------------------------------------------------------
 def test_msix_queue_and_config_interrupts(dev, drv, vnet):
     vecs = ready(dev, drv)
     vnet.notify_queue(1)
@@ -468,7 +468,7 @@ def test_isr_is_read_only(bus, dev, drv, vnet):
     assert bus.mmio_read(isr + 1, 1) == 0xFF and vnet.isr == 1   # only offset 0 is the ISR
 
 
-# -- device configuration --------------------------------------------------------------------------------------
+# -- device configuration -------------------------------------------------------------------------
 def test_device_config_access(bus, dev, drv, vnet):
     assert drv.read_config(0, 6) == bytes.fromhex("525400123456")
     assert drv.read_config_struct("<6sH") == (bytes.fromhex("525400123456"), 0)
@@ -513,7 +513,7 @@ def test_read_config_gives_up_on_a_device_that_never_settles(dev, drv, vnet):
         drv.read_config(0, 4)
 
 
-# -- register-level abuse ---------------------------------------------------------------------------------------------
+# -- register-level abuse -------------------------------------------------------------------------
 COMMON_REGS = [(o, s) for o, s in vp._COMMON_SIZES.items()]
 
 
@@ -568,7 +568,7 @@ def test_garbage_in_every_common_register(bus, dev, cc, vnet, value):
     assert dev.vendor_id == 0x1AF4                              # the function still answers
 
 
-# -- layout for device types with their own registers (vhost-pci-net) ---------------------------------------------
+# -- layout for device types with their own registers (vhost-pci-net) -----------------------------
 class DoorbellFunction(VirtioPCIFunction):
     """Shaped like vhost-pci-net: doorbells in BAR0's notify page, a
     RAM-backed 64-bit BAR2 and a read-only RAM-backed BAR4."""
