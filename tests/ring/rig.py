@@ -132,8 +132,9 @@ def isolated(fn):
     """Run the test in a forked child so that a stray access (SIGSEGV on a
     guard page) or an abort is a clean failure of this test, not of the run.
 
-    The child reports an exception's traceback through a pipe; the parent
-    fails with it, or with the signal that killed the child."""
+    The child reports an exception's traceback (or fds the test left open)
+    through a pipe; the parent fails with it, or with the signal that
+    killed the child."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -143,7 +144,10 @@ def isolated(fn):
             os.close(r)
             code = 0
             try:
+                before = set(os.listdir("/proc/self/fd"))
                 fn(*args, **kwargs)
+                leaked = set(os.listdir("/proc/self/fd")) - before
+                assert not leaked, f"fds left open: {sorted(leaked)}"
             except BaseException:
                 os.write(w, traceback.format_exc().encode())
                 code = 1
