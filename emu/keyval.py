@@ -1,0 +1,254 @@
+"""QEMU option strings: ``-opt [implied=]value,key=value,...``.
+
+The syntax is QemuOpts' (what ``-device``, ``-netdev``, ``-chardev``, ``-m``,
+``-name`` use in QEMU 7.2):
+
+* parameters are separated by ``,``; ``,,`` is a literal comma, in keys and
+  values alike (``path=/tmp/a,,b`` is the path ``/tmp/a,b``);
+* an option may have an *implied* first key: in ``-device virtio-net-pci,...``
+  the first element, having no ``=``, is the value of ``driver``;
+* a bare ``key`` means ``key=on`` and ``nokey`` means ``key=off`` (QEMU
+  accepts this short form with a deprecation warning; so do we, for boolean
+  parameters only);
+* booleans are ``on|off|yes|no|true|false|y|n``; sizes take an optional
+  ``B K M G T P E`` suffix (either case, binary multiples, a fraction such as
+  ``1.5G`` only with a suffix), integers may be hexadecimal.
+
+Each option is described by a :class:`Schema` of typed :class:`Param`\\ s;
+:func:`parse_opts` returns the typed values of the parameters given.  Error
+texts follow QEMU's wording.  This module imports nothing heavy: it runs
+before the monitor listens.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from emu.errors import PeerError
+
+
+class OptionError(PeerError):
+    """A malformed option string or parameter value (from the command line)."""
+
+
+# -- value parsers: (parameter name, text) -> value, or OptionError -----------
+
+_TRUE = ("on", "yes", "true", "y")
+_FALSE = ("off", "no", "false", "n")
+
+
+def boolean(name: str, text: str) -> bool:
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise OptionError(f"Parameter '{name}' expects 'on' or 'off'")
+
+
+def string(name: str, text: str) -> str:
+    return text
+
+
+_SIZE_RE = re.compile(r"\s*(?:(0[xX][0-9a-fA-F]+)|([0-9]+(?:\.[0-9]*)?))\s*([bBkKmMgGtTpPeE]?)\s*\Z")
+_SIZE_SHIFT = {"": 0, "B": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
+
+SIZE_HELP = ("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+             "and exabytes, respectively.")
+
+
+def to_size(text: str, default_suffix: str = "B") -> int | None:
+    """QEMU's qemu_strtosz(): ``None`` when *text* is not a size below 2**64."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        return None
+    hexa, dec, suffix = m.groups()
+    suffix = suffix.upper() or default_suffix
+    shift = _SIZE_SHIFT[suffix]
+    if hexa is not None:
+        value = int(hexa, 16) << shift
+    elif "." in dec:
+        # A fraction needs an explicit unit, as in QEMU ("1.5G", not "1.5").
+        if not m.group(3) or m.group(3).upper() == "B":
+            return None
+        whole, frac = dec.split(".")
+        value = (int(whole or "0") << shift) + (int(frac or "0") << shift) // (10 ** len(frac or "0"))
+    else:
+        value = int(dec) << shift
+    return value if value < 1 << 64 else None
+
+
+def size(name: str, text: str) -> int:
+    value = to_size(text)
+    if value is None:
+        raise OptionError(f"Parameter '{name}' expects a size value")
+    return value
+
+
+def integer(lo: int, hi: int) -> Callable[[str, str], int]:
+    """An integer in [lo, hi]; decimal or 0x-hexadecimal, as QEMU's parsers take."""
+    def parse(name: str, text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise OptionError(f"Parameter '{name}' expects integer") from None
+        if not lo <= value <= hi:
+            raise OptionError(f"Parameter '{name}' expects a value in the range [{lo}, {hi}]")
+        return value
+    parse.kind = f"int {lo}..{hi}"  # type: ignore[attr-defined]
+    return parse
+
+
+def choice(*values: str) -> Callable[[str, str], str]:
+    def parse(name: str, text: str) -> str:
+        if text not in values:
+            raise OptionError(f"Parameter '{name}' does not accept value '{text}'")
+        return text
+    parse.kind = "|".join(values)  # type: ignore[attr-defined]
+    return parse
+
+
+_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+ID_HELP = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
+
+
+def identifier(name: str, text: str) -> str:
+    if not _ID_RE.match(text):
+        raise OptionError(f"Parameter '{name}' expects an identifier\n{ID_HELP}")
+    return text
+
+
+boolean.kind = "on|off"  # type: ignore[attr-defined]
+string.kind = "str"  # type: ignore[attr-defined]
+size.kind = "size"  # type: ignore[attr-defined]
+identifier.kind = "id"  # type: ignore[attr-defined]
+
+
+# -- schemas -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    parse: Callable[[str, str], Any] = string
+    help: str = ""
+    #: accepted for compatibility with QEMU command lines, without effect in emu
+    ignored: bool = False
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.parse, "kind", "str")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The parameters of one option (or one ``-device`` driver, ``-object`` type...)."""
+    params: tuple[Param, ...]
+    implied: str | None = None
+    #: error text for a key not in ``params``; ``{key}`` is substituted
+    unknown: str = "Invalid parameter '{key}'"
+    by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {p.name: p for p in self.params})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.by_name
+
+    def help(self, title: str) -> str:
+        width = max((len(p.name) + len(p.kind) + 3 for p in self.params), default=0)
+        lines = [f"{title} options:"]
+        for p in sorted(self.params, key=lambda p: p.name):
+            left = f"{p.name}=<{p.kind}>"
+            note = " (accepted, no effect in emu)" if p.ignored else ""
+            lines.append(f"  {left:<{width}} - {p.help}{note}".rstrip())
+        return "\n".join(lines)
+
+
+def split_opts(text: str) -> list[str]:
+    """Split at single commas; ``,,`` stands for a literal comma."""
+    items, cur, i, n = [], [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == ",":
+            if i + 1 < n and text[i + 1] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if cur:
+        items.append("".join(cur))
+    return items
+
+
+def parse_pairs(text: str, implied: str | None = None) -> list[tuple[str, str | None]]:
+    """``(key, value)`` pairs in order; a bare key has the value ``None``.
+
+    An empty element (``a=1,,`` is an escape, but ``a=1,`` ends the list)
+    is skipped, as QemuOpts does with a trailing comma.
+    """
+    pairs: list[tuple[str, str | None]] = []
+    for i, item in enumerate(split_opts(text)):
+        key, eq, value = item.partition("=")
+        if not eq:
+            if i == 0 and implied is not None:
+                pairs.append((implied, item))
+                continue
+            if item == "":
+                continue
+            pairs.append((item, None))
+        else:
+            pairs.append((key, value))
+    return pairs
+
+
+def parse_opts(text: str, schema: Schema, warnings: list[str] | None = None,
+               **fmt: str) -> dict[str, Any]:
+    """Typed values of the parameters in *text*; only those given are present.
+
+    *fmt* fills placeholders other than ``{key}`` in ``schema.unknown``.
+    Short-form booleans append a deprecation warning to *warnings*.
+    """
+    return typed_values(parse_pairs(text, schema.implied), schema, warnings, **fmt)
+
+
+def typed_values(pairs: list[tuple[str, str | None]], schema: Schema,
+                 warnings: list[str] | None = None, **fmt: str) -> dict[str, Any]:
+    """:func:`parse_opts` on pairs already split (see :func:`split_head`)."""
+    values: dict[str, Any] = {}
+    for key, raw in pairs:
+        param = schema.by_name.get(key)
+        if raw is None:
+            # QEMU's deprecated short form: "server" = server=on, "nowait" = wait=off
+            if param is None and key.startswith("no") and key[2:] in schema:
+                param, raw = schema.by_name[key[2:]], "off"
+            else:
+                raw = "on"
+            if param is not None and param.parse is boolean and warnings is not None:
+                warnings.append(f"warning: short-form boolean option '{key}' deprecated\n"
+                                f"Please use {param.name}={raw} instead")
+            elif param is not None:
+                raise OptionError(f"Expected '=' after parameter '{key}'")
+        if param is None:
+            raise OptionError(schema.unknown.format(key=key, **fmt))
+        if param.name in values:
+            raise OptionError(f"Parameter '{param.name}' given twice")
+        values[param.name] = param.parse(param.name, raw)
+    return values
+
+
+def split_head(text: str, key: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """The value of the selecting key (``-device DRIVER,...`` or
+    ``driver=DRIVER,...``; ``""`` if absent) and the other pairs."""
+    pairs = parse_pairs(text, key)
+    head = next((v for k, v in pairs if k == key), None)
+    return head or "", [(k, v) for k, v in pairs if k != key]
+
+
+def require(values: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if name not in values:
+            raise OptionError(f"Parameter '{name}' is missing")

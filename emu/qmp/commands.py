@@ -1,0 +1,237 @@
+"""QMP commands: request checking, argument checking, the command table.
+
+Sans I/O: :func:`dispatch` turns one decoded request into one response
+dict (or a :class:`QmpError`), checking it in the order and with the
+texts of QEMU 7.2's ``qmp_dispatch`` and QAPI input visitor.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from emu.errors import PeerError
+from emu.qmp import hmp
+from emu.qmp.errors import CommandNotFound, QmpError
+
+if TYPE_CHECKING:
+    from emu.qmp.server import Session
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: str            # "str" | "int" | "bool" | "object" | "array" | "any"
+    optional: bool = False
+
+
+_TYPE_NAMES = {"str": "string", "int": "integer", "bool": "boolean",
+               "object": "object", "array": "array"}
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < 1 << 64
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list)
+    return True
+
+
+def check_args(spec: tuple[Arg, ...], args: dict[str, Any]) -> None:
+    for a in spec:
+        if a.name not in args:
+            if not a.optional:
+                raise QmpError(f"Parameter '{a.name}' is missing")
+        elif not _type_ok(a.type, args[a.name]):
+            raise QmpError(f"Invalid parameter type for '{a.name}', expected: {_TYPE_NAMES[a.type]}")
+    known = {a.name for a in spec}
+    for key in args:
+        if key not in known:
+            raise QmpError(f"Parameter '{key}' is unexpected")
+
+
+Handler = Callable[["Session", dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    args: tuple[Arg, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *args: Arg) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = Command(name, fn, tuple(args))
+        return fn
+    return register
+
+
+async def _call(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+# -- the commands --------------------------------------------------------------
+
+QMP_CAPABILITIES = "qmp_capabilities"
+
+
+@command(QMP_CAPABILITIES, Arg("enable", "array", optional=True))
+def qmp_capabilities(s: Session, args: dict[str, Any]) -> dict:
+    if s.negotiated:
+        raise CommandNotFound("Capabilities negotiation is already complete, command ignored")
+    for cap in args.get("enable", []):
+        if not isinstance(cap, str):
+            raise QmpError("Invalid parameter type for 'enable', expected: string")
+        if cap != "oob":
+            raise QmpError(f"Parameter 'enable' does not accept value '{cap}'")
+        # emu does not offer out-of-band execution (its greeting says so)
+        raise QmpError("Capability 'oob' not available")
+    s.negotiated = True
+    return {}
+
+
+@command("query-status")
+def query_status(s: Session, args: dict[str, Any]) -> dict:
+    state = s.machine.run_state
+    return {"status": state, "singlestep": False, "running": state == "running"}
+
+
+@command("stop")
+async def stop(s: Session, args: dict[str, Any]) -> dict:
+    await _call(s.machine.stop())
+    return {}
+
+
+@command("cont")
+async def cont(s: Session, args: dict[str, Any]) -> dict:
+    await _call(s.machine.cont())
+    return {}
+
+
+@command("system_reset")
+async def system_reset(s: Session, args: dict[str, Any]) -> dict:
+    await _call(s.machine.system_reset())
+    return {}
+
+
+@command("system_powerdown")
+async def system_powerdown(s: Session, args: dict[str, Any]) -> dict:
+    await _call(s.machine.system_powerdown())
+    return {}
+
+
+@command("quit")
+async def quit_(s: Session, args: dict[str, Any]) -> dict:
+    await _call(s.machine.quit())
+    return {}
+
+
+@command("query-version")
+def query_version(s: Session, args: dict[str, Any]) -> dict:
+    return s.server.version_info()
+
+
+@command("query-name")
+def query_name(s: Session, args: dict[str, Any]) -> dict:
+    name = s.machine.name
+    return {} if name is None else {"name": name}
+
+
+@command("query-commands")
+def query_commands(s: Session, args: dict[str, Any]) -> list:
+    return [{"name": name} for name in COMMANDS]
+
+
+@command("query-pci")
+def query_pci(s: Session, args: dict[str, Any]) -> list:
+    return s.machine.query_pci()
+
+
+@command("query-chardev")
+def query_chardev(s: Session, args: dict[str, Any]) -> list:
+    return s.server.chardev_info() + list(s.machine.query_chardev())
+
+
+@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True))
+async def human_monitor_command(s: Session, args: dict[str, Any]) -> str:
+    return await hmp.run(s, args["command-line"])
+
+
+@command("query-emu-stats", Arg("device", "str", optional=True))
+def query_emu_stats(s: Session, args: dict[str, Any]) -> dict:
+    stats = s.machine.emu_stats()
+    if "device" in args:
+        devices = [d for d in stats.get("devices", []) if d.get("id") == args["device"]]
+        if not devices:
+            raise QmpError(f"Device '{args['device']}' not found")
+        stats = {**stats, "devices": devices}
+    return stats
+
+
+@command("emu-set-guest-app", Arg("app", "str"), Arg("params", "object", optional=True))
+async def emu_set_guest_app(s: Session, args: dict[str, Any]) -> dict:
+    params = args.get("params", {})
+    for key, value in params.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise QmpError(f"Invalid parameter type for 'params.{key}', expected: scalar")
+    await _call(s.machine.set_guest_app(args["app"], dict(params)))
+    return {}
+
+
+# -- dispatch ------------------------------------------------------------------
+
+_NO_ID = object()
+
+
+def _check_request(req: dict[str, Any]) -> str:
+    for key, value in req.items():
+        if key == "execute":
+            if not isinstance(value, str):
+                raise QmpError("QMP input member 'execute' must be a string")
+        elif key == "arguments":
+            if not isinstance(value, dict):
+                raise QmpError("QMP input member 'arguments' must be an object")
+        elif key != "id":
+            raise QmpError(f"QMP input member '{key}' is unexpected")
+    if "execute" not in req:
+        raise QmpError("QMP input lacks member 'execute'")
+    return req["execute"]
+
+
+async def dispatch(s: Session, req: Any) -> dict[str, Any]:
+    """One response for one decoded request; never raises QmpError."""
+    if not isinstance(req, dict):
+        return {"error": QmpError("QMP input must be a JSON object").to_json()}
+    rid = req.get("id", _NO_ID)
+    try:
+        name = _check_request(req)
+        cmd = COMMANDS.get(name)
+        if not s.negotiated and name != QMP_CAPABILITIES:
+            raise CommandNotFound("Expecting capabilities negotiation with 'qmp_capabilities'")
+        if cmd is None:
+            raise CommandNotFound(f"The command {name} has not been found")
+        args = req.get("arguments", {})
+        check_args(cmd.args, args)
+        value = await _call(cmd.handler(s, args))
+        response: dict[str, Any] = {"return": value}
+        if rid is not _NO_ID:
+            response["id"] = rid
+        return response
+    except QmpError as e:
+        error = e.to_json()
+    except PeerError as e:  # the machine refused bad input (e.g. an app parameter)
+        error = QmpError(str(e)).to_json()
+    except Exception as e:  # a bug in emu or in the machine: answer, log, keep serving
+        s.server.log_bug(f"command {req.get('execute')!r} failed", e)
+        error = QmpError(f"internal error: {type(e).__name__}: {e}").to_json()
+    return {"error": error} if rid is _NO_ID else {"id": rid, "error": error}

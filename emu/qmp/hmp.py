@@ -1,0 +1,153 @@
+"""``human-monitor-command``: the few HMP commands harnesses send over QMP.
+
+Output is HMP text with QEMU's ``\\r\\n`` line ends; formats follow QEMU 7.2
+(``info pci`` is rendered from the ``query-pci`` value, as QEMU does).
+Errors are text in the answer, not QMP errors, as in QEMU.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from emu.errors import PeerError
+
+if TYPE_CHECKING:
+    from emu.qmp.server import Session
+
+_U64 = (1 << 64) - 1
+
+
+def _lines(*lines: str) -> str:
+    return "".join(f"{line}\r\n" for line in lines)
+
+
+def info_status(s: Session) -> str:
+    state = s.machine.run_state
+    if state == "running":
+        return _lines("VM status: running")
+    return _lines("VM status: paused" + ("" if state == "paused" else f" ({state})"))
+
+
+def info_version(s: Session) -> str:
+    v = s.server.version_info()
+    q = v["qemu"]
+    return _lines(f"{q['major']}.{q['minor']}.{q['micro']} ({v['package']})")
+
+
+def info_name(s: Session) -> str:
+    name = s.machine.name
+    return _lines(name) if name else ""
+
+
+def info_chardev(s: Session) -> str:
+    devs = s.server.chardev_info() + list(s.machine.query_chardev())
+    return _lines(*(f"{d['label']}: filename={d['filename']}" for d in devs))
+
+
+def info_network(s: Session) -> str:
+    text = s.machine.info_network()
+    return _lines(*text.splitlines()) if text else ""
+
+
+def format_pci(buses: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for bus in buses:
+        for d in bus.get("devices", []):
+            ci, ids = d["class_info"], d["id"]
+            out.append(f"  Bus {d['bus']:2d}, device {d['slot']:3d}, function {d['function']}:")
+            what = ci["desc"] if ci.get("desc") else f"Class {ci['class']:04d}"
+            out.append(f"    {what}: PCI device {ids['vendor']:04x}:{ids['device']:04x}")
+            if "subsystem" in ids and "subsystem-vendor" in ids:
+                out.append(f"      PCI subsystem {ids['subsystem-vendor']:04x}:{ids['subsystem']:04x}")
+            if "irq" in d:
+                out.append(f"      IRQ {d['irq']}, pin {chr(ord('A') + d.get('irq_pin', 1) - 1)}")
+            for r in d.get("regions", []):
+                addr = r["address"] & _U64
+                last = (addr + r["size"] - 1) & _U64
+                if r["type"] == "io":
+                    out.append(f"      BAR{r['bar']}: I/O at 0x{addr:04x} [0x{last:04x}].")
+                else:
+                    bits = 64 if r.get("mem_type_64") else 32
+                    pf = " prefetchable" if r.get("prefetch") else ""
+                    out.append(f"      BAR{r['bar']}: {bits} bit{pf} memory at 0x{addr:08x} [0x{last:08x}].")
+            out.append(f"      id \"{d.get('qdev_id', '')}\"")
+    return out
+
+
+def info_pci(s: Session) -> str:
+    return _lines(*format_pci(s.machine.query_pci()))
+
+
+def info_emu_stats(s: Session) -> str:
+    out = [f"{'device':<12} {'queue':<8} {'packets':>12} {'bytes':>14} {'drops':>8} "
+           f"{'errors':>8} {'kicks':>10} {'calls':>10}"]
+    for dev in s.machine.emu_stats().get("devices", []):
+        for q in dev.get("queues", []):
+            out.append(f"{dev.get('id', ''):<12} {q.get('name', q.get('index', '')):<8} "
+                       f"{q.get('packets', 0):>12} {q.get('bytes', 0):>14} {q.get('drops', 0):>8} "
+                       f"{q.get('errors', 0):>8} {q.get('kicks', 0):>10} {q.get('calls', 0):>10}")
+    return _lines(*out)
+
+
+INFO: dict[str, tuple[Callable[[Session], str], str]] = {
+    "chardev": (info_chardev, "show the character devices"),
+    "emu-stats": (info_emu_stats, "show emu's per-queue counters"),
+    "name": (info_name, "show the current VM name"),
+    "network": (info_network, "show the network state"),
+    "pci": (info_pci, "show PCI info"),
+    "status": (info_status, "show the current VM status (running|paused)"),
+    "version": (info_version, "show the version of QEMU"),
+}
+
+# HMP actions: name -> (aliases, MachineControl method, help)
+ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "cont": (("c",), "cont", "resume emulation"),
+    "quit": (("q",), "quit", "quit the emulator"),
+    "stop": (("s",), "stop", "stop emulation"),
+    "system_powerdown": ((), "system_powerdown", "send system power down event"),
+    "system_reset": ((), "system_reset", "reset the system"),
+}
+_ALIASES = {alias: name for name, (aliases, _, _) in ACTIONS.items() for alias in aliases}
+
+
+def _extraneous(word: str, full: str) -> str:
+    return _lines(f"{word}: extraneous characters at the end of line",
+                  f"Try \"help {full}\" for more information")
+
+
+def _help() -> str:
+    lines = [f"{name}|{'|'.join(al)}  -- {h}" if al else f"{name}  -- {h}"
+             for name, (al, _, h) in sorted(ACTIONS.items())]
+    lines += ["help|? [cmd] -- show the help", "info [subcommand] -- show various information about the system state"]
+    return _lines(*sorted(lines))
+
+
+async def run(s: Session, command_line: str) -> str:
+    words = command_line.split()
+    if not words:
+        return ""
+    cmd, rest = words[0], words[1:]
+    if cmd in ("help", "?"):
+        return _help()
+    if cmd == "info":
+        if not rest:
+            return _lines(*(f"info {k}  -- {h}" for k, (_, h) in INFO.items()))
+        item = INFO.get(rest[0])
+        if item is None:
+            return _lines(f"unknown command: 'info {rest[0]}'")
+        if len(rest) > 1:
+            return _extraneous(rest[0], f"info {rest[0]}")
+        return item[0](s)
+    name = _ALIASES.get(cmd, cmd)
+    action = ACTIONS.get(name)
+    if action is None:
+        return _lines(f"unknown command: '{cmd}'")
+    if rest:
+        return _extraneous(cmd, name)
+    try:
+        result: Any = getattr(s.machine, action[1])()
+        if inspect.isawaitable(result):
+            await result
+    except PeerError as e:
+        return _lines(f"Error: {e}")
+    return ""

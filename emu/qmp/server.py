@@ -1,0 +1,403 @@
+"""The QMP server: asyncio monitors on unix sockets, inherited fds and stdio.
+
+One :class:`QmpServer` per machine.  Each endpoint (``-qmp``, or a
+``-chardev socket`` used by ``-mon mode=control``) is served by the same
+code; each connection is a :class:`Session` with its own capabilities
+negotiation.  Events go to every negotiated session.
+
+Differences from QEMU 7.2, on purpose:
+
+* a listening endpoint serves up to ``MAX_SESSIONS`` clients at once (QEMU
+  serves one and leaves the others waiting in the backlog);
+* out-of-band execution is not offered (the greeting's capability list is
+  empty), so commands run strictly in order per session.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from emu import __version__
+from emu.errors import EmuError
+from emu.qmp.commands import dispatch
+from emu.qmp.control import MachineControl
+from emu.qmp.errors import GENERIC_ERROR
+from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
+
+log = logging.getLogger("emu.qmp")
+
+#: the QEMU release whose QMP (and command line) emu mirrors
+QEMU_VERSION = (7, 2, 0)
+PACKAGE = f"emu {__version__}"
+
+MAX_SESSIONS = 16            # concurrent clients per listening endpoint
+MAX_OUTPUT = 4 << 20         # bytes queued to a client before its events are dropped
+READ_CHUNK = 64 << 10
+
+#: trace hook: (direction "rx"|"tx", session label, message or error text)
+Trace = Callable[[str, str, Any], None]
+
+
+class MonitorSetupError(EmuError):
+    """A monitor endpoint could not be set up (bind, connect, bad fd)."""
+
+
+@dataclass(frozen=True)
+class MonitorEndpoint:
+    """Where a monitor listens or connects; built from the command line by
+    :func:`emu.cli.monitor_endpoints`.  Exactly one of path/fd/stdio."""
+    label: str                  # the chardev id (``compat_monitor0`` for -qmp)
+    path: str | None = None     # unix socket path
+    fd: int | None = None       # inherited socket: connected (one session) or listening
+    stdio: bool = False
+    server: bool = False        # with path: listen (True) or connect (False)
+    wait: bool = False          # listening: hold start-up until the first client
+    reconnect: float = 0.0      # connecting: seconds between attempts after a loss (0: none)
+    pretty: bool = False
+
+    def filename(self) -> str:
+        if self.stdio:
+            return "stdio"
+        if self.fd is not None:
+            return f"fd:{self.fd}"
+        return f"unix:{self.path}" + (",server=on" if self.server else "")
+
+
+class Session:
+    """One QMP connection."""
+
+    def __init__(self, server: QmpServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, label: str, pretty: bool = False):
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.label = label
+        self.pretty = pretty
+        self.negotiated = False
+        self.events_dropped = 0
+        self._streamer = JsonStreamer(max_size=server.max_message)
+        self.task: asyncio.Task | None = None
+
+    @property
+    def machine(self) -> MachineControl:
+        return self.server.machine
+
+    def _write(self, msg: dict[str, Any]) -> None:
+        if self.writer.is_closing():
+            return
+        text = self.server.encode(msg, self.pretty)
+        self.writer.write(text)
+        if self.server.trace:
+            self.server.trace("tx", self.label, msg)
+
+    def send_event(self, msg: dict[str, Any]) -> None:
+        if not self.negotiated or self.writer.is_closing():
+            return
+        if self.writer.transport.get_write_buffer_size() > self.server.max_output:
+            # A client that does not read must not make us buffer without end.
+            self.events_dropped += 1
+            return
+        self._write(msg)
+
+    async def run(self) -> None:
+        try:
+            self._write(self.server.greeting())
+            await self.writer.drain()
+            while True:
+                chunk = await self.reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                for item in self._streamer.feed(chunk):
+                    if self.server.trace:
+                        self.server.trace("rx", self.label, str(item) if isinstance(item, JsonError) else item)
+                    if isinstance(item, JsonError):
+                        response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
+                    else:
+                        response = await dispatch(self, item)
+                    self._write(response)
+                    await self.writer.drain()
+        except (ConnectionError, OSError) as e:
+            log.debug("monitor %s: connection lost: %s", self.label, e)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.server._sessions.discard(self)
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+class _Listener:
+    """A listening endpoint: its asyncio server and the socket path we own."""
+
+    def __init__(self, ep: MonitorEndpoint):
+        self.ep = ep
+        self.server: asyncio.base_events.Server | None = None
+        self.sessions: set[Session] = set()
+        self.first_client = asyncio.Event()
+        self.owned_path: tuple[str, int, int] | None = None   # (path, st_dev, st_ino)
+
+
+class QmpServer:
+    def __init__(self, machine: MachineControl, *, max_message: int = MAX_SIZE,
+                 max_output: int = MAX_OUTPUT, trace: Trace | None = None):
+        self.machine = machine
+        self.max_message = max_message
+        self.max_output = max_output
+        self.trace = trace
+        self._sessions: set[Session] = set()
+        self._listeners: list[_Listener] = []
+        self._endpoints: list[MonitorEndpoint] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._closed = False
+
+    # -- protocol pieces -------------------------------------------------------
+
+    @staticmethod
+    def version_info() -> dict[str, Any]:
+        major, minor, micro = QEMU_VERSION
+        return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": PACKAGE}
+
+    def greeting(self) -> dict[str, Any]:
+        return {"QMP": {"version": self.version_info(), "capabilities": []}}
+
+    @staticmethod
+    def encode(msg: dict[str, Any], pretty: bool = False) -> bytes:
+        return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
+
+    def chardev_info(self) -> list[dict[str, Any]]:
+        """``query-chardev`` entries of the monitors' own chardevs."""
+        out = []
+        for ep in self._endpoints:
+            name = ep.filename()
+            listener = next((lis for lis in self._listeners if lis.ep is ep), None)
+            if listener is not None and not listener.sessions:
+                name = f"disconnected:{name}"
+            out.append({"label": ep.label, "filename": name, "frontend-open": True})
+        return out
+
+    def log_bug(self, what: str, exc: BaseException) -> None:
+        log.error("%s", what, exc_info=exc)
+
+    # -- events ------------------------------------------------------------------
+
+    def emit(self, event: str, data: dict[str, Any] | None = None) -> None:
+        """Send an event to every negotiated session; callable from any thread.
+
+        The timestamp is taken here, when the event happens, not when it is
+        written.  Before any monitor exists, or after close, it is dropped.
+        """
+        now = time.time()
+        msg: dict[str, Any] = {"timestamp": {"seconds": int(now), "microseconds": int(now % 1 * 1e6)},
+                               "event": event}
+        if data is not None:
+            msg["data"] = data
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._broadcast(msg)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._broadcast, msg)
+            except RuntimeError:  # loop closed meanwhile
+                pass
+
+    def _broadcast(self, msg: dict[str, Any]) -> None:
+        for s in list(self._sessions):
+            s.send_event(msg)
+
+    # -- endpoints ---------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+              label: str, pretty: bool = False) -> Session:
+        """Serve QMP on an established stream (also used by every endpoint)."""
+        self._bind_loop()
+        s = Session(self, reader, writer, label, pretty)
+        self._sessions.add(s)
+        s.task = self._spawn(s.run())
+        return s
+
+    async def add_monitor(self, ep: MonitorEndpoint) -> None:
+        """Bind or connect *ep* now; serve it in the background.
+
+        Raises :class:`MonitorSetupError` with a QEMU-like message.
+        """
+        self._bind_loop()
+        if self._closed:
+            raise MonitorSetupError("monitor server is closed")
+        if sum(x is not None and x is not False for x in (ep.path, ep.fd, ep.stdio or None)) != 1:
+            raise MonitorSetupError(f"monitor {ep.label}: exactly one of path, fd or stdio is required")
+        if ep.stdio:
+            await self._add_stdio(ep)
+        elif ep.fd is not None:
+            await self._add_fd(ep)
+        elif ep.server:
+            await self._listen_unix(ep)
+        else:
+            await self._connect_unix(ep, first=True)
+        self._endpoints.append(ep)
+
+    async def _start_listener(self, ep: MonitorEndpoint, *, path: str | None = None,
+                              sock: socket.socket | None = None) -> _Listener:
+        lis = _Listener(ep)
+
+        def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self._closed or len(lis.sessions) >= MAX_SESSIONS:
+                writer.close()
+                return
+            s = self.serve(reader, writer, ep.label, ep.pretty)
+            lis.sessions.add(s)
+            s.task.add_done_callback(lambda _t: lis.sessions.discard(s))
+            lis.first_client.set()
+
+        if path is not None:
+            lis.server = await asyncio.start_unix_server(on_client, path=path)
+        else:
+            lis.server = await asyncio.start_server(on_client, sock=sock)
+        self._listeners.append(lis)
+        return lis
+
+    async def _listen_unix(self, ep: MonitorEndpoint) -> None:
+        path = ep.path
+        assert path is not None
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            # QEMU replaces a stale socket; we refuse to remove anything else.
+            if not stat.S_ISSOCK(st.st_mode):
+                raise MonitorSetupError(f"Failed to bind socket to {path}: Address already in use")
+            os.unlink(path)
+        try:
+            lis = await self._start_listener(ep, path=path)
+        except OSError as e:
+            raise MonitorSetupError(f"Failed to bind socket to {path}: {e.strerror}") from None
+        st = os.stat(path)
+        lis.owned_path = (path, st.st_dev, st.st_ino)
+
+    async def _connect_unix(self, ep: MonitorEndpoint, first: bool) -> None:
+        assert ep.path is not None
+        try:
+            reader, writer = await asyncio.open_unix_connection(ep.path)
+        except OSError as e:
+            if first and not ep.reconnect:
+                raise MonitorSetupError(f"Failed to connect to '{ep.path}': {e.strerror}") from None
+            self._spawn(self._reconnect(ep))
+            return
+        s = self.serve(reader, writer, ep.label, ep.pretty)
+        if ep.reconnect:
+            s.task.add_done_callback(lambda _t: self._closed or self._spawn(self._reconnect(ep)))
+
+    async def _reconnect(self, ep: MonitorEndpoint) -> None:
+        await asyncio.sleep(ep.reconnect)
+        if not self._closed:
+            await self._connect_unix(ep, first=False)
+
+    async def _add_fd(self, ep: MonitorEndpoint) -> None:
+        fd = ep.fd
+        assert fd is not None
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            raise MonitorSetupError(f"Unable to use fd {fd}: {e.strerror}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise MonitorSetupError(f"File descriptor '{fd}' is not a socket")
+        sock = socket.socket(fileno=fd)      # takes ownership of the fd
+        try:
+            os.set_inheritable(fd, False)
+            if sock.type != socket.SOCK_STREAM:
+                raise MonitorSetupError(f"File descriptor '{fd}' is not a stream socket")
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if listening:
+                await self._start_listener(ep, sock=sock)
+            else:
+                reader, writer = await asyncio.open_connection(sock=sock)
+                self.serve(reader, writer, ep.label, ep.pretty)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _add_stdio(self, ep: MonitorEndpoint) -> None:
+        loop = asyncio.get_running_loop()
+        # Duplicates, so closing the session does not close the process's stdio.
+        rfile = os.fdopen(os.dup(0), "rb", buffering=0)
+        wfile = os.fdopen(os.dup(1), "wb", buffering=0)
+        try:
+            reader = asyncio.StreamReader(limit=READ_CHUNK)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), rfile)
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), wfile)
+        except (ValueError, OSError) as e:
+            rfile.close()
+            wfile.close()
+            raise MonitorSetupError(f"stdio monitor needs a pipe, socket or terminal: {e}") from None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self.serve(reader, writer, ep.label, ep.pretty)
+
+    async def wait_for_clients(self) -> None:
+        """Return once every ``wait=on`` listener has had a client (QEMU's
+        start-up hold for ``server=on`` without ``wait=off``)."""
+        await asyncio.gather(*(lis.first_client.wait() for lis in self._listeners if lis.ep.wait))
+
+    @property
+    def sessions(self) -> frozenset[Session]:
+        return frozenset(self._sessions)
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Flush what was written (the answer to ``quit``, SHUTDOWN), close
+        every session and listener, and remove the socket files we created."""
+        if self._closed:
+            return
+        self._closed = True
+        for lis in self._listeners:
+            if lis.server is not None:
+                lis.server.close()
+        sessions = list(self._sessions)
+        for s in sessions:
+            s.close()
+        for s in sessions:
+            try:
+                await asyncio.wait_for(s.writer.wait_closed(), timeout=1.0)
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                s.writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lis in self._listeners:
+            if lis.server is not None:
+                await lis.server.wait_closed()
+            if lis.owned_path is not None:
+                path, dev, ino = lis.owned_path
+                try:
+                    st = os.lstat(path)
+                    if (st.st_dev, st.st_ino) == (dev, ino):
+                        os.unlink(path)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        log.warning("cannot remove %s: %s", path, e)
