@@ -31,9 +31,9 @@ from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
 from emu.vhost_user.device import BackendDevice, DefaultMapper, MemoryMapper
 from emu.vhost_user.errors import ProtocolViolation, UnsupportedRequest, UsageError
-from emu.vhost_user.messages import (Config, FdRule, FrontendRequest as F, Inflight,
-                                     MAX_CONFIG_SIZE, ProtocolFeature as PF, U64,
-                                     VirtioFeature, VringState, spec_of)
+from emu.vhost_user.messages import (MAX_CONFIG_SIZE, VHOST_PCI_START, VHOST_PCI_STOP, Config,
+                                     FrontendRequest as F, Inflight, ProtocolFeature as PF,
+                                     SeedRequest, U64, VirtioFeature, VringState, spec_of)
 from emu.vhost_user.shm import DirtyLog, InflightArea, check_eventfd, check_unix_socket
 from emu.vhost_user.vring import Vring, check_num
 from emu.vhost_user.wirelog import WireLog
@@ -81,6 +81,8 @@ class Backend:
         self.inflight: InflightArea | None = None
         self.backend_req_fd: int | None = None
         self.mtu: int | None = None
+        self.peer_device_id: int | None = None      # seed: SET_DEVICE_ID
+        self.vhost_pci_started = False              # seed: SET_VHOST_PCI start/stop
         self.refused: collections.deque[tuple[str, PeerError]] = collections.deque(maxlen=64)
         self.on_output: Callable[[], None] | None = None
         self._lock = threading.Lock()        # outboxes and pushed features (device threads)
@@ -122,6 +124,12 @@ class Backend:
             F.SET_STATUS: self._set_status,
             F.GET_STATUS: self._get_status,
         }
+        # A separate table: IntEnum members compare by value, so SET_DEVICE_ID
+        # (20) would otherwise replace NET_SET_MTU's handler.
+        self._seed_handlers = {
+            SeedRequest.SET_DEVICE_ID: self._seed_set_device_id,
+            SeedRequest.SET_VHOST_PCI: self._seed_set_vhost_pci,
+        }
         device.connected(self)
 
     # -- negotiation state ---------------------------------------------------------
@@ -130,6 +138,7 @@ class Backend:
 
     def offered_protocol_features(self) -> int:
         offer = int(self.device.protocol_features()) & int(IMPLEMENTED)
+        offer &= ~extension.reserved_bits(self.vhost_pci)
         return offer | extension.offer_bits(self.vhost_pci)
 
     def negotiated(self, feature: PF) -> bool:
@@ -138,6 +147,12 @@ class Backend:
     @property
     def vhost_pci_active(self) -> bool:
         return extension.is_active(self.vhost_pci, self.protocol_features)
+
+    @property
+    def seed_dialect(self) -> bool:
+        """Ids 20/21 are the seed's SET_DEVICE_ID/SET_VHOST_PCI on this
+        connection (the transport switches its decoder accordingly)."""
+        return self.vhost_pci == "seed" and self.vhost_pci_active
 
     def _protocol_features_on(self) -> bool:
         """VHOST_USER_F_PROTOCOL_FEATURES negotiated: rings start disabled."""
@@ -171,7 +186,8 @@ class Backend:
         spec = spec_of(msg.request)
         try:
             self._check_negotiated(msg.request, spec)
-            handler = self._handlers.get(msg.request)
+            table = self._seed_handlers if isinstance(msg.request, SeedRequest) else self._handlers
+            handler = table.get(msg.request)
             if handler is None:
                 raise UnsupportedRequest(f"{msg.request.name} is not supported")
             reply = handler(msg)
@@ -183,8 +199,11 @@ class Backend:
             return [msg.reply(U64(0))]
         return []
 
-    def _check_negotiated(self, req: F, spec) -> None:
-        if req == F.NET_SET_MTU:
+    def _check_negotiated(self, req, spec) -> None:
+        if isinstance(req, SeedRequest):
+            if not self.seed_dialect:
+                raise ProtocolViolation(f"{req.name} outside a seed vhost-pci connection")
+        elif req == F.NET_SET_MTU:
             if not extension.net_mtu_negotiated(self.vhost_pci, self.protocol_features):
                 raise ProtocolViolation("NET_SET_MTU without NET_MTU negotiated"
                                         + (" (bit 4 means VHOST_PCI here)" if self.vhost_pci_active else ""))
@@ -304,6 +323,16 @@ class Backend:
             raise ProtocolViolation(f"MTU {mtu} not in {MIN_MTU}..{MAX_MTU}")
         self.mtu = mtu
         self.device.set_mtu(mtu)
+
+    def _seed_set_device_id(self, msg):
+        self.peer_device_id = msg.payload.value
+        self.device.set_device_id(msg.payload.value)
+
+    def _seed_set_vhost_pci(self, msg):
+        if msg.payload.value not in (VHOST_PCI_START, VHOST_PCI_STOP):
+            raise ProtocolViolation(f"SET_VHOST_PCI {msg.payload.value}: expected 0 (start) or 1 (stop)")
+        self.vhost_pci_started = msg.payload.value == VHOST_PCI_START
+        self.device.vhost_pci_started(self.vhost_pci_started)
 
     # -- back-end request channel ---------------------------------------------------------
     def _set_backend_req_fd(self, msg):

@@ -18,7 +18,8 @@ from typing import Iterable, Sequence
 
 from emu.vhost_user.errors import MalformedMessage, UsageError
 from emu.vhost_user.messages import (KNOWN_FLAGS, MAX_FDS, VERSION_MASK, BackendRequest,
-                                     Flags, FrontendRequest, Payload, reply_rules, spec_of)
+                                     Flags, FrontendRequest, Payload, SeedRequest, reply_rules,
+                                     spec_of)
 
 HEADER = struct.Struct("<III")
 HEADER_SIZE = HEADER.size
@@ -40,7 +41,7 @@ class Message:
     a receiver must keep or close them; a sender keeps ownership (the kernel
     duplicates them into the peer)."""
 
-    request: FrontendRequest | BackendRequest
+    request: FrontendRequest | BackendRequest | SeedRequest
     flags: int = Flags.VERSION
     payload: Payload | None = None
     fds: tuple[int, ...] = ()
@@ -106,6 +107,10 @@ class Decoder:
     fds fed with some bytes belong to the message that the first of those
     bytes is part of (the sender attaches them to the header's sendmsg).
     Read at most :meth:`wanted` bytes per ``recvmsg`` and this is exact.
+
+    ``seed_dialect``: ids 20 and 21 are the seed's SET_DEVICE_ID and
+    SET_VHOST_PCI (set by the owner once a "seed" vhost-pci connection has
+    negotiated the extension; it applies from the next header decoded).
     """
 
     def __init__(self, requests: type[FrontendRequest] | type[BackendRequest] = FrontendRequest,
@@ -118,6 +123,7 @@ class Decoder:
         self._fds: list[tuple[int, list[int]]] = []   # (stream offset, fds)
         self._header: tuple | None = None             # validated header of the message at _buf[0]
         self.broken: MalformedMessage | None = None
+        self.seed_dialect = False
 
     # -- input ----------------------------------------------------------------
     def feed(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -190,7 +196,11 @@ class Decoder:
         if is_reply and flags & Flags.NEED_REPLY:
             raise MalformedMessage("a reply with NEED_REPLY set")
         try:
-            req = self.requests(req_id)
+            if self.seed_dialect and self.requests is FrontendRequest \
+                    and req_id in SeedRequest._value2member_map_:
+                req = SeedRequest(req_id)
+            else:
+                req = self.requests(req_id)
         except ValueError:
             raise MalformedMessage(f"unknown {self.requests.__name__} id {req_id}") from None
         if size > self.max_payload:

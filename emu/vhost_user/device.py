@@ -144,3 +144,11 @@ class BackendDevice(ABC):
 
     def set_mtu(self, mtu: int) -> None:
         """NET_SET_MTU."""
+
+    # -- the seed's vhost-pci requests (vhost_pci="seed" only) ------------------------
+    def set_device_id(self, device_id: int) -> None:
+        """SET_DEVICE_ID: the virtio device type behind the front-end."""
+
+    def vhost_pci_started(self, started: bool) -> None:
+        """SET_VHOST_PCI start/stop: the seed hot-plugged its device here;
+        emu's device exists from the start and may raise LINK_UP."""

@@ -11,6 +11,11 @@ when SET_PROTOCOL_FEATURES is sent/received, what bit 4 means on it:
   only bit 4: bit 4 acked means vhost-pci.
 * ``"off"``: never; bit 4 is ``NET_MTU``.
 
+The seed (v1) also took protocol bit 5 for its SET_DEVICE_ID request (id
+20) and id 21 for SET_VHOST_PCI; today those are BACKEND_REQ and
+SET_BACKEND_REQ_FD.  In ``"seed"`` mode emu therefore never offers or acks
+bit 5, and decodes ids 20/21 as the seed's requests once the extension is on.
+
 When active, the back-end may send ``SET_FEATURES`` to the front-end on the
 main socket (its driver's negotiated features); the front-end, if that set
 is a subset of what it negotiated, makes its device renegotiate.  When not
@@ -27,6 +32,9 @@ BIT4 = int(ProtocolFeature.VHOST_PCI)
 MARKER = int(ProtocolFeature.EMU_VHOST_PCI)
 
 
+SEED_BIT5 = int(ProtocolFeature.BACKEND_REQ)   # the seed's DEVICE_ID feature
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise UsageError(f"vhost_pci={mode!r}: expected one of {', '.join(MODES)}")
@@ -36,6 +44,12 @@ def check_mode(mode: str) -> str:
 def offer_bits(mode: str) -> int:
     """Protocol bits a back-end adds to its offer for the extension."""
     return {"auto": BIT4 | MARKER, "seed": BIT4, "off": 0}[check_mode(mode)]
+
+
+def reserved_bits(mode: str) -> int:
+    """Protocol bits that mean something else in this mode: never offered
+    nor acked as their modern meaning."""
+    return SEED_BIT5 if check_mode(mode) == "seed" else 0
 
 
 def ack_bits(mode: str, offered: int) -> int:

@@ -114,6 +114,7 @@ class Frontend:
         """What to ack from the back-end's offer, with the bit-4 rule."""
         ext = extension.ack_bits(self.vhost_pci, offered)
         plain = offered & self.wanted_protocol_features & ~(extension.BIT4 | extension.MARKER)
+        plain &= ~extension.reserved_bits(self.vhost_pci)
         if not ext and offered & self.wanted_protocol_features & PF.NET_MTU:
             plain |= PF.NET_MTU
         return plain | ext
@@ -431,6 +432,7 @@ class FrontendClient:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout or self.timeout)
             except asyncio.TimeoutError:
                 err = PeerTimeout(f"no reply to {req.name} within {timeout or self.timeout} s")
+                fut.cancel()                 # nobody waits for it any more
                 self._lost(stream, err)
                 raise err from None
 
@@ -558,6 +560,8 @@ class FrontendClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self.frontend.wire_log is not None:
+            self.frontend.wire_log.close()
 
 
 def eventfd() -> int:

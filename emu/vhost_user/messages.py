@@ -92,6 +92,18 @@ class BackendRequest(enum.IntEnum):
     SHARED_OBJECT_LOOKUP = 8
 
 
+class SeedRequest(enum.IntEnum):
+    """The seed's (Wei Wang's vhost-pci v1) requests, on ids today's spec
+    gives to NET_SET_MTU and SET_BACKEND_REQ_FD.  Decoded as such only on a
+    connection where ``vhost_pci="seed"`` and the extension is active."""
+
+    SET_DEVICE_ID = 20      # u64: virtio device id of the front-end's device
+    SET_VHOST_PCI = 21      # u64: 0 = start (the vhost-pci device appears), 1 = stop
+
+
+VHOST_PCI_START, VHOST_PCI_STOP = 0, 1
+
+
 # -- header flags -----------------------------------------------------------------
 class Flags(enum.IntFlag):
     VERSION = 0x1          # bits 0-1: protocol version, always 1
@@ -681,13 +693,17 @@ BACKEND_SPECS: dict[BackendRequest, RequestSpec] = {
                                          status_reply=True),
 }
 
-#: The REPLY_ACK answer to a request without a reply of its own.
-ACK_SPEC = RequestSpec(U64)
+SEED_SPECS: dict[SeedRequest, RequestSpec] = {
+    SeedRequest.SET_DEVICE_ID: RequestSpec(U64),
+    SeedRequest.SET_VHOST_PCI: RequestSpec(U64),
+}
 
 
-def spec_of(request: FrontendRequest | BackendRequest) -> RequestSpec:
+def spec_of(request: FrontendRequest | BackendRequest | SeedRequest) -> RequestSpec:
     if isinstance(request, BackendRequest):
         return BACKEND_SPECS[request]
+    if isinstance(request, SeedRequest):
+        return SEED_SPECS[request]
     return FRONTEND_SPECS[request]
 
 

@@ -259,6 +259,7 @@ class BackendConnection:
                 msg = await self.stream.receive()
                 for m in self.backend.handle(msg):
                     self.stream.send(m)
+                self.stream.decoder.seed_dialect = self.backend.seed_dialect
                 self._sync_channel()
                 await self.stream.drain(self.reply_timeout)
         except PeerClosed as e:
@@ -315,6 +316,8 @@ class BackendConnection:
         finally:
             self.backend.on_output = None
             self.stream.close()
+            if self.backend.wire_log is not None:     # a wire log belongs to one connection
+                self.backend.wire_log.close()
             self.done.set()
 
     async def close(self) -> None:

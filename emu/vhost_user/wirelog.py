@@ -80,6 +80,10 @@ class WireLog:
             rec["conn"] = self.label
         self._emit(rec)
 
+    @property
+    def closed(self) -> bool:
+        return self._file is None and self._call is None
+
     def _emit(self, rec: dict) -> None:
         if self._call is not None:
             self._call(rec)
@@ -88,6 +92,8 @@ class WireLog:
             self._file.flush()
 
     def close(self) -> None:
+        """Close a file the log opened itself; later records are dropped."""
         if self._own_file and self._file is not None:
             self._file.close()
         self._file = None
+        self._call = None

@@ -152,6 +152,7 @@ class Harness:
     def send(self, req, payload=None, fds=(), need_reply=False):
         data, _ = encode(request(req, payload, fds, need_reply))
         dec = Decoder()
+        dec.seed_dialect = self.backend.seed_dialect
         dec.feed(data, [os.dup(fd) for fd in fds])
         msg = dec.next_message()
         assert msg is not None and dec.next_message() is None

@@ -520,3 +520,28 @@ def test_push_features_is_silent_on_a_plain_connection(harness):
     harness.backend.push_features(VF.VERSION_1)
     assert harness.backend.outgoing() == []
     assert harness.send(F.GET_FEATURES)[0].is_reply
+
+
+def test_seed_requests_on_a_seed_connection(no_fd_leak, vu):
+    """A seed-era master: bit 4 alone, then SET_DEVICE_ID (20) and SET_VHOST_PCI (21)."""
+    from emu.vhost_user.messages import SeedRequest
+    dev = vu.RecordingDevice()
+    started = []
+    dev.vhost_pci_started = started.append
+    h = vu.Harness(dev, vhost_pci="seed")
+    assert not h.backend.seed_dialect
+    h.send(F.SET_PROTOCOL_FEATURES, U64(PF.VHOST_PCI | PF.REPLY_ACK))
+    assert h.backend.vhost_pci_active and h.backend.seed_dialect
+    assert h.ack(SeedRequest.SET_DEVICE_ID, U64(1)) == 0
+    assert h.ack(SeedRequest.SET_VHOST_PCI, U64(0)) == 0
+    assert h.ack(SeedRequest.SET_VHOST_PCI, U64(7)) == 1
+    assert h.backend.peer_device_id == 1 and h.backend.vhost_pci_started and started == [True]
+    h.close()
+
+
+def test_seed_ids_mean_todays_requests_elsewhere(no_fd_leak, vu):
+    h = vu.Harness(vhost_pci="auto")
+    h.send(F.SET_PROTOCOL_FEATURES, U64(PF.VHOST_PCI | PF.EMU_VHOST_PCI | PF.REPLY_ACK))
+    assert h.backend.vhost_pci_active and not h.backend.seed_dialect
+    assert h.ack(F.NET_SET_MTU, U64(1500)) == 1           # bit 4 is VHOST_PCI, not NET_MTU
+    h.close()

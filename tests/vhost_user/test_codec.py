@@ -292,3 +292,14 @@ def test_every_request_has_a_spec():
     assert set(FRONTEND_SPECS) == set(F) and len(F) == 43
     assert set(BACKEND_SPECS) == set(B) and len(B) == 8
     assert F.SET_BACKEND_REQ_FD == 21 and F.NET_SET_MTU == 20 and F.CHECK_DEVICE_STATE == 43
+
+
+def test_seed_dialect_decodes_ids_20_and_21():
+    from emu.vhost_user.messages import SeedRequest
+    raw = _hdr(21, 1, 8, struct.pack("<Q", 0))          # the seed's SET_VHOST_PCI start
+    with pytest.raises(MalformedMessage):                  # today: SET_BACKEND_REQ_FD needs an fd
+        _decode_all(raw)
+    dec = Decoder()
+    dec.seed_dialect = True
+    dec.feed(raw)
+    assert dec.next_message() == request(SeedRequest.SET_VHOST_PCI, U64(0))

@@ -20,7 +20,7 @@ def _load():
     return mod
 
 
-def test_seeds_and_mutations(no_fd_leak, caplog):
+def test_seeds_and_mutations(no_fd_leak):
     fuzz = _load()
     rng = random.Random(1234)
     seeds = fuzz.seed_corpus()
