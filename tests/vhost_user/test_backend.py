@@ -545,3 +545,47 @@ def test_seed_ids_mean_todays_requests_elsewhere(no_fd_leak, vu):
     assert h.backend.vhost_pci_active and not h.backend.seed_dialect
     assert h.ack(F.NET_SET_MTU, U64(1500)) == 1           # bit 4 is VHOST_PCI, not NET_MTU
     h.close()
+
+
+class WindowMapper:
+    """How the vhost-pci device plugs its peer-memory window in: the window
+    holds one table, so map() releases the previous one (every ring is
+    stopped by then) and unmap() only releases the table still mapped."""
+
+    def __init__(self, window):
+        self.window = window
+        self.current = None
+
+    def map(self, specs, fds):
+        if self.window.mapped:
+            self.window.unmap()
+        self.current = self.window.map_table(specs, fds)
+        return self.current
+
+    def unmap(self, mem):
+        if mem is self.current:
+            self.window.unmap()
+            self.current = None
+
+
+def test_memory_mapper_can_be_a_peer_window(no_fd_leak, ram, vu):
+    from emu.window import PeerWindow
+    window = PeerWindow(64 << 20)
+    dev = vu.RecordingDevice()
+    h = vu.Harness(dev)
+    h.backend.mapper = WindowMapper(window)
+    try:
+        h.negotiate(PLAIN_PF)
+        assert h.set_mem(ram) == 0
+        h.setup_ring(ram, 0, 0x10000)
+        v = h.backend.vrings[0]
+        assert window.base <= v.desc < window.base + window.size
+        ram.write(0x10000, b"via the window")
+        assert ctypes.string_at(v.desc, 14) == b"via the window"
+        assert h.set_mem(ram) == 0                      # re-map while the ring runs
+        assert dev.running == {0} and window.base <= v.desc < window.base + window.size
+        assert ctypes.string_at(v.desc, 14) == b"via the window"
+        h.close()
+        assert not window.mapped
+    finally:
+        window.close()
