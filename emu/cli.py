@@ -281,6 +281,10 @@ def _window(name: str, text: str) -> int:
     return value
 
 
+for _parser, _kind in ((_ram_size, "size"), (_backend_size, "size"), (_queue_size, "int 256..1024"),
+                      (_window, "size")):
+    _parser.kind = _kind  # type: ignore[attr-defined]
+
 _ON_OFF_AUTO = choice("on", "off", "auto")
 _VHOST_PCI_MODE = choice("auto", "seed", "off")
 

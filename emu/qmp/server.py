@@ -134,6 +134,107 @@ class Session:
         self.server._sessions.discard(self)
         if not self.writer.is_closing():
             self.writer.close()
+        close_reader = getattr(self.reader, "close", None)   # stdio's reader
+        if close_reader is not None:
+            close_reader()
+
+
+class _StdinReader:
+    """stdin for a stdio monitor.
+
+    A pipe or socket is read through an asyncio pipe transport; anything
+    else (a file, /dev/null, a terminal: epoll refuses the first two) by a
+    daemon thread.
+    """
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._reader: asyncio.StreamReader | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._queue: asyncio.Queue[bytes] | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        if _is_stream(self.fd):
+            reader = asyncio.StreamReader(limit=READ_CHUNK)
+            self._transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.fd, "rb", buffering=0))
+            self._reader = reader
+        else:
+            self._queue = asyncio.Queue()
+            threading.Thread(target=self._pump, args=(loop, self._queue), daemon=True,
+                             name="qmp-stdin").start()
+
+    def _pump(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes]) -> None:
+        data = b"x"
+        while data:
+            try:
+                data = os.read(self.fd, READ_CHUNK)
+            except OSError:
+                data = b""
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, data)
+            except RuntimeError:  # loop closed
+                return
+
+    async def read(self, n: int) -> bytes:
+        if self._reader is not None:
+            return await self._reader.read(n)
+        assert self._queue is not None
+        return await self._queue.get()
+
+    def close(self) -> None:
+        if self._transport is not None:   # closes the fd
+            self._transport.close()
+            self._transport = None
+        # Otherwise the thread owns the fd (a file: it reads to the end).
+
+
+class _FileWriter:
+    """The StreamWriter subset a Session uses, writing synchronously: for
+    stdout on a file or terminal, which asyncio's pipe transport refuses."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and self.fd >= 0:
+            view = view[os.write(self.fd, view):]
+
+    async def drain(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.fd < 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    abort = close
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+def _is_stream(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+async def _stdout_writer(fd: int) -> Any:
+    if not _is_stream(fd):
+        return _FileWriter(fd)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(fd, "wb", buffering=0))
+    return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
 class _Listener:
@@ -342,21 +443,11 @@ class QmpServer:
             raise
 
     async def _add_stdio(self, ep: MonitorEndpoint) -> None:
-        loop = asyncio.get_running_loop()
-        # Duplicates, so closing the session does not close the process's stdio.
-        rfile = os.fdopen(os.dup(0), "rb", buffering=0)
-        wfile = os.fdopen(os.dup(1), "wb", buffering=0)
-        try:
-            reader = asyncio.StreamReader(limit=READ_CHUNK)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), rfile)
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), wfile)
-        except (ValueError, OSError) as e:
-            rfile.close()
-            wfile.close()
-            raise MonitorSetupError(f"stdio monitor needs a pipe, socket or terminal: {e}") from None
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        self.serve(reader, writer, ep.label, ep.pretty)
+        # Duplicates, so that closing the session leaves the process's stdio open.
+        reader = _StdinReader(os.dup(0))
+        await reader.open()
+        writer = await _stdout_writer(os.dup(1))
+        self.serve(reader, writer, ep.label, ep.pretty)  # type: ignore[arg-type]
 
     async def wait_for_clients(self) -> None:
         """Return once every ``wait=on`` listener has had a client (QEMU's
