@@ -24,6 +24,7 @@ from __future__ import annotations
 import array
 import asyncio
 import collections
+import errno
 import logging
 import os
 import socket
@@ -170,7 +171,9 @@ class MessageStream:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                if e.errno == 9:                                   # EBADF on an fd we send
+                if e.errno == errno.EBADF:             # an fd we were asked to send is closed
+                    self._out.popleft()
+                    self._out_bytes -= len(data)
                     raise EmuBug(f"{self.name}: sending a closed fd: {e}") from None
                 self._out.clear()
                 self._out_bytes = 0

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from emu.memory import allocate
-from emu.vhost_user.backend import IMPLEMENTED, Backend
+from emu.vhost_user.backend import IMPLEMENTED
 from emu.vhost_user.errors import ProtocolViolation
 from emu.vhost_user.messages import (BackendRequest as B, Config, FrontendRequest as F,
                                      Inflight, Iotlb, Log, MemoryRegion, ProtocolFeature as PF,
