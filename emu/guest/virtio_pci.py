@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 from emu.guest.pci import DriverError, PCIDevice
@@ -47,7 +48,7 @@ Q_SELECT, Q_SIZE, Q_MSIX, Q_ENABLE, Q_NOFF = 0x16, 0x18, 0x1A, 0x1C, 0x1E
 Q_DESC, Q_AVAIL, Q_USED = 0x20, 0x28, 0x30
 COMMON_CFG_MIN = 0x38
 
-RESET_POLLS = 1000
+RESET_POLLS = 5000          # ~5 s: a vhost-user back-end may have to stop its rings
 CONFIG_RETRIES = 100
 
 
@@ -144,11 +145,13 @@ class VirtioPCIDriver:
     def reset(self) -> None:
         """Write 0 and wait until the device reads back 0."""
         self._cwrite(DEVICE_STATUS, 1, 0)
-        for _ in range(RESET_POLLS):
+        for i in range(RESET_POLLS):
             if self.status == 0:
                 self.queues.clear()
                 self.features = 0
                 return
+            if i >= 8:          # like Linux's msleep(1) between polls
+                time.sleep(0.001)
         raise DriverError(f"{self.dev!r}: reset did not complete")
 
     def device_features(self) -> int:

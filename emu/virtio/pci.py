@@ -19,7 +19,10 @@ counted in ``self.errors`` under the kind in brackets; none raises):
 * access of the wrong size or alignment, or to no register: reads all ones,
   writes dropped [common-bad-access, unassigned]; write to a read-only
   register dropped [common-readonly];
-* device_status: writing 0 resets (reads back 0 at once).  Otherwise bits
+* device_status: writing 0 resets; it reads back 0 once the device model's
+  reset has completed (a device whose reset needs its back-end, e.g. a
+  vhost-user ring stop, returns a completion from ``reset()`` and the
+  status reads 0x40 | old bits until then, as the spec allows).  Otherwise bits
   are only ever *added*: a write that would clear bits keeps them
   [status-clear]; reserved bits and a NEEDS_RESET the device did not set
   are dropped [status-reserved]; a bit whose predecessor is missing
@@ -136,8 +139,21 @@ class VirtioPCILayout:
     msix_bar_size: int = 0x1000
     msix_table_offset: int = 0x0
     msix_pba_offset: int = 0x800
-    msix_vectors: int | None = None      # default: one per queue + config
+    msix_vectors: int | None = None      # default: one per queue + config; 0: no MSI-X
     pci_cfg_cap: bool = True
+
+
+class _NoMSIX:
+    """Stands in for the MSI-X capability of a function built with vectors=0."""
+
+    enabled = False
+    nvectors = 0
+
+    def notify(self, vector: int) -> bool:
+        return False
+
+    def clear_pending(self, vector: int) -> None:
+        pass
 
 
 class VirtioPCIFunction(PCIFunction):
@@ -168,6 +184,8 @@ class VirtioPCIFunction(PCIFunction):
             if not 1 <= q.max_size <= 32768 or q.max_size & (q.max_size - 1):
                 raise EmuBug(f"queue {q.index} max size {q.max_size} is not a power of two")
         self._status = 0
+        self._reset_pending = None        # callable: True once the device's reset is done
+        self._status_at_reset = 0
         self.device_feature_select = 0
         self.driver_feature_select = 0
         self.driver_features = 0          # as written, committed at FEATURES_OK
@@ -189,13 +207,19 @@ class VirtioPCIFunction(PCIFunction):
         self.bar0.add(lay.notify_offset, lay.notify_length, _Notify(self), "notify")
         self.add_bar(lay.bar, lay.bar_size, lay.bar_kind, lay.bar_prefetchable, ops=self.bar0)
 
-        self.bar_msix = RegisterMap(lay.msix_bar_size, f"{self.name}-bar{lay.msix_bar}")
-        self.add_bar(lay.msix_bar, lay.msix_bar_size, "mem32", ops=self.bar_msix)
-        self.msix = MSIX(self, lay.msix_vectors or n + 1, lay.msix_bar, lay.msix_table_offset,
-                         lay.msix_bar, lay.msix_pba_offset)
-        self.bar_msix.add(lay.msix_table_offset, self.msix.table_size, self.msix.table_ops,
-                          "msix-table")
-        self.bar_msix.add(lay.msix_pba_offset, self.msix.pba_size, self.msix.pba_ops, "msix-pba")
+        if lay.msix_vectors == 0:
+            # QEMU's vectors=0: no MSI-X capability, interrupts are INTx + ISR
+            self.bar_msix = None
+            self.msix = _NoMSIX()
+        else:
+            self.bar_msix = RegisterMap(lay.msix_bar_size, f"{self.name}-bar{lay.msix_bar}")
+            self.add_bar(lay.msix_bar, lay.msix_bar_size, "mem32", ops=self.bar_msix)
+            self.msix = MSIX(self, lay.msix_vectors or n + 1, lay.msix_bar,
+                             lay.msix_table_offset, lay.msix_bar, lay.msix_pba_offset)
+            self.bar_msix.add(lay.msix_table_offset, self.msix.table_size, self.msix.table_ops,
+                              "msix-table")
+            self.bar_msix.add(lay.msix_pba_offset, self.msix.pba_size, self.msix.pba_ops,
+                              "msix-pba")
 
         self._add_virtio_cap(CAP_COMMON_CFG, lay.common_offset, COMMON_CFG_SIZE)
         self._add_virtio_cap(CAP_ISR_CFG, lay.isr_offset, lay.isr_length)
@@ -222,6 +246,10 @@ class VirtioPCIFunction(PCIFunction):
     # -- services for the device (any thread) ----------------------------------------
     @property
     def status(self) -> int:
+        if self._reset_pending is not None:
+            if not self._reset_pending():
+                return self._status_at_reset or STATUS_NEEDS_RESET
+            self._reset_pending = None
         return self._status
 
     @property
@@ -309,7 +337,11 @@ class VirtioPCIFunction(PCIFunction):
         self._virtio_reset()
 
     def _virtio_reset(self) -> None:
-        self.device.reset()
+        self._status_at_reset = self._status
+        done = self.device.reset()
+        # a device may finish its reset later (e.g. a vhost-user back-end
+        # must stop its rings first): status reads non-zero until then
+        self._reset_pending = done if callable(done) else None
         self._status = 0
         self.device_feature_select = self.driver_feature_select = 0
         self.driver_features = self._guest_features = 0
@@ -326,6 +358,10 @@ class VirtioPCIFunction(PCIFunction):
     def _write_status(self, value: int) -> None:
         if value == 0:
             self._virtio_reset()
+            return
+        if self._reset_pending is not None and not self._reset_pending():
+            self.errors.record("status-during-reset",
+                               f"status 0x{value:02x} written before the reset completed")
             return
         old = self._status
         if old & ~value & ~STATUS_NEEDS_RESET:

@@ -1,0 +1,219 @@
+"""The guest: a driver program on its own thread, like a vCPU.
+
+It does what firmware and a kernel would: enumerate the PCI bus and
+assign resources, bind a driver to every matching device, start the app,
+then wait for interrupts (config changes: link, NEEDS_RESET, the vhost-pci
+metadata) and for requests from the machine (pause for QMP ``stop``,
+resume, change of app, stop).  Everything goes through the bus.
+
+``-guest DRIVER,app=APP,key=value...`` keys understood here (the app takes
+the rest): ``mode=poll|interrupt``, ``queue_size``, ``buf_size``,
+``layout=0|1|2``, ``msix=on|off``, ``mrg_rxbuf``, ``event_idx``,
+``indirect_desc`` (on|off: what the driver asks for).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from emu.guest import apps as apps_mod
+from emu.guest import virtio_net
+from emu.guest.dma import DmaPool
+from emu.guest.pci import probe, wait_interrupts
+from emu.virtio import net_spec as N
+
+log = logging.getLogger(__name__)
+
+DRIVER_KEYS = ("mode", "queue_size", "buf_size", "layout", "msix", "mrg_rxbuf", "event_idx",
+               "indirect_desc", "app")
+
+
+def _feature_mask(params: dict) -> int:
+    mask = virtio_net.SUPPORTED
+    for key, bit in (("mrg_rxbuf", N.F_MRG_RXBUF), ("event_idx", N.F_EVENT_IDX),
+                     ("indirect_desc", N.F_INDIRECT_DESC)):
+        if key in params and not apps_mod._bool(params[key], True):
+            mask &= ~bit
+    return mask
+
+
+def _drivers_for(kind: str):
+    if kind == "virtio-net":
+        return virtio_net.matches, virtio_net.VirtioNetDriver, apps_mod.VIRTIO_NET_APPS
+    if kind == "vhost-pci-net":
+        from emu.guest import vhost_pci_net, vhost_pci_apps
+        return vhost_pci_net.matches, vhost_pci_net.VhostPciNetDriver, vhost_pci_apps.APPS
+    raise ValueError(f"unknown guest driver {kind!r} (have virtio-net, vhost-pci-net)")
+
+
+class GuestProgram:
+    def __init__(self, bus, ram, driver: str, app: str, params: dict | None = None, *,
+                 paused: bool = False, name: str = "guest", on_event=None):
+        self.bus = bus
+        self.ram = ram
+        self.kind = driver
+        self.app_name = app
+        self.params = dict(params or {})
+        self.mode = self.params.get("mode", "poll")
+        if self.mode not in ("poll", "interrupt"):
+            raise ValueError(f"-guest mode={self.mode}: expected poll or interrupt")
+        self.matches, self.driver_cls, self.apps = _drivers_for(driver)
+        if app not in self.apps:
+            raise ValueError(f"-guest {driver}: unknown app {app!r} "
+                             f"(have {', '.join(sorted(self.apps))})")
+        self.name = name
+        self.emit = on_event or (lambda name, data: None)
+        self.drivers = []
+        self.app = None
+        self.paused = paused
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.config_events = 0
+        self.renegotiations = 0
+
+    # -- machine side -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+
+    def request(self, what: str, *args) -> None:
+        self._requests.put((what, args))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop = True
+        self.request("stop")
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stats(self) -> dict:
+        out = {"app": self.app_name, "paused": self.paused, "devices": {}}
+        for d in list(self.drivers):
+            out["devices"][d.dev.bdf] = d.queue_stats()
+        if self.app is not None:
+            out["app_stats"] = self.app.stats()
+        return out
+
+    # -- guest thread -----------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._bring_up()
+            self.ready.set()
+            self._loop()
+        except Exception as e:          # a guest crash: report it, the VM stays up
+            log.exception("%s: guest driver failed", self.name)
+            self.error = e
+            self.emit("EMU_GUEST_PANIC", {"driver": self.kind, "reason": str(e)})
+            self.ready.set()
+        finally:
+            self._teardown()
+
+    def _bring_up(self) -> None:
+        devices = probe(self.bus)
+        dma = DmaPool(self.ram)
+        kw = dict(features=_feature_mask(self.params))
+        for key in ("queue_size", "buf_size", "layout"):
+            if key in self.params:
+                kw[key] = int(self.params[key])
+        if "msix" in self.params:
+            kw["msix"] = apps_mod._bool(self.params["msix"], True)
+        for dev in devices:
+            if self.matches(dev):
+                drv = self.driver_cls(dev, self.ram, dma, name=f"{self.kind}@{dev.bdf:02x}", **kw)
+                drv.start()
+                self.drivers.append(drv)
+        if not self.drivers:
+            raise RuntimeError(f"no device for driver {self.kind} on the bus")
+        self._new_app(self.app_name, self.params)
+        if not self.paused:
+            self.app.start()
+
+    def _new_app(self, name: str, params: dict) -> None:
+        app_params = {k: v for k, v in params.items() if k not in DRIVER_KEYS}
+        self.app = self.apps[name](self.drivers, app_params, self.mode)
+        self.app_name = name
+
+    def _config_fds(self) -> dict[int, object]:
+        return {d.config_fd: d for d in self.drivers if d.config_fd is not None}
+
+    def _loop(self) -> None:
+        done_sent = False
+        while not self._stop:
+            self._serve_requests()
+            if self._stop:
+                break
+            fds = self._config_fds()
+            if self.app.uses_pump or self.paused or not self.app.running:
+                fired = wait_interrupts(list(fds), 0.02)
+            else:
+                self.app.poll(0.005)
+                fired = wait_interrupts(list(fds), 0)
+            for fd in fired:
+                self._config_interrupt(fds[fd])
+            if self.app.done and not done_sent:
+                done_sent = True
+                self.emit("EMU_GUEST_APP_DONE", {"app": self.app_name, **self.app.stats()})
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                what, args = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if what == "stop":
+                self._stop = True
+            elif what == "pause" and not self.paused:
+                self.paused = True
+                if self.app.running:
+                    self.app.pause()
+            elif what == "resume" and self.paused:
+                self.paused = False
+                if self.app.running:
+                    self.app.resume()
+                else:
+                    self.app.start()
+            elif what == "set_app":
+                name, params = args
+                was = self.app.running
+                self.app.stop()
+                merged = {**{k: v for k, v in self.params.items() if k in DRIVER_KEYS}, **params}
+                self._new_app(name, merged)
+                if was and not self.paused:
+                    self.app.start()
+            elif what == "reset":
+                self.app.stop()
+                for d in self.drivers:
+                    d.reinit()
+                if not self.paused:
+                    self.app.start()
+
+    def _config_interrupt(self, drv) -> None:
+        self.config_events += 1
+        ev = drv.config_event()
+        if ev == "needs-reset":
+            # the device wants a renegotiation (vhost-pci feature push, or an error)
+            self.renegotiations += 1
+            was = self.app.running
+            self.app.stop()
+            drv.reinit()
+            self.emit("EMU_GUEST_RENEGOTIATED", {"driver": self.kind, "features": drv.features})
+            if was and not self.paused:
+                self.app.start()
+        elif ev is not None and hasattr(drv, "handle_config") and drv.handle_config(self.app):
+            pass
+
+    def _teardown(self) -> None:
+        if self.app is not None and self.app.running:
+            try:
+                self.app.stop()
+            except Exception:
+                log.exception("%s: stopping the app", self.name)
+        for d in self.drivers:
+            try:
+                d.stop()
+            except Exception:
+                log.exception("%s: stopping a driver", self.name)

@@ -1,0 +1,189 @@
+"""A virtio-net driver (the guest side of ``virtio-net-pci``), as Linux's
+``virtio_net`` sets the device up, using only the bus: probe by ID,
+negotiate, rings and buffers in its own RAM, MSI-X (or INTx), DRIVER_OK.
+The data path is the C engine's driver side (:class:`emu.ring.DriverQueue`);
+the apps in :mod:`emu.guest.apps` decide what flows.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from emu import ring
+from emu.guest.dma import DmaPool
+from emu.guest.pci import DriverError, PCIDevice
+from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
+                                  VirtioPCIDriver)
+from emu.virtio import net_spec as N
+
+log = logging.getLogger(__name__)
+
+PCI_DEVICE_ID = 0x1040 + N.VIRTIO_ID_NET
+# what this driver can use; the app may mask some off
+SUPPORTED = (N.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | N.F_EVENT_IDX
+             | N.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ)
+
+
+def matches(dev: PCIDevice) -> bool:
+    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+
+
+class VirtioNetDriver:
+    """One virtio-net device.  ``features``: what to ask for (masked with
+    :data:`SUPPORTED` and the device's offer); ``layout``: descriptor layout
+    of this driver's buffers (0 one descriptor like Linux, 1 header+data
+    like iPXE, 2 indirect)."""
+
+    def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
+                 queue_size: int = 256, buf_size: int = 2048, layout: int = 0,
+                 msix: bool = True, name: str = "virtio-net"):
+        self.dev = dev
+        self.ram = ram
+        self.dma = dma
+        self.want = features & SUPPORTED
+        self.queue_size = queue_size
+        self.buf_size = buf_size
+        self.layout = layout
+        self.use_msix = msix
+        self.name = name
+        self.vp = VirtioPCIDriver(dev)
+        self.features = 0
+        self.mac = b""
+        self.pairs = 1
+        self.rx: list[ring.DriverQueue] = []
+        self.tx: list[ring.DriverQueue] = []
+        self.config_fd: int | None = None
+        self.intx = False
+        self.vectors = []
+        self._areas: dict[int, tuple] = {}
+        self.resets = 0
+
+    # -- bring-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        vp = self.vp
+        self.features = vp.negotiate(self.want)
+        if self.features & N.F_MQ and self.features & N.F_CTRL_VQ:
+            self.pairs = max(1, vp.read_config_struct("<H", N.CFG_MAX_PAIRS)[0])
+        else:
+            self.pairs = 1
+        self.mac = vp.read_config(N.CFG_MAC, 6) if self.features & N.F_MAC else b"\x02" + bytes(5)
+        nq = 2 * self.pairs + (1 if self.features & N.F_CTRL_VQ else 0)
+        if self.use_msix and not self.vectors:
+            try:
+                self.vectors = self.dev.enable_msix(min(nq + 1, self.dev.msix_table_size()))
+            except DriverError as e:
+                log.info("%s: no MSI-X (%s), using INTx", self.name, e)
+                self.vectors = []
+        if self.vectors:
+            vp.set_config_vector(0)
+            self.config_fd = self.vectors[0].eventfd
+        else:
+            self.intx = True
+            self.config_fd = self.dev.intx_eventfd()
+        self.rx, self.tx = [], []
+        for pair in range(self.pairs):
+            self.rx.append(self._queue(N.rx_queue(pair)))
+            self.tx.append(self._queue(N.tx_queue(pair)))
+        if self.features & N.F_CTRL_VQ:
+            self._ctrl = self._ctrl_queue(2 * self.pairs)
+        vp.driver_ok()
+        for q in self.rx:
+            q.rx_refill()
+        if self.pairs > 1:
+            self.set_pairs(self.pairs)
+
+    def _area(self, index: int, num: int):
+        """Ring + buffers of queue ``index``, allocated once, re-used on reset."""
+        if index not in self._areas:
+            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            base = self.dma.alloc(ring_bytes)
+            nslots = num // 2 if self.layout == 1 else num
+            bufs = self.dma.alloc(nslots * self.buf_size)
+            ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
+            self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
+        return self._areas[index]
+
+    def _vector(self, index: int) -> int:
+        return self.vectors[1 + index].entry if len(self.vectors) > 1 + index else NO_VECTOR
+
+    def _queue(self, index: int) -> ring.DriverQueue:
+        num = self.queue_size
+        desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
+        self.ram.view(desc, ring_bytes)[:] = 0
+        vector = self._vector(index)
+        info = self.vp.setup_queue(index, desc, avail, used, size=num, vector=vector)
+        num = info.size
+        irq = self.vectors[1 + index].eventfd if vector != NO_VECTOR else -1
+        kick = self.vp.notify_eventfd(index)
+        return ring.DriverQueue(self.ram, num, desc, avail, used, bufs, self.buf_size,
+                                layout=self.layout, ind_gpa=ind, features=self.features,
+                                kick_fd=kick if kick is not None else -1, irq_fd=irq,
+                                name=f"{self.name}.q{index}")
+
+    def _ctrl_queue(self, index: int):
+        desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)
+        self.ram.view(desc, ring_bytes)[:] = 0
+        self.vp.setup_queue(index, desc, avail, used, size=64, vector=self._vector(index))
+        return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
+                "avail_idx": 0, "used_seen": 0}
+
+    def set_pairs(self, pairs: int, timeout: float = 2.0) -> bool:
+        """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET through the control queue."""
+        import time
+        c = self._ctrl
+        cmd = N.CTRL_HDR.pack(N.CTRL_MQ, N.CTRL_MQ_VQ_PAIRS_SET) + pairs.to_bytes(2, "little")
+        self.ram.write(c["buf"], cmd)
+        self.ram.write(c["buf"] + 64, b"\xff")
+        # chain: command (readable) -> ack (writable)
+        import struct
+        self.ram.write(c["desc"], struct.pack("<QIHH", c["buf"], len(cmd), 1, 1))
+        self.ram.write(c["desc"] + 16, struct.pack("<QIHH", c["buf"] + 64, 1, 2, 0))
+        self.ram.write(c["avail"] + 4 + 2 * (c["avail_idx"] % 64), (0).to_bytes(2, "little"))
+        c["avail_idx"] = (c["avail_idx"] + 1) & 0xFFFF
+        self.ram.view(c["avail"] + 2, 2, dtype="<u2")[0] = c["avail_idx"]
+        self.vp.notify(c["index"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if int(self.ram.view(c["used"] + 2, 2, dtype="<u2")[0]) != c["used_seen"]:
+                c["used_seen"] = (c["used_seen"] + 1) & 0xFFFF
+                return self.ram.read(c["buf"] + 64, 1) == bytes([N.CTRL_OK])
+            time.sleep(0.001)
+        return False
+
+    # -- events -----------------------------------------------------------------------------------------
+    @property
+    def link_up(self) -> bool:
+        if not self.features & N.F_STATUS:
+            return True
+        return bool(self.vp.read_config_struct("<H", N.CFG_STATUS)[0] & N.S_LINK_UP)
+
+    def config_event(self) -> str | None:
+        """After the config interrupt fired: 'needs-reset', 'link', or None."""
+        if self.intx:
+            isr = self.vp.read_isr()
+            if not isr & 0x2:
+                return None
+        if self.vp.status & STATUS_NEEDS_RESET:
+            return "needs-reset"
+        return "link"
+
+    def reinit(self) -> None:
+        """Reset and bring the device up again (after NEEDS_RESET)."""
+        self.resets += 1
+        self.vp.reset()
+        self.start()
+
+    def stop(self) -> None:
+        """Reset the device: the back-end stops using our rings."""
+        try:
+            self.vp.reset()
+        except DriverError as e:
+            log.warning("%s: %s", self.name, e)
+
+    def queue_stats(self) -> dict:
+        out = {}
+        for i, q in enumerate(self.rx):
+            out[f"rx{i}"] = q.stats()
+        for i, q in enumerate(self.tx):
+            out[f"tx{i}"] = q.stats()
+        return out

@@ -1,0 +1,247 @@
+"""One virtual machine: guest RAM, a PCI bus with device models, the guest
+program, vhost-user connections and the run state the monitor controls.
+
+Threads and locks (see docs/architecture.md):
+
+* the **event loop** (the caller's asyncio loop, main thread) runs the
+  vhost-user connections, QMP and device reactions to back-end events;
+* the **guest** runs on its own thread (:class:`emu.guest.program.GuestProgram`);
+  its register accesses take the machine lock (QEMU's BQL) inside the bus;
+* **data-path threads** spin in C without the GIL and take no lock.
+
+Rule that keeps this deadlock-free: the guest thread never waits for the
+event loop while it holds the machine lock; the loop takes the lock only
+for short device updates (raising an interrupt, a config change).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from emu import memory
+from emu.errors import EmuBug
+from emu.pci.bus import PCIBus, format_bdf
+
+log = logging.getLogger(__name__)
+
+RUN_STATES = ("prelaunch", "running", "paused", "shutdown")
+
+
+@dataclass
+class DeviceEntry:
+    id: str
+    driver: str                 # qdev driver name: virtio-net-pci, vhost-pci-net
+    function: object            # the PCIFunction on the bus
+    model: object               # the VirtioDevice
+    bdf: int = 0
+    netdev: object | None = None
+    props: dict = field(default_factory=dict)
+
+
+class Machine:
+    """Build with the ``add_*`` methods, then ``await start()``."""
+
+    def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
+                 mem_path: str | None = None, share: bool = True, wire_log=None):
+        self.name = name
+        self.lock = threading.RLock()
+        self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path)
+        self.ram_backend = backend
+        self.bus = PCIBus(lock=self.lock)
+        self.devices: dict[str, DeviceEntry] = {}
+        self.netdevs: dict[str, object] = {}
+        self.chardevs: dict[str, object] = {}
+        self.guest = None
+        self.guest_spec: tuple | None = None
+        self.run_state = "prelaunch"
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wire_log = wire_log
+        self._listeners: list = []
+        self._next_slot = 2           # QEMU's first free slot on q35 is about here
+        self.started_at = time.monotonic()
+        self.shutdown_reason: str | None = None
+        self.quit_event: asyncio.Event | None = None
+        self.captures: list = []
+
+    # -- events -------------------------------------------------------------------------------------
+    def add_event_listener(self, fn) -> None:
+        """``fn(name, data)`` for every event (the QMP server's emit)."""
+        self._listeners.append(fn)
+
+    def emit(self, name: str, data: dict | None = None) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(name, data or {})
+            except Exception:
+                log.exception("event listener failed for %s", name)
+
+    # -- building -----------------------------------------------------------------------------------
+    def _slot(self, addr: str | int | None) -> int:
+        if addr is None or addr == "":
+            while any(b >> 3 == self._next_slot for b in self.bus.functions):
+                self._next_slot += 1
+            slot = self._next_slot
+            self._next_slot += 1
+            return slot
+        if isinstance(addr, str):
+            addr = int(addr.split(".")[0], 16)
+        if not 0 <= addr < 32:
+            raise EmuBug(f"PCI slot {addr} out of range")
+        return addr
+
+    def add_chardev(self, spec) -> None:
+        if spec.id in self.chardevs:
+            raise EmuBug(f"duplicate chardev id {spec.id}")
+        self.chardevs[spec.id] = spec
+
+    def add_netdev_vhost_user(self, id: str, chardev: str, queues: int = 1,
+                              vhost_pci: str = "auto"):
+        from emu.netdev import VhostUserNetdev
+        spec = self.chardevs[chardev]
+        nd = VhostUserNetdev(id, spec, queues=queues, vhost_pci=vhost_pci,
+                             wire_log=self.wire_log, events=self.emit)
+        self.netdevs[id] = nd
+        return nd
+
+    def add_virtio_net(self, id: str, netdev: str, *, mac: bytes, addr=None, mq: bool = False,
+                       mrg_rxbuf: bool = True, event_idx: bool = True,
+                       indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
+                       queue_size: int = 256) -> DeviceEntry:
+        from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
+        from emu.virtio.virtio_net import VirtioNetDevice
+        nd = self.netdevs[netdev]
+        model = VirtioNetDevice(nd, self.ram, None, mac=mac, queue_pairs=nd.queues, mq=mq,
+                                mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
+                                indirect_desc=indirect_desc, host_mtu=host_mtu,
+                                queue_size=queue_size, name=id, events=self.emit)
+        layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
+        fn = VirtioPCIFunction(model, layout=layout, name=id)
+        entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
+                            props={"mac": mac, "netdev": netdev})
+        entry.bdf = self.bus.plug(fn, self._slot(addr))
+        self.devices[id] = entry
+        return entry
+
+    def add_device(self, entry: DeviceEntry, addr=None) -> DeviceEntry:
+        """Plug a device model built elsewhere (vhost-pci-net)."""
+        entry.bdf = self.bus.plug(entry.function, self._slot(addr))
+        self.devices[entry.id] = entry
+        return entry
+
+    def set_guest(self, driver: str, app: str, params: dict | None = None) -> None:
+        self.guest_spec = (driver, app, dict(params or {}))
+
+    # -- running ------------------------------------------------------------------------------------
+    async def start(self, paused: bool = False, connect_timeout: float = 10.0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.quit_event = asyncio.Event()
+        for e in self.devices.values():
+            if hasattr(e.model, "loop"):
+                e.model.loop = self.loop
+        for nd in self.netdevs.values():
+            await nd.open()
+        for e in self.devices.values():
+            starter = getattr(e.model, "start_loop_side", None)
+            if starter is not None:
+                r = starter()
+                if asyncio.iscoroutine(r):
+                    await r
+        if self.guest_spec is not None:
+            from emu.guest.program import GuestProgram
+            driver, app, params = self.guest_spec
+            self.guest = GuestProgram(self.bus, self.ram, driver, app, params, paused=paused,
+                                      name=f"{self.name or 'vm'}-guest", on_event=self.emit)
+            self.guest.start()
+        self.run_state = "paused" if paused else "running"
+
+    def stop(self) -> None:
+        if self.run_state != "running":
+            return
+        if self.guest is not None:
+            self.guest.request("pause")
+        self.run_state = "paused"
+        self.emit("STOP")
+
+    def cont(self) -> None:
+        if self.run_state != "paused":
+            return
+        if self.guest is not None:
+            self.guest.request("resume")
+        self.run_state = "running"
+        self.emit("RESUME")
+
+    def system_reset(self) -> None:
+        if self.guest is not None:
+            self.guest.request("reset")
+        self.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+
+    def system_powerdown(self) -> None:
+        self.emit("POWERDOWN")
+        # the guest "OS" shuts down at once: its drivers reset their devices
+        self.request_shutdown("guest-shutdown", guest=True)
+
+    def request_shutdown(self, reason: str, guest: bool = False) -> None:
+        if self.shutdown_reason is not None:
+            return
+        self.shutdown_reason = reason
+        self.emit("SHUTDOWN", {"guest": guest, "reason": reason})
+        if self.quit_event is not None:
+            self.loop.call_soon_threadsafe(self.quit_event.set)
+
+    async def close(self) -> None:
+        """Tear everything down (idempotent)."""
+        if self.run_state == "shutdown":
+            return
+        self.run_state = "shutdown"
+        if self.guest is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.guest.stop)
+        for e in self.devices.values():
+            closer = getattr(e.model, "aclose", None)
+            if closer is not None:
+                await closer()
+        for nd in self.netdevs.values():
+            await nd.close()
+        for e in self.devices.values():
+            for obj in (e.model, e.function):
+                c = getattr(obj, "close", None)
+                if c is not None:
+                    try:
+                        c()
+                    except Exception:
+                        log.exception("closing %s", e.id)
+        for cap in self.captures:
+            cap.close()
+        self.bus.close()
+        self.ram.close()
+
+    # -- monitor views --------------------------------------------------------------------------------
+    def emu_stats(self) -> dict:
+        """Per device, per queue: packets, bytes, drops, errors, kicks, calls."""
+        guest = self.guest.stats() if self.guest is not None else {"devices": {}}
+        out = {}
+        for e in self.devices.values():
+            dev = {"driver": e.driver, "bdf": format_bdf(e.bdf), "queues": {}}
+            model_q = e.model.queue_stats() if hasattr(e.model, "queue_stats") else {}
+            guest_q = guest["devices"].get(e.bdf, {})
+            for qname in sorted(set(model_q) | set(guest_q)):
+                m, g = model_q.get(qname, {}), guest_q.get(qname, {})
+                dev["queues"][qname] = {
+                    "packets": g.get("packets", 0), "bytes": g.get("bytes", 0),
+                    "drops": g.get("drops", 0), "errors": g.get("errors", 0),
+                    "kicks": m.get("kicks", 0) + (g.get("notifies", 0) if qname.startswith("tx") else 0),
+                    "calls": m.get("calls", 0),
+                    **{k: v for k, v in m.items() if k not in ("kicks", "calls")},
+                }
+            if hasattr(e.model, "device_stats"):
+                dev.update(e.model.device_stats())
+            dev["guest_errors"] = e.function.errors.as_dict()
+            out[e.id] = dev
+        if self.guest is not None:
+            out["guest"] = {"app": guest.get("app"), "paused": guest.get("paused"),
+                            **guest.get("app_stats", {})}
+            if self.guest.error is not None:
+                out["guest"]["error"] = str(self.guest.error)
+        return out

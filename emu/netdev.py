@@ -1,0 +1,177 @@
+"""``-netdev vhost-user``: the host side of a NIC whose back-end is another
+process (emu's vhost-pci VM2, DPDK, any vhost-user net back-end).
+
+It owns the socket (client, with QEMU's ``reconnect=`` semantics, or
+server: listen and take one connection), runs the vhost-user front-end
+handshake, and tells the NIC device model what happened (connected,
+disconnected, the back-end's vhost-pci feature push).  Everything here
+runs on the machine's event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+from emu.vhost_user.frontend import Frontend, FrontendClient, Negotiated
+from emu.vhost_user.errors import VhostUserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SocketSpec:
+    """The ``-chardev socket`` a netdev or device uses."""
+    id: str
+    path: str | None = None
+    fd: int | None = None
+    server: bool = False
+    wait: bool = True
+    reconnect: float = 0.0
+
+    @property
+    def label(self) -> str:
+        if self.path:
+            return f"unix:{self.path}{',server=on' if self.server else ''}"
+        return f"fd:{self.fd}"
+
+
+class VhostUserNetdev:
+    """One vhost-user connection for a virtio-net device."""
+
+    def __init__(self, id: str, sock: SocketSpec, *, queues: int = 1, vhost_pci: str = "auto",
+                 timeout: float = 5.0, wire_log=None, events: Callable | None = None):
+        self.id = id
+        self.sock = sock
+        self.queues = queues
+        self.vhost_pci = vhost_pci
+        self.timeout = timeout
+        self.wire_log = wire_log
+        self.emit = events or (lambda name, data: None)
+        self.client: FrontendClient | None = None
+        self.negotiated: Negotiated | None = None
+        self.nic = None                       # the device model using us
+        self.call_fds: dict[int, int] = {}    # ring index -> eventfd (the device's)
+        self._listener: socket.socket | None = None
+        self.up = asyncio.Event()
+        self.connects = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def attach(self, nic) -> None:
+        self.nic = nic
+
+    @property
+    def backend_features(self) -> int:
+        return self.negotiated.features if self.negotiated else 0
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.stream is not None \
+            and not self.client.stream.closed
+
+    def _client(self, path=None, sock=None) -> FrontendClient:
+        fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log)
+        kw = dict(frontend=fe, timeout=self.timeout,
+                  on_backend_features=self._on_backend_features,
+                  on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+        if path is not None:
+            return FrontendClient(path, reconnect=self.sock.reconnect or None, **kw)
+        return FrontendClient(sock=sock, **kw)
+
+    async def open(self) -> None:
+        """Connect (or accept) and do the handshake.  With ``reconnect`` the
+        client keeps trying in the background and this returns at once."""
+        s = self.sock
+        if s.server:
+            self._listener = _listen(s)
+            if s.wait:
+                await self._accept()
+            else:
+                asyncio.get_running_loop().create_task(self._accept())
+            return
+        if s.fd is not None:
+            conn = socket.socket(fileno=os.dup(s.fd))
+            conn.setblocking(False)
+            self.client = self._client(sock=conn)
+            await self.client.connect()
+            await self._handshake()
+            return
+        self.client = self._client(path=s.path)
+        if s.reconnect:
+            asyncio.get_running_loop().create_task(self._connect_in_background())
+            return
+        await self.client.connect()
+        await self._handshake()
+
+    async def _connect_in_background(self) -> None:
+        try:
+            await self.client.connect()
+            await self._handshake()
+            if self.nic is not None:
+                await self.nic.backend_ready()
+        except (VhostUserError, OSError) as e:
+            log.warning("netdev %s: %s", self.id, e)
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(self._listener)
+        conn.setblocking(False)
+        self.client = self._client(sock=conn)
+        await self.client.connect()
+        await self._handshake()
+        if self.nic is not None and not self.sock.wait:
+            await self.nic.backend_ready()
+
+    async def _handshake(self) -> None:
+        self.negotiated = await self.client.handshake(self.call_fds)
+        self.connects += 1
+        self.up.set()
+        self.emit("VHOST_USER_CONNECTED", {"netdev": self.id, "vhost-pci": self.negotiated.vhost_pci,
+                                           "features": self.negotiated.features})
+
+    def wait_up(self, timeout: float):
+        return asyncio.wait_for(self.up.wait(), timeout)
+
+    # -- events from the front-end ---------------------------------------------------------------
+    def _on_backend_features(self, features: int) -> None:
+        self.emit("VHOST_USER_FEATURES_CHANGED", {"netdev": self.id, "features": features})
+        if self.nic is not None:
+            self.nic.backend_features_changed(features)
+
+    def _on_disconnect(self, err) -> None:
+        self.up.clear()
+        self.emit("VHOST_USER_DISCONNECTED", {"netdev": self.id, "reason": str(err)})
+        if self.nic is not None:
+            self.nic.backend_lost()
+
+    async def _on_reconnect(self, client) -> None:
+        await self._handshake()
+        if self.nic is not None:
+            await self.nic.backend_ready()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+
+def _listen(s: SocketSpec) -> socket.socket:
+    if s.fd is not None:
+        ls = socket.socket(fileno=os.dup(s.fd))
+    else:
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if os.path.exists(s.path):
+                os.unlink(s.path)
+            ls.bind(s.path)
+        except OSError:
+            ls.close()
+            raise
+    ls.listen(1)
+    ls.setblocking(False)
+    return ls
