@@ -450,7 +450,7 @@ class FrontendClient:
     # -- QEMU-shaped sequences -----------------------------------------------------------------------
     async def handshake(self, vring_calls: Mapping[int, int | None] = {}) -> Negotiated:
         """What QEMU does when the netdev connects: features, protocol
-        features, queue count, back-end channel, memory slots, owner, and
+        features, queue count, memory slots, back-end channel, owner, and
         a call fd per ring (``vring_calls``: index -> eventfd or None)."""
         fe = self.frontend
         features = await self.get_u64(F.GET_FEATURES)
@@ -459,10 +459,10 @@ class FrontendClient:
             await self.call(F.SET_PROTOCOL_FEATURES, U64(fe.choose_protocol_features(offered)))
             if fe.negotiated(PF.MQ):
                 await self.get_u64(F.GET_QUEUE_NUM)
+            if fe.negotiated(PF.CONFIGURE_MEM_SLOTS):         # QEMU 7.2's order
+                await self.get_u64(F.GET_MAX_MEM_SLOTS)
             if fe.negotiated(PF.BACKEND_REQ):
                 await self._open_channel()
-            if fe.negotiated(PF.CONFIGURE_MEM_SLOTS):
-                await self.get_u64(F.GET_MAX_MEM_SLOTS)
         await self.call(F.SET_OWNER)
         for index, fd in vring_calls.items():
             await self.call(F.SET_VRING_CALL, VringFd(index, fd is None), () if fd is None else (fd,))

@@ -302,6 +302,9 @@ class VringFd(Payload):
         return cls(word & VRING_INDEX_MASK, bool(word & VRING_NOFD_MASK))
 
 
+VringFdWord = VringFd     # the name used in emu's design notes
+
+
 @dataclass(frozen=True)
 class MemoryRegion:
     """One ``VhostUserMemoryRegion``: guest address, size, front-end virtual

@@ -93,7 +93,7 @@ def test_full_session(no_fd_leak, vu, arun):
         got = [r["request"] for r in p.brecs if r.get("dir") == "rx"]
         assert sent == got
         assert sent[:8] == ["GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES",
-                            "GET_QUEUE_NUM", "SET_BACKEND_REQ_FD", "GET_MAX_MEM_SLOTS",
+                            "GET_QUEUE_NUM", "GET_MAX_MEM_SLOTS", "SET_BACKEND_REQ_FD",
                             "SET_OWNER", "SET_VRING_CALL"]
         assert sent.count("GET_VRING_BASE") == 2 and "SET_STATUS" in sent
         assert all(r["flags"] == 5 for r in p.brecs if r.get("dir") == "tx")
