@@ -64,14 +64,15 @@ class Command:
     name: str
     handler: Handler
     args: tuple[Arg, ...] = ()
+    needs_machine: bool = True
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, *args: Arg) -> Callable[[Handler], Handler]:
+def command(name: str, *args: Arg, needs_machine: bool = True) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        COMMANDS[name] = Command(name, fn, tuple(args))
+        COMMANDS[name] = Command(name, fn, tuple(args), needs_machine)
         return fn
     return register
 
@@ -85,7 +86,7 @@ async def _call(value: Any) -> Any:
 QMP_CAPABILITIES = "qmp_capabilities"
 
 
-@command(QMP_CAPABILITIES, Arg("enable", "array", optional=True))
+@command(QMP_CAPABILITIES, Arg("enable", "array", optional=True), needs_machine=False)
 def qmp_capabilities(s: Session, args: dict[str, Any]) -> dict:
     if s.negotiated:
         raise CommandNotFound("Capabilities negotiation is already complete, command ignored")
@@ -136,7 +137,7 @@ async def quit_(s: Session, args: dict[str, Any]) -> dict:
     return {}
 
 
-@command("query-version")
+@command("query-version", needs_machine=False)
 def query_version(s: Session, args: dict[str, Any]) -> dict:
     return s.server.version_info()
 
@@ -147,7 +148,7 @@ def query_name(s: Session, args: dict[str, Any]) -> dict:
     return {} if name is None else {"name": name}
 
 
-@command("query-commands")
+@command("query-commands", needs_machine=False)
 def query_commands(s: Session, args: dict[str, Any]) -> list:
     return [{"name": name} for name in COMMANDS]
 
@@ -222,6 +223,8 @@ async def dispatch(s: Session, req: Any) -> dict[str, Any]:
             raise CommandNotFound(f"The command {name} has not been found")
         args = req.get("arguments", {})
         check_args(cmd.args, args)
+        if cmd.needs_machine:
+            await s.server.machine_ready()
         value = await _call(cmd.handler(s, args))
         response: dict[str, Any] = {"return": value}
         if rid is not _NO_ID:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from emu import __version__
-from emu.errors import EmuError
+from emu.errors import EmuBug, EmuError
 from emu.qmp.commands import dispatch
 from emu.qmp.control import MachineControl
 from emu.qmp.errors import GENERIC_ERROR
@@ -249,9 +249,18 @@ class _Listener:
 
 
 class QmpServer:
-    def __init__(self, machine: MachineControl, *, max_message: int = MAX_SIZE,
+    """The monitors of one machine.
+
+    The server may start before the machine exists (``machine=None``): the
+    process listens first, so a client gets its greeting within
+    milliseconds, then builds the machine and calls :meth:`attach`.
+    Commands that need the machine wait for it meanwhile.
+    """
+
+    def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
                  max_output: int = MAX_OUTPUT, trace: Trace | None = None):
-        self.machine = machine
+        self._machine = machine
+        self._attached: asyncio.Event | None = None
         self.max_message = max_message
         self.max_output = max_output
         self.trace = trace
@@ -262,6 +271,24 @@ class QmpServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._closed = False
+
+    @property
+    def machine(self) -> MachineControl:
+        if self._machine is None:
+            raise EmuBug("QMP command ran before the machine was attached")
+        return self._machine
+
+    def attach(self, machine: MachineControl) -> None:
+        """Give the server its machine; commands waiting for it proceed."""
+        self._machine = machine
+        if self._attached is not None:
+            self._attached.set()
+
+    async def machine_ready(self) -> None:
+        if self._machine is None:
+            if self._attached is None:
+                self._attached = asyncio.Event()
+            await self._attached.wait()
 
     # -- protocol pieces -------------------------------------------------------
 
@@ -419,6 +446,7 @@ class QmpServer:
             await self._connect_unix(ep, first=False)
 
     async def _add_fd(self, ep: MonitorEndpoint) -> None:
+        # The fd is ours from here on, also when it turns out to be unusable.
         fd = ep.fd
         assert fd is not None
         try:
@@ -426,6 +454,7 @@ class QmpServer:
         except OSError as e:
             raise MonitorSetupError(f"Unable to use fd {fd}: {e.strerror}") from None
         if not stat.S_ISSOCK(st.st_mode):
+            os.close(fd)
             raise MonitorSetupError(f"File descriptor '{fd}' is not a socket")
         sock = socket.socket(fileno=fd)      # takes ownership of the fd
         try:

@@ -33,20 +33,22 @@ async def serve(argv: list[str]) -> int:
     for msg in cfg.messages:
         print(f"emu: {msg}", file=sys.stderr)
 
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    server: QmpServer
-    machine = FakeMachine(lambda ev, data=None: server.emit(ev, data), name=cfg.name,
-                          start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown,
-                          nics=tuple(d.id or f"net{i}" for i, d in enumerate(cfg.devices)) or ("nic0",),
-                          on_exit=lambda: loop.call_soon_threadsafe(done.set))
-    server = QmpServer(machine)
+    # Listen first: the greeting must not wait for the machine to be built.
+    server = QmpServer()
     for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
         try:
             await server.add_monitor(ep)
         except MonitorSetupError as e:
             await server.close()
             die(f"{mon.origin}: {e}")
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    machine = FakeMachine(server.emit, name=cfg.name,
+                          start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown,
+                          nics=tuple(d.id or f"net{i}" for i, d in enumerate(cfg.devices)) or ("nic0",),
+                          on_exit=lambda: loop.call_soon_threadsafe(done.set))
+    server.attach(machine)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, machine.signal)
     await server.wait_for_clients()
