@@ -1,0 +1,26 @@
+"""CI hook: the ring tests again, against an ASan+UBSan build of the engine
+(scripts/sanitize.sh), with no sanitizer report allowed."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPORT = re.compile(r"runtime error:|ERROR: AddressSanitizer|SUMMARY: \w+Sanitizer")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ring_engine_under_asan_and_ubsan():
+    if os.environ.get("EMU_RING_EXPECT_DIR"):
+        pytest.fail("already inside a sanitizer run: do not nest it")
+    env = dict(os.environ, PYTHON=sys.executable)
+    p = subprocess.run([os.path.join(ROOT, "scripts", "sanitize.sh")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=230)
+    out = p.stdout + p.stderr
+    reports = [line for line in out.splitlines() if REPORT.search(line)]
+    assert not reports, "sanitizer reports:\n" + "\n".join(reports[:40])
+    assert p.returncode == 0, out[-4000:]
+    assert "sanitize: clean" in out
