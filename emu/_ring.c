@@ -728,7 +728,9 @@ int emu_dev_drain(struct emu_devq *q, uint32_t max, uint32_t flags,
 }
 
 /* Pop up to max TX packets into a flat buffer (frames without the
- * virtio-net header), lens[i] = frame length. */
+ * virtio-net header), lens[i] = frame length.  A frame that does not fit
+ * what is left of the buffer waits for the next call; one larger than the
+ * whole buffer is dropped. */
 int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
                 uint32_t max, struct emu_burst *res)
 {
@@ -754,12 +756,16 @@ int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
             continue;
         }
         uint32_t flen = c->total - q->hdr_len;
+        if (flen > cap) {
+            /* can never fit the caller's buffer: drop it (returned empty),
+             * or the guest would have wedged this queue for good */
+            dev_used(q, head, 0);
+            q->st.drops++;
+            res->drops++;
+            continue;
+        }
         if (flen > cap - used_bytes) {
             dev_unpop(q, &head, 1);         /* leave it for the next call */
-            if (res->packets == 0) {
-                res->error = EMU_E_NOBUF;
-                return EMU_E_NOBUF;
-            }
             break;
         }
         struct cursor cur = {c, 0, 0};
