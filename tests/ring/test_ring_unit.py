@@ -428,13 +428,28 @@ def test_swap_mac(mem):
 
 
 # -- device-side pop / push / drain --------------------------------------------------------
-def test_pop_leaves_what_does_not_fit_the_caller_buffer(mem):
+def test_pop_leaves_what_does_not_fit_the_rest_of_the_caller_buffer(mem):
     n = Net(mem, feats())
     n.post_tx(FRAME[:300])
     n.post_tx(FRAME[:300])
     assert n.tx.pop(cap=500) == [FRAME[:300]]
-    assert n.tx.pop(cap=100) == [] and n.tx.avail() == 1
+    assert n.tx.avail() == 1                              # waits for the next call
     assert n.tx.pop(cap=300) == [FRAME[:300]]
+    assert n.tx.stats()["drops"] == 0
+
+
+def test_pop_drops_a_frame_larger_than_the_whole_buffer(mem):
+    """Left in the ring it would block the queue for good; the chain
+    before it (bad: returned empty) must be published too."""
+    n = Net(mem, feats())
+    n.txd.write_desc(15, TX_BUF, 5)                       # shorter than the header
+    n.txd.push_head(15)
+    n.post_tx(FRAME[:300])
+    n.post_tx(FRAME[:50])
+    assert n.tx.pop(cap=100) == [FRAME[:50]]
+    st = n.tx.stats()
+    assert (st["drops"], st["errors"], st["packets"]) == (1, 1, 1)
+    assert [ln for _, ln in n.txd.used()] == [0, 0, 0] and n.tx.avail() == 0
 
 
 def test_push_blocks_or_drops_when_full(mem):
