@@ -157,6 +157,15 @@ class PeerWindow:
     def mapped(self) -> bool:
         return bool(self._live)
 
+    def accessible(self, offset: int, length: int) -> bool:
+        """Whether ``[offset, offset+length)`` is backed (by the peer, or by
+        zero pages after a revocation): a bus access there cannot fault."""
+        if offset < 0 or length <= 0 or offset + length > self.size:
+            return False
+        with self._lock:
+            return any(o <= offset and offset + length <= o + ln
+                       for o, ln in self._live + self._revoked)
+
     def close(self) -> None:
         """Drop the whole reservation (device teardown, data path stopped)."""
         with self._lock:

@@ -89,6 +89,13 @@ class App:
     def stats(self) -> dict:
         return {}
 
+    def _quiet(self, *queues) -> None:
+        """Polling: ask the device not to interrupt (the pump re-enables
+        interrupts itself before it sleeps in interrupt mode)."""
+        if self.mode != "interrupt":
+            for q in queues:
+                q.irq_enable(False)
+
     def _pump(self, name: str) -> ring.Pump:
         return ring.Pump("interrupt" if self.mode == "interrupt" else "poll", name=name)
 
@@ -125,6 +132,7 @@ class Gen(App):
                 s = ring.Sink(stamp_off=packets.STAMP_OFF, verify=self.verify)
                 pump.add_gen(txq, g, burst=burst)
                 pump.add_sink(rxq, s, burst=max(burst, 64))
+                self._quiet(txq, rxq)
                 self.gens.append(g)
                 self.sinks.append(s)
         return [pump]
@@ -151,6 +159,7 @@ class Sink(App):
             for rxq in drv.rx:
                 s = ring.Sink(stamp_off=packets.STAMP_OFF, verify=self.verify)
                 pump.add_sink(rxq, s, burst=_int(self.params.get("burst"), 256))
+                self._quiet(rxq)
                 self.sinks.append(s)
         return [pump]
 

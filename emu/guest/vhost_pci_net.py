@@ -1,0 +1,321 @@
+"""The vhost-pci-net driver (VM2's side), written from
+``docs/vhost-pci-device.md`` and using only the bus.
+
+It brings up the device's own virtqueues like any virtio driver, maps the
+peer-memory window (BAR2) and the metadata page (BAR4) as a Linux driver
+``ioremap``\\ s prefetchable BARs, and turns the metadata into C engine
+objects: a :class:`~emu.ring.RegionTable` of the peer's regions *inside the
+window*, and a :class:`~emu.ring.DeviceQueue` per ready peer vring (the
+driver is the device side of VM1's rings: that is vhost-pci).  Doorbells
+are the ioeventfds the bus exposes at BAR0 + 0x3800 + 4i; in interrupt mode
+each peer vring gets an MSI-X vector for the peer's kicks.
+
+Window safety, the driver's half: on every config interrupt the app stops
+touching the peer (its pump is stopped), the driver re-reads the metadata,
+acknowledges the generation it saw, and the app starts again on what is
+valid now.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass
+
+from emu import ring
+from emu.guest.dma import DmaPool
+from emu.guest.pci import DriverError, PCIDevice
+from emu.guest.virtio_pci import NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID, VirtioPCIDriver
+from emu.virtio import net_spec as N
+
+log = logging.getLogger(__name__)
+
+PCI_DEVICE_ID = 0x1055
+SUPPORTED = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
+WINDOW_BAR, METADATA_BAR = 2, 4
+DOORBELL_OFFSET = 0x3800
+# device configuration
+CFG_MAC, CFG_STATUS, CFG_MAX_PAIRS, CFG_PEER_VQ_MAX = 0x00, 0x06, 0x08, 0x0A
+CFG_GENERATION, CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR = 0x0C, 0x10, 0x14, 0x16
+# metadata
+MAGIC = 0x49435056
+M_GENERATION = 0x008
+HEADER = struct.Struct("<IIIIQQ6sHIIQ")   # magic..window_size (0x38 bytes)
+REGION = struct.Struct("<QQQQ")
+VRING = struct.Struct("<HHBBHQQQQ")
+M_REGIONS, M_VRINGS, VRING_SIZE = 0x040, 0x440, 40
+PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
+
+
+def matches(dev: PCIDevice) -> bool:
+    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+
+
+@dataclass(frozen=True)
+class PeerVring:
+    index: int
+    num: int
+    base: int
+    enabled: bool
+    ready: bool
+    desc: int
+    avail: int
+    used: int
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """One consistent read of the metadata page."""
+    generation: int
+    state: int
+    features: int
+    protocol_features: int
+    mac: bytes
+    mtu: int
+    regions: tuple          # (gpa, size, window_offset)
+    vrings: tuple           # PeerVring per index
+
+    @property
+    def mem_ready(self) -> bool:
+        return bool(self.state & PS_CONNECTED and self.state & PS_MEM_READY)
+
+    def vring(self, index: int) -> PeerVring | None:
+        if index < len(self.vrings) and self.vrings[index].ready and self.vrings[index].num:
+            return self.vrings[index]
+        return None
+
+
+class VhostPciNetDriver:
+    def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
+                 queue_size: int = 256, buf_size: int = 2048, layout: int = 0,
+                 msix: bool = True, name: str = "vhost-pci-net"):
+        self.dev = dev
+        self.ram = ram
+        self.dma = dma
+        self.want = features & SUPPORTED
+        self.queue_size = queue_size
+        self.buf_size = buf_size
+        self.layout = layout
+        self.use_msix = msix
+        self.name = name
+        self.vp = VirtioPCIDriver(dev)
+        self.features = 0
+        self.mac = b""
+        self.pairs = 1
+        self.peer_vq_max = 0
+        self.rx: list[ring.DriverQueue] = []      # our own queues, driver side
+        self.tx: list[ring.DriverQueue] = []
+        self.own_rx_dev: list[ring.DeviceQueue] = []   # ... and their device side
+        self.own_tx_dev: list[ring.DeviceQueue] = []
+        self.own_table: ring.RegionTable | None = None
+        self.peer_table = ring.RegionTable()
+        self.peer: PeerView | None = None
+        self.window = None
+        self.metadata = None
+        self.vectors = []
+        self.config_fd: int | None = None
+        self.intx = False
+        self._areas: dict[int, tuple] = {}
+        self.acked = 0
+        self.resets = 0
+        self.stale_reads = 0
+        self.live_peer: dict[int, ring.DeviceQueue] = {}     # peer vrings an app uses now
+        self.peer_totals: dict[int, dict] = {}                # stats of earlier ones
+
+    # -- bring-up ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        vp = self.vp
+        self.features = vp.negotiate(self.want)
+        self.mac = vp.read_config(CFG_MAC, 6)
+        self.pairs = max(1, vp.read_config_struct("<H", CFG_MAX_PAIRS)[0])
+        self.peer_vq_max = vp.read_config_struct("<H", CFG_PEER_VQ_MAX)[0]
+        nq = 2 * self.pairs
+        if self.use_msix and not self.vectors:
+            try:
+                self.vectors = self.dev.enable_msix()
+            except DriverError as e:
+                log.info("%s: no MSI-X (%s), using INTx", self.name, e)
+        if self.vectors:
+            vp.set_config_vector(0)
+            self.config_fd = self.vectors[0].eventfd
+        else:
+            self.intx = True
+            self.config_fd = self.dev.intx_eventfd()
+        self.window = self.dev.map_bar(WINDOW_BAR)
+        self.metadata = self.dev.map_bar(METADATA_BAR)
+        self.own_table = ring.RegionTable(self.ram)
+        self.rx, self.tx, self.own_rx_dev, self.own_tx_dev = [], [], [], []
+        for pair in range(self.pairs):
+            for index, lst, dlst in ((N.rx_queue(pair), self.rx, self.own_rx_dev),
+                                     (N.tx_queue(pair), self.tx, self.own_tx_dev)):
+                drv, devq = self._own_queue(index)
+                lst.append(drv)
+                dlst.append(devq)
+        vp.driver_ok()
+        for q in self.rx:
+            q.rx_refill()
+        self.refresh()
+        self.ack()          # from now on the device waits for us before taking anything away
+
+    def _own_queue(self, index: int):
+        num = self.queue_size
+        if index not in self._areas:
+            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            base = self.dma.alloc(ring_bytes)
+            nslots = num // 2 if self.layout == 1 else num
+            bufs = self.dma.alloc(nslots * self.buf_size)
+            ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
+            self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
+        desc, avail, used, ring_bytes, bufs, ind = self._areas[index]
+        self.ram.view(desc, ring_bytes)[:] = 0
+        info = self.vp.setup_queue(index, desc, avail, used, size=num)
+        drv = ring.DriverQueue(self.ram, info.size, desc, avail, used, bufs, self.buf_size,
+                               layout=self.layout, ind_gpa=ind, features=self.features,
+                               name=f"{self.name}.q{index}")
+        devq = ring.DeviceQueue.from_gpa(self.own_table, info.size, desc, avail, used,
+                                         features=self.features, name=f"{self.name}.own{index}")
+        return drv, devq
+
+    # -- the peer ----------------------------------------------------------------------------------------
+    def read_metadata(self, retries: int = 1000) -> PeerView:
+        """A consistent copy of the metadata (sequence lock)."""
+        view = self.metadata.view
+        for _ in range(retries):
+            g1 = int.from_bytes(view[M_GENERATION:M_GENERATION + 4], "little")
+            if g1 & 1:
+                time.sleep(0)
+                continue
+            page = bytes(view[:self.metadata.length])
+            g2 = int.from_bytes(view[M_GENERATION:M_GENERATION + 4], "little")
+            if g1 == g2:
+                return self._parse(page)
+            self.stale_reads += 1
+        raise DriverError(f"{self.name}: metadata generation never settled")
+
+    def _parse(self, page: bytes) -> PeerView:
+        (magic, version, gen, state, feats, pfeats, mac, mtu, nregions, nvrings,
+         wsize) = HEADER.unpack_from(page)
+        if magic != MAGIC:
+            raise DriverError(f"{self.name}: metadata magic 0x{magic:08x}")
+        nregions = min(nregions, 32)
+        nvrings = min(nvrings, self.peer_vq_max)
+        regions = []
+        for i in range(nregions):
+            gpa, size, woff, _ = REGION.unpack_from(page, M_REGIONS + 32 * i)
+            # a region the window does not hold is the device's bug: skip it
+            if size and woff + size <= self.window.length:
+                regions.append((gpa, size, woff))
+        vrings = []
+        for i in range(nvrings):
+            num, base, en, rdy, _, desc, avail, used, _ = VRING.unpack_from(
+                page, M_VRINGS + VRING_SIZE * i)
+            vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), desc, avail, used))
+        return PeerView(gen, state, feats, pfeats, mac, mtu, tuple(regions), tuple(vrings))
+
+    def refresh(self) -> PeerView:
+        """Re-read the metadata and reload the peer region table.  Call only
+        while nothing uses the peer queues (the app is stopped)."""
+        self.peer = self.read_metadata()
+        if self.peer.mem_ready:
+            base = self.window.host_addr
+            self.peer_table.update([(g, s, base + o) for g, s, o in self.peer.regions])
+        else:
+            self.peer_table.update([])
+        return self.peer
+
+    def ack(self) -> None:
+        """Tell the device we no longer use anything older than what we read."""
+        if self.peer is not None:
+            self.vp.config_write(CFG_DRIVER_ACK, 4, self.peer.generation)
+            self.acked = self.peer.generation
+
+    def peer_queue(self, index: int, mode: str = "poll") -> ring.DeviceQueue | None:
+        """The device side of the peer's vring ``index``, or None if not ready."""
+        p = self.peer
+        if p is None or not p.mem_ready:
+            return None
+        v = p.vring(index)
+        if v is None:
+            return None
+        call = self.dev.bus.ioeventfd_for(self.dev.bars[0].address + DOORBELL_OFFSET + 4 * index, 4)
+        kick = self._kick_vector(index) if mode == "interrupt" else -1
+        try:
+            return ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
+                                             features=p.features, last_avail_idx=v.base,
+                                             call_fd=call if call is not None else -1,
+                                             kick_fd=kick, name=f"{self.name}.peer{index}")
+        except Exception as e:       # the peer's addresses are untrusted
+            log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
+            return None
+
+    def _kick_vector(self, index: int) -> int:
+        """Program an MSI-X vector for the peer's kicks on vring ``index``."""
+        entry = 1 + 2 * self.pairs + index
+        if entry >= len(self.vectors):
+            return -1
+        self.vp.config_write(CFG_VQ_SELECT, 2, index)
+        self.vp.config_write(CFG_VQ_VECTOR, 2, self.vectors[entry].entry)
+        return self.vectors[entry].eventfd
+
+    def polling(self) -> None:
+        """Back to polling: no kick vectors."""
+        for i in range(self.peer_vq_max):
+            self.vp.config_write(CFG_VQ_SELECT, 2, i)
+            self.vp.config_write(CFG_VQ_VECTOR, 2, NO_VECTOR)
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def config_event(self) -> str | None:
+        if self.intx and not self.vp.read_isr() & 0x2:
+            return None
+        if self.vp.status & STATUS_NEEDS_RESET:
+            return "needs-reset"
+        return "peer"
+
+    def handle_config(self, app) -> bool:
+        """The peer changed: stop using it, re-read, acknowledge, go on."""
+        was = app.running
+        if was:
+            app.stop()
+        self.refresh()
+        self.ack()
+        if was:
+            app.start()
+        return True
+
+    def reinit(self) -> None:
+        self.resets += 1
+        self.vp.reset()
+        self.start()
+        self.ack()
+
+    def stop(self) -> None:
+        try:
+            self.vp.reset()
+        except DriverError as e:
+            log.warning("%s: %s", self.name, e)
+
+    def use_peer(self, index: int, q: ring.DeviceQueue) -> ring.DeviceQueue:
+        self.live_peer[index] = q
+        return q
+
+    def release_peers(self) -> None:
+        """The app stopped: fold the peer queues' counters into the totals."""
+        for index, q in self.live_peer.items():
+            tot = self.peer_totals.setdefault(index, {})
+            for k, v in q.stats().items():
+                tot[k] = tot.get(k, 0) + v
+        self.live_peer = {}
+
+    def queue_stats(self) -> dict:
+        out = {}
+        for index in sorted(set(self.peer_totals) | set(self.live_peer)):
+            st = dict(self.peer_totals.get(index, {}))
+            if index in self.live_peer:
+                for k, v in self.live_peer[index].stats().items():
+                    st[k] = st.get(k, 0) + v
+            out[f"peer{index}"] = st
+        for i, q in enumerate(self.rx):
+            out[f"rx{i}"] = q.stats()
+        for i, q in enumerate(self.tx):
+            out[f"tx{i}"] = q.stats()
+        return out
