@@ -1,0 +1,49 @@
+"""How tests start "the emu process" with a QMP monitor.
+
+Until emu.machine exists this is tests/cli/qmp_launcher.py (the real
+command-line parser and QMP server, a fake machine).  When the real
+process can run with no devices, switch EMU_CMD to it: that is the only
+change the process-level monitor tests need.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+EMU_CMD = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qmp_launcher.py")]
+# EMU_CMD = [sys.executable, "-m", "emu"]
+
+QEMU_CMD = ["qemu-system-x86_64"]
+
+
+def start(cmd: list[str], args: list[str], **kw) -> subprocess.Popen:
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(cmd + args, **kw)
+
+
+def wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {proc.stderr.read().decode()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.005)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """Wait for the process; kill it if it does not exit (then fail loudly)."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for f in (proc.stdout, proc.stderr, proc.stdin):
+            if f:
+                f.close()
