@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from emu import ring
 
 from . import model
-from .model import (AVAIL_F_NO_INTERRUPT, DESC_F_WRITE, USED_F_NO_NOTIFY, DeviceModel,
+from .model import (DESC_F_WRITE, USED_F_NO_NOTIFY, DeviceModel,
                     DriverModel, Memory, SlotDriverModel)
 from .rig import GuardedMemory, Pair, devq, engine_stats, eventfd, feats, model_stats, \
     place, signals

@@ -6,7 +6,6 @@ DriverQueue; notifications are observed on real eventfds."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import numpy as np
@@ -16,8 +15,7 @@ from emu import ring
 from emu._ring import lib
 from emu.errors import PeerError
 
-from .model import (AVAIL_F_NO_INTERRUPT, DESC_F_WRITE, USED_F_NO_NOTIFY, DriverModel,
-                    Memory, RingAddrs)
+from .model import AVAIL_F_NO_INTERRUPT, DESC_F_WRITE, USED_F_NO_NOTIFY, DriverModel, Memory
 from .rig import (MiB, GuardedMemory, devq, eventfd, feats, place, ram, signals)
 
 NUM = 16
@@ -312,6 +310,28 @@ def test_mrg_rxbuf_running_dry_mid_packet_consumes_nothing(mem):
     n.post_rx([64])
     assert n.rx.push([FRAME[:200]]).packets == 1
     assert [ln for _, ln in n.rxd.used()] == [64, 64, 64, 20]
+
+
+def test_mrg_rxbuf_packet_needing_too_many_buffers_is_dropped(mem):
+    """More than EMU_MAX_MRG_BUFS buffers: dropped, its buffers returned
+    empty; the next packet is placed normally."""
+    f = feats(mrg=True)
+    mm = Memory(mem)
+    r = place(0x20000, 512)
+    drv = DriverModel(mm, r)
+    for i in range(300):
+        drv.add_chain([(RX_BUF + 16 * i, 16, W)])
+    drv.publish()
+    q = devq(ring.RegionTable(mem), r, f)
+    big = FRAME * 3                                   # 12 + 6144 bytes: 385 buffers
+    b = q.push([big, FRAME[:20]])
+    assert (b.packets, b.drops) == (1, 1) and q.stats()["drops"] == 1
+    used = drv.used()
+    assert len(used) == lib.EMU_MAX_MRG_BUFS + 2
+    assert all(ln == 0 for _, ln in used[:lib.EMU_MAX_MRG_BUFS])
+    assert [ln for _, ln in used[lib.EMU_MAX_MRG_BUFS:]] == [16, 16]
+    got = b"".join(mm.read(RX_BUF + 16 * h, ln) for h, ln in used[lib.EMU_MAX_MRG_BUFS:])
+    assert got[10:12] == b"\x02\x00" and got[12:] == FRAME[:20]
 
 
 @pytest.mark.parametrize("src_v1,dst_v1", [(False, False), (False, True), (True, False),
