@@ -28,7 +28,8 @@ LAYOUT = [(0x0, 0x10000), (0x10000, 0x10000), (0x20000, 0x10000)]   # seam at 0x
 TX_RING, RX_RING, TABLES = 0x0, 0x4000, 0x8000
 BUF_AREA = (0x10000, 0x30000)
 PROFILE = settings(max_examples=200, deadline=None, derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                          HealthCheck.function_scoped_fixture])
 
 # free-running u16 indexes: start most runs just before the wrap
 starts = st.one_of(st.integers(0xFFF8, 0xFFFF), st.integers(0xFFE0, 0xFFFF), st.integers(0, 0xFFFF))
@@ -233,8 +234,8 @@ class CopyRunner:
        mrg=st.booleans(), src_v1=st.booleans(), dst_v1=st.booleans(),
        tx_start=starts, rx_start=starts, table_skew=st.sampled_from([0, 3, 8]),
        rounds=st.lists(copy_round, min_size=1, max_size=3))
-def test_copy_engine_equals_model(num, event_idx, indirect, mrg, src_v1, dst_v1, tx_start,
-                                  rx_start, table_skew, rounds):
+def test_copy_engine_equals_model(no_fd_leak, num, event_idx, indirect, mrg, src_v1, dst_v1,
+                                  tx_start, rx_start, table_skew, rounds):
     tw = Twins()
     try:
         sf = feats(v1=src_v1, event_idx=event_idx, indirect=indirect)
@@ -307,7 +308,8 @@ class DriverRunner:
        event_idx=st.booleans(), mrg=st.booleans(), v1=st.booleans(),
        buf_size=st.sampled_from([20, 64, 200, 1600]), start=starts,
        rounds=st.lists(driver_round, min_size=1, max_size=4))
-def test_driver_queue_equals_model(num, layout, event_idx, mrg, v1, buf_size, start, rounds):
+def test_driver_queue_equals_model(no_fd_leak, num, layout, event_idx, mrg, v1, buf_size, start,
+                                   rounds):
     tw = Twins()
     try:
         f = feats(v1=v1, mrg=mrg, event_idx=event_idx, indirect=True)
