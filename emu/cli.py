@@ -267,6 +267,12 @@ def _pci_addr(driver: str) -> Callable[[str, str], PCIAddress]:
     return parse
 
 
+def _fd(name: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise OptionError(f"Unable to parse FD number {text}")
+    return int(text)
+
+
 def _queue_size(name: str, text: str) -> int:
     value = integer(256, 1024)(name, text)
     if value & (value - 1):
@@ -282,7 +288,7 @@ def _window(name: str, text: str) -> int:
 
 
 for _parser, _kind in ((_ram_size, "size"), (_backend_size, "size"), (_queue_size, "int 256..1024"),
-                      (_window, "size")):
+                      (_window, "size"), (_fd, "fd")):
     _parser.kind = _kind  # type: ignore[attr-defined]
 
 _ON_OFF_AUTO = choice("on", "off", "auto")
@@ -347,7 +353,7 @@ _SOCKET_NOT_SUPPORTED = ("host", "port", "to", "ipv4", "ipv6", "telnet", "tn3270
 CHARDEVS: dict[str, Schema] = {
     "socket": Schema((Param("id", identifier, "chardev id"),
                       Param("path", string, "unix socket path"),
-                      Param("fd", string, "inherited socket fd (connected or listening)"),
+                      Param("fd", _fd, "inherited socket fd (connected or listening)"),
                       Param("server", boolean, "listen instead of connect"),
                       Param("wait", boolean, "with server=on: wait for a client before starting"),
                       Param("reconnect", integer(0, 1 << 31), "client: seconds before re-connecting"),
@@ -582,13 +588,7 @@ class _Parser:
     def _socket(self, dev: Chardev, values: dict[str, Any]) -> None:
         if ("path" in values) == ("fd" in values):
             raise OptionError("Exactly one of 'path' or 'fd' option required")
-        if "fd" in values:
-            try:
-                dev.fd = int(values["fd"], 10)
-                if dev.fd < 0:
-                    raise ValueError
-            except ValueError:
-                raise OptionError(f"Unable to parse FD number {values['fd']}") from None
+        dev.fd = values.get("fd")
         dev.path = values.get("path")
         dev.server = values.get("server", False)
         if dev.server and "reconnect" in values:

@@ -7,7 +7,7 @@ Errors are text in the answer, not QMP errors, as in QEMU.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from emu.errors import PeerError
 

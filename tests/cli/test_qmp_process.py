@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from .emu_process import EMU_CMD, start, stop, wait_for_path
 from .test_qmp_clients import event_wait, legacy
