@@ -107,9 +107,16 @@ class JsonStreamer:
         i, n = 0, len(data)
         while i < n:
             if self._in_string:
-                m = _STRING.search(data, i + 1 if self._escape else i)
                 if self._escape:
                     self._escape = False
+                    if data[i] >= 0xFE:     # a reset byte is never data, even escaped
+                        self._hard_reset(out)
+                        i += 1
+                        continue
+                    self._keep(data[i:i + 1])
+                    i += 1
+                    continue
+                m = _STRING.search(data, i)
                 if m is None:
                     self._keep(data[i:])
                     break
@@ -122,11 +129,7 @@ class JsonStreamer:
                 self._keep(data[i:j + 1])
                 i = j + 1
                 if c == 0x5C:           # backslash: the next byte is escaped
-                    if i >= n:
-                        self._escape = True
-                        break
-                    self._keep(data[i:i + 1])
-                    i += 1
+                    self._escape = True
                     continue
                 self._in_string = False  # closing quote
                 if self._depth == 0:

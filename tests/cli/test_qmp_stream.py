@@ -66,6 +66,13 @@ def test_reset_bytes_discard_a_partial_value():
         "JSON parse error, input discarded at reset byte", {"ok": 1}]
 
 
+def test_a_reset_byte_is_not_swallowed_by_a_pending_escape():
+    s = JsonStreamer()
+    assert s.feed(b'{"a": "\\') == []
+    assert texts(s.feed(b'\xff{"ok": 1}')) == ["JSON parse error, input discarded at reset byte", {"ok": 1}]
+    assert texts(s.feed(b'"x\\\xff{"ok": 2}')) == ["JSON parse error, input discarded at reset byte", {"ok": 2}]
+
+
 def test_decode_is_strict():
     for bad in (b"Infinity", b'{"a": -Infinity}', b"[1,]", b"{'a': 1}"):
         try:
