@@ -25,7 +25,7 @@ def start(cmd: list[str], args: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen(cmd + args, **kw)
 
 
-def wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if proc.poll() is not None:
@@ -35,7 +35,7 @@ def wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 10.0) -> N
         time.sleep(0.005)
 
 
-def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> int:
     """Wait for the process; kill it if it does not exit (then fail loudly)."""
     try:
         return proc.wait(timeout)

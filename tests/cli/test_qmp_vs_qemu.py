@@ -72,7 +72,7 @@ def transcript(cmd: list[str], tmp_path) -> list[dict]:
         wait_for_path(path, proc)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
-        sock.settimeout(10)
+        sock.settimeout(30)
         stream = sock.makefile("rb")
         out = [normalise(json.loads(stream.readline()))]
         for request in CONVERSATION:
