@@ -91,26 +91,37 @@ class Session:
     def machine(self) -> MachineControl:
         return self.server.machine
 
-    def _write(self, msg: dict[str, Any]) -> None:
+    def _write(self, msg: dict[str, Any], encoded: bytes | None = None) -> None:
         if self.writer.is_closing():
             return
-        text = self.server.encode(msg, self.pretty)
-        self.writer.write(text)
+        if encoded is None or self.pretty:
+            encoded = self.server.encode(msg, self.pretty)
+        self.writer.write(encoded)
         if self.server.trace:
             self.server.trace("tx", self.label, msg)
 
-    def send_event(self, msg: dict[str, Any]) -> None:
+    def _answer(self, response: dict[str, Any]) -> None:
+        try:
+            encoded = self.server.encode(response, self.pretty)
+        except (TypeError, ValueError) as e:   # the machine returned something not JSON
+            self.server.log_bug("QMP answer is not JSON", e)
+            error = {"class": GENERIC_ERROR, "desc": f"internal error: answer is not JSON: {e}"}
+            response = {"id": response["id"], "error": error} if "id" in response else {"error": error}
+            encoded = None
+        self._write(response, encoded)
+
+    def send_event(self, msg: dict[str, Any], encoded: bytes) -> None:
         if not self.negotiated or self.writer.is_closing():
             return
         if self.writer.transport.get_write_buffer_size() > self.server.max_output:
             # A client that does not read must not make us buffer without end.
             self.events_dropped += 1
             return
-        self._write(msg)
+        self._write(msg, encoded)
 
     async def run(self) -> None:
         try:
-            self._write(self.server.greeting())
+            self._answer(self.server.greeting())
             await self.writer.drain()
             while True:
                 chunk = await self.reader.read(READ_CHUNK)
@@ -123,7 +134,7 @@ class Session:
                         response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
                     else:
                         response = await dispatch(self, item)
-                    self._write(response)
+                    self._answer(response)
                     await self.writer.drain()
         except (ConnectionError, OSError) as e:
             log.debug("monitor %s: connection lost: %s", self.label, e)
@@ -331,20 +342,24 @@ class QmpServer:
                                "event": event}
         if data is not None:
             msg["data"] = data
+        try:
+            encoded = self.encode(msg)     # here, so a bad event fails at its source
+        except (TypeError, ValueError) as e:
+            raise EmuBug(f"event {event} is not JSON: {e}") from e
         loop = self._loop
         if loop is None or self._closed:
             return
         if threading.get_ident() == self._loop_thread:
-            self._broadcast(msg)
+            self._broadcast(msg, encoded)
         else:
             try:
-                loop.call_soon_threadsafe(self._broadcast, msg)
+                loop.call_soon_threadsafe(self._broadcast, msg, encoded)
             except RuntimeError:  # loop closed meanwhile
                 pass
 
-    def _broadcast(self, msg: dict[str, Any]) -> None:
+    def _broadcast(self, msg: dict[str, Any], encoded: bytes) -> None:
         for s in list(self._sessions):
-            s.send_event(msg)
+            s.send_event(msg, encoded)
 
     # -- endpoints ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from emu.errors import EmuBug
 from emu.qmp import MonitorEndpoint, MonitorSetupError, QmpServer
 from emu.qmp.commands import COMMANDS
 from emu.qmp.server import MAX_SESSIONS
@@ -299,6 +300,18 @@ async def test_a_machine_bug_costs_one_command(sock_path):
             raise RuntimeError("boom")
         machine.query_pci = broken
         assert await c.execute("query-pci") == error("GenericError", "internal error: RuntimeError: boom")
+        await alive(c)
+
+
+@async_test
+async def test_an_answer_that_is_not_json_costs_one_command(sock_path):
+    async with serving(sock_path) as (server, machine), client(sock_path) as c:
+        machine.emu_stats = lambda: {"devices": [object()]}
+        r = await c.execute("query-emu-stats", id=4)
+        assert r["id"] == 4 and r["error"]["desc"].startswith("internal error: answer is not JSON")
+        await alive(c)
+        with pytest.raises(EmuBug, match="event BAD is not JSON"):
+            server.emit("BAD", {"x": object()})
         await alive(c)
 
 
