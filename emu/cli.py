@@ -177,7 +177,9 @@ class MachineConfig:
     name: str | None = None
     machine_type: str = "q35"
     ram_size: int = DEFAULT_RAM_SIZE
-    memory_backend: str | None = None   # -machine memory-backend=ID
+    memory_backend: str | None = None   # -machine memory-backend=ID (or -numa node,memdev=ID)
+    mem_path: str | None = None         # -mem-path: implicit RAM from a file in this directory
+    mem_prealloc: bool = False          # -mem-prealloc
     smp: int = 1
     accel: list[str] = field(default_factory=list)
     objects: list[MemoryObject] = field(default_factory=list)
@@ -214,7 +216,11 @@ class MachineConfig:
             obj = self.object(self.memory_backend)
             assert isinstance(obj, MemoryBackend)
             return obj
-        return MemoryBackend("pc.ram", "memory-backend-shm", self.ram_size, share=True)
+        if self.mem_path is not None:   # QEMU's -mem-path RAM is private
+            return MemoryBackend("pc.ram", "memory-backend-file", self.ram_size, share=False,
+                                 prealloc=self.mem_prealloc, mem_path=self.mem_path)
+        return MemoryBackend("pc.ram", "memory-backend-shm", self.ram_size, share=True,
+                             prealloc=self.mem_prealloc)
 
 
 # -- option schemas ----------------------------------------------------------------
@@ -416,6 +422,11 @@ DEVICES: dict[str, tuple[Schema, str]] = {
 }
 DEVICE_ALIASES = {"virtio-net": "virtio-net-pci"}
 
+NUMA = Schema((Param("type", choice("node"), "emu has one NUMA node"),
+               Param("memdev", identifier, "the node's memory backend: guest RAM"),
+               _ign("nodeid", integer(0, 0)), _ign("cpus", string), _ign("initiator", integer(0, 0))),
+              implied="type")
+
 MON = Schema((Param("chardev", identifier, "chardev id"),
               Param("mode", choice("control", "readline"), "control (QMP)"),
               Param("pretty", boolean, "pretty-print JSON"),
@@ -463,6 +474,7 @@ class _Parser:
         self.accel_option = False
         self.machine_origin = "-machine"
         self.compat_monitors = 0
+        self.numa_origin: str | None = None
         self.origin = ""
 
     # Each handler gets the option's argument; OptionError gets the
@@ -507,10 +519,25 @@ class _Parser:
         self.cfg.machine_type = mtype
         self.machine_origin = self.origin
         if "memory-backend" in values:
+            if self.numa_origin is not None and self.cfg.memory_backend != values["memory-backend"]:
+                raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
             self.cfg.memory_backend = values["memory-backend"]
         if "accel" in values:
             self.machine_accel = True
             self.cfg.accel += values["accel"].split(":")
+
+    def opt_numa(self, arg: str) -> None:
+        values = self.opts(arg, NUMA)
+        require(values, "memdev")
+        if self.numa_origin is not None:
+            raise OptionError("emu supports one NUMA node")
+        self.numa_origin = self.origin
+        if self.cfg.memory_backend not in (None, values["memdev"]):
+            raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
+        self.cfg.memory_backend = values["memdev"]
+
+    def opt_mem_path(self, arg: str) -> None:
+        self.cfg.mem_path = arg
 
     def opt_accel(self, arg: str) -> None:
         if arg in _HELP_WORDS:
@@ -709,7 +736,7 @@ class _Parser:
 
     def opt_serial(self, arg: str) -> None:
         if arg not in ("none", "null"):
-            raise OptionError("emu has no serial port: use -serial none")
+            self.info("emu has no serial port: nothing will be written to it")
 
     def opt_parallel(self, arg: str) -> None:
         if arg not in ("none", "null"):
@@ -842,7 +869,7 @@ class _Parser:
     def _check_ram(self) -> None:
         cfg = self.cfg
         if cfg.memory_backend is not None:
-            self.origin = self.machine_origin
+            self.origin = self.numa_origin or self.machine_origin
             obj = cfg.object(cfg.memory_backend)
             if obj is None:
                 raise OptionError(f"Memory backend '{cfg.memory_backend}' not found")
@@ -878,11 +905,11 @@ _ARG_OPTIONS = {
     "serial": "opt_serial", "parallel": "opt_parallel", "display": "opt_display",
     "vga": "opt_vga", "cpu": "opt_cpu", "kernel": "opt_kernel_like", "initrd": "opt_kernel_like",
     "append": "opt_kernel_like", "d": "opt_d", "D": "opt_D", "trace": "opt_trace",
-    "pidfile": "opt_pidfile",
+    "pidfile": "opt_pidfile", "numa": "opt_numa", "mem-path": "opt_mem_path",
 }
 _FLAG_OPTIONS = {
     "S": "start_paused", "daemonize": "daemonize", "no-shutdown": "no_shutdown",
-    "no-reboot": "no_reboot",
+    "no-reboot": "no_reboot", "mem-prealloc": "mem_prealloc",
 }
 _HARMLESS_FLAGS = ("nographic", "nodefaults", "no-user-config", "no-hpet", "no-acpi")
 _ACTION_OPTIONS = {"version": "opt_version", "help": "opt_help", "h": "opt_help",
@@ -970,6 +997,7 @@ vhost-pci-net devices, a QMP monitor, and a guest driver program.
 Machine:
 -name NAME | guest=NAME          the VM's name (query-name)
 -m [size=]SIZE                   guest RAM (default 128M; unit M if none)
+-numa node,memdev=ID, -mem-path DIR, -mem-prealloc   as in QEMU (one node)
 -machine TYPE[,memory-backend=ID] q35 (default), pc, or none
 -object memory-backend-shm|memfd|file,id=ID,size=SIZE[,share=on][,mem-path=PATH]
 -object filter-dump,id=ID,netdev=ID,file=PCAP[,maxlen=N]

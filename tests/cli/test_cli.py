@@ -54,6 +54,20 @@ def test_a_qemu_vhost_user_command_line():
     assert any("'accel'" in m and "info:" in m for m in cfg.messages)
 
 
+def test_the_projects_own_qemu_command_line_is_accepted():
+    # tests/linux_guest.py's qemu_cmd(), binary path swapped
+    argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
+            "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0,queues=1",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,vectors=0",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-kernel", "/boot/vmlinuz", "-initrd", "/tmp/initrd.cpio.gz", "-append", "console=ttyS0 panic=-1"]
+    cfg = parse(argv)
+    assert cfg.ram.id == "mem" and cfg.ram.share and cfg.no_reboot
+    assert cfg.devices[0].vectors == 0 and cfg.chardev("c0").server is False
+    assert all(": info: " in m for m in cfg.messages)
+
+
 def test_vhost_pci_net_device_and_guest():
     cfg = parse("-chardev socket,id=vp0,path=/tmp/vp0.sock,server=on,wait=off "
                 "-chardev socket,id=vp1,path=/tmp/vp1.sock,reconnect=1 "
@@ -87,6 +101,22 @@ def test_memory_size_forms():
     # without -m, the backend gives the size
     cfg = parse("-object memory-backend-shm,id=r,size=64M -machine memory-backend=r")
     assert cfg.ram_size == 64 << 20 and cfg.ram.backend == "shm"
+
+
+def test_dpdk_style_numa_memdev_and_qemu_style_mem_options():
+    cfg = parse(VU + ["-m", "1024", "-object", "memory-backend-file,id=mem,size=1024M,mem-path=/dev/hugepages,share=on",
+                      "-numa", "node,memdev=mem", "-mem-prealloc", "-device", "virtio-net-pci,netdev=n0"])
+    assert cfg.ram.id == "mem" and cfg.ram.mem_path == "/dev/hugepages" and cfg.ram_size == 1 << 30
+    cfg = parse("-m 64M -mem-path /dev/hugepages -mem-prealloc")
+    assert cfg.ram == MemoryBackend("pc.ram", "memory-backend-file", 64 << 20, share=False, prealloc=True,
+                                    mem_path="/dev/hugepages")
+    assert parse("-mem-prealloc").ram.prealloc is True
+
+
+def test_serial_is_accepted_with_a_note():
+    # this project's own QEMU command lines pass -serial stdio
+    cfg = parse("-serial stdio")
+    assert cfg.messages == ["-serial stdio: info: emu has no serial port: nothing will be written to it"]
 
 
 def test_memory_backends_and_filter_dump():
@@ -300,7 +330,16 @@ ERRORS = [
     ("-chardev socket,id=c,path=/x -mon chardev=c,mode=control -mon chardev=c,mode=control",
      "-mon chardev=c,mode=control: chardev 'c' is already in use by a monitor"),
     ("-monitor stdio", "-monitor stdio: emu has no human monitor: use -qmp and human-monitor-command"),
-    ("-serial stdio", "-serial stdio: emu has no serial port: use -serial none"),
+    ("-numa node", "-numa node: Parameter 'memdev' is missing"),
+    ("-numa dist,src=0,dst=1,val=20", "-numa dist,src=0,dst=1,val=20: Parameter 'type' does not accept value 'dist'"),
+    ("-object memory-backend-shm,id=a,size=1M -numa node,memdev=a -numa node,memdev=a",
+     "-numa node,memdev=a: emu supports one NUMA node"),
+    ("-object memory-backend-shm,id=a,size=1M -object memory-backend-shm,id=b,size=1M "
+     "-numa node,memdev=a -machine memory-backend=b",
+     "-machine memory-backend=b: '-machine memory-backend' and '-numa memdev' properties are mutually exclusive"),
+    ("-numa node,memdev=nope", "-numa node,memdev=nope: Memory backend 'nope' not found"),
+    (VU + ["-mem-path", "/dev/hugepages", "-device", "virtio-net-pci,netdev=n0"],
+     "vhost-user needs guest RAM shared with the back-end: set share=on on memory backend 'pc.ram'"),
     ("-display gtk", "-display gtk: Parameter 'type' does not accept value 'gtk'"),
     ("-d bogus", "-d bogus: unknown log item 'bogus' (-d help lists them)"),
     ("-trace vhost_user_wire,events=/x", "-trace vhost_user_wire,events=/x: Invalid parameter 'events'"),
