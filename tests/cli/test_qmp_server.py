@@ -562,3 +562,38 @@ async def test_wait_for_clients_holds_until_the_first_client(sock_path):
             await alive(c)
     finally:
         await server.close()
+
+
+# -- the machine contract ----------------------------------------------------------------
+
+def test_fake_machine_satisfies_the_protocol():
+    from emu.qmp import MachineControl
+
+    from .fakes import FakeMachine
+    assert isinstance(FakeMachine(lambda *a: None), MachineControl)
+
+
+def test_run_state_rules():
+    from emu.qmp import QmpError, RunState
+    events: list = []
+    rs = RunState(lambda name, data: events.append((name, data)), start_paused=True, no_shutdown=True)
+    assert (rs.state, rs.stop(), events) == ("prelaunch", False, [])
+    assert rs.cont() and rs.state == "running" and events == [("RESUME", None)]
+    assert not rs.cont()
+    assert rs.stop() and events[-1] == ("STOP", None)
+    assert rs.reset() and rs.state == "prelaunch"
+    assert events[-1] == ("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+    rs.cont()
+    assert rs.shutdown(guest=True, reason="guest-shutdown") is False       # -no-shutdown: stay
+    assert events[-2:] == [("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"}), ("STOP", None)]
+    with pytest.raises(QmpError, match="Resetting the Virtual Machine is required"):
+        rs.cont()
+    assert rs.shutdown(guest=False, reason="host-qmp-quit") is True        # quit always exits
+
+
+@async_test
+async def test_hmp_quit(sock_path):
+    async with serving(sock_path) as (server, machine), client(sock_path) as c:
+        assert await c.execute("human-monitor-command", {"command-line": "q"}) == {"return": ""}
+        assert (await c.event("SHUTDOWN"))["data"]["reason"] == "host-qmp-quit"
+        assert machine.exit_requested.is_set()
