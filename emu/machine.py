@@ -245,8 +245,8 @@ class Machine:
                 dev["queues"][qname] = {
                     "packets": g.get("packets", 0), "bytes": g.get("bytes", 0),
                     "drops": g.get("drops", 0), "errors": g.get("errors", 0),
-                    "kicks": m.get("kicks", 0) + (g.get("notifies", 0) if qname.startswith("tx") else 0),
-                    "calls": m.get("calls", 0),
+                    "kicks": m.get("kicks", 0) + g.get("kicks", 0),
+                    "calls": m.get("calls", 0) + g.get("calls", 0),
                     **{k: v for k, v in m.items() if k not in ("kicks", "calls")},
                 }
             if hasattr(e.model, "device_stats"):

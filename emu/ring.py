@@ -88,10 +88,13 @@ def ring_layout(base_gpa: int, num: int, align: int = 4096) -> tuple[int, int, i
     return desc, avail, used, end - base_gpa
 
 
-def _stats(st) -> dict:
-    return {k: int(getattr(st, k)) for k in (
+def _stats(st, last_error: int = 0) -> dict:
+    out = {k: int(getattr(st, k)) for k in (
         "packets", "bytes", "drops", "errors", "notifies", "suppressed", "wakeups",
         "log_overflow", "verify_fail", "seq_gaps")}
+    if last_error:
+        out["last_error"] = ERROR_NAMES.get(last_error, str(last_error))
+    return out
 
 
 @dataclass
@@ -240,7 +243,7 @@ class DeviceQueue:
         return int(self.q.last_error)
 
     def stats(self) -> dict:
-        return _stats(self.q.st)
+        return _stats(self.q.st, self.q.last_error)
 
     def reset(self, last_avail_idx: int | None = None) -> None:
         """Re-sync with the ring (after SET_VRING_BASE or a driver reset)."""
@@ -377,7 +380,7 @@ class DriverQueue:
         return int(self.q.last_error)
 
     def stats(self) -> dict:
-        return _stats(self.q.st)
+        return _stats(self.q.st, self.q.last_error)
 
     def set_fds(self, kick_fd: int | None = None, irq_fd: int | None = None) -> None:
         if kick_fd is not None:

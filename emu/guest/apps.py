@@ -121,6 +121,10 @@ class Gen(App):
         pump = self._pump("gen")
         for drv in self.drivers:
             n = len(drv.tx)
+            room = getattr(drv, "tx_buf_size", drv.buf_size) - 12
+            if size > room:
+                raise ValueError(f"gen: size {size} does not fit a {room + 12}-byte TX buffer "
+                                 f"(set tx_buf_size)")
             for k, (txq, rxq) in enumerate(zip(drv.tx, drv.rx)):
                 dst = p.get("dst", "ff:ff:ff:ff:ff:ff")
                 tmpl = packets.udp_frame(size, src_mac=drv.mac, dst_mac=dst, sport=9 + k)

@@ -8,7 +8,7 @@ resume, change of app, stop).  Everything goes through the bus.
 
 ``-guest DRIVER,app=APP,key=value...`` keys understood here (the app takes
 the rest): ``mode=poll|interrupt``, ``queue_size``, ``buf_size``,
-``layout=0|1|2``, ``msix=on|off``, ``mrg_rxbuf``, ``event_idx``,
+``tx_buf_size`` (virtio-net), ``layout=0|1|2``, ``msix=on|off``, ``mrg_rxbuf``, ``event_idx``,
 ``indirect_desc`` (on|off: what the driver asks for).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from emu.virtio import net_spec as N
 
 log = logging.getLogger(__name__)
 
-DRIVER_KEYS = ("mode", "queue_size", "buf_size", "layout", "msix", "mrg_rxbuf", "event_idx",
+DRIVER_KEYS = ("mode", "queue_size", "buf_size", "tx_buf_size", "layout", "msix", "mrg_rxbuf", "event_idx",
                "indirect_desc", "app")
 
 
@@ -37,6 +37,12 @@ def _feature_mask(params: dict) -> int:
         if key in params and not apps_mod._bool(params[key], True):
             mask &= ~bit
     return mask
+
+
+def _supported(drv) -> int:
+    from emu.guest import vhost_pci_net
+    return vhost_pci_net.SUPPORTED if isinstance(drv, vhost_pci_net.VhostPciNetDriver) \
+        else virtio_net.SUPPORTED
 
 
 def _drivers_for(kind: str):
@@ -116,8 +122,8 @@ class GuestProgram:
         devices = probe(self.bus)
         dma = DmaPool(self.ram)
         kw = dict(features=_feature_mask(self.params))
-        for key in ("queue_size", "buf_size", "layout"):
-            if key in self.params:
+        for key in ("queue_size", "buf_size", "tx_buf_size", "layout"):
+            if key in self.params and (key != "tx_buf_size" or self.kind == "virtio-net"):
                 kw[key] = int(self.params[key])
         if "msix" in self.params:
             kw["msix"] = apps_mod._bool(self.params["msix"], True)
@@ -182,6 +188,20 @@ class GuestProgram:
                 self.app.stop()
                 merged = {**{k: v for k, v in self.params.items() if k in DRIVER_KEYS}, **params}
                 self._new_app(name, merged)
+                if was and not self.paused:
+                    self.app.start()
+            elif what == "reconfigure":
+                # new driver parameters (features, queue sizes...): the drivers
+                # renegotiate from scratch, as after a reboot
+                (params,) = args
+                self.params.update(params)
+                was = self.app.running
+                self.app.stop()
+                mask = _feature_mask(self.params)
+                for d in self.drivers:
+                    d.want = mask & _supported(d)
+                    d.reinit()
+                self._new_app(self.app_name, self.params)
                 if was and not self.paused:
                     self.app.start()
             elif what == "reset":

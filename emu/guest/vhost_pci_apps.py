@@ -29,15 +29,9 @@ class _VhostPciApp(App):
     def _peer(self, drv, index: int):
         q = drv.peer_queue(index, self.mode)
         if q is not None:
-            drv.use_peer(index, q)
             if self.mode != "interrupt":
                 q.notify_enable(False)       # polling: the peer need not kick
         return q
-
-    def stop(self) -> None:
-        super().stop()
-        for d in self.drivers:
-            d.release_peers()
 
     def _pairs(self, drv) -> range:
         return range(max(1, drv.peer_vq_max // 2))
@@ -150,8 +144,6 @@ class Responder(_VhostPciApp):
     def stop(self) -> None:
         self.queues = []
         self.running = False
-        for d in self.drivers:
-            d.release_peers()
 
     def pause(self) -> None:
         self.paused = True

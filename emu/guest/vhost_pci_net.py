@@ -58,6 +58,7 @@ class PeerVring:
     base: int
     enabled: bool
     ready: bool
+    epoch: int             # bumped by the device at every (re)start of the vring
     desc: int
     avail: int
     used: int
@@ -119,7 +120,7 @@ class VhostPciNetDriver:
         self.acked = 0
         self.resets = 0
         self.stale_reads = 0
-        self.live_peer: dict[int, ring.DeviceQueue] = {}     # peer vrings an app uses now
+        self.live_peer: dict[int, tuple] = {}                 # index -> (key, DeviceQueue)
         self.peer_totals: dict[int, dict] = {}                # stats of earlier ones
 
     # -- bring-up ------------------------------------------------------------------------------------
@@ -207,9 +208,9 @@ class VhostPciNetDriver:
                 regions.append((gpa, size, woff))
         vrings = []
         for i in range(nvrings):
-            num, base, en, rdy, _, desc, avail, used, _ = VRING.unpack_from(
+            num, base, en, rdy, epoch, desc, avail, used, _ = VRING.unpack_from(
                 page, M_VRINGS + VRING_SIZE * i)
-            vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), desc, avail, used))
+            vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), epoch, desc, avail, used))
         return PeerView(gen, state, feats, pfeats, mac, mtu, tuple(regions), tuple(vrings))
 
     def refresh(self) -> PeerView:
@@ -230,23 +231,46 @@ class VhostPciNetDriver:
             self.acked = self.peer.generation
 
     def peer_queue(self, index: int, mode: str = "poll") -> ring.DeviceQueue | None:
-        """The device side of the peer's vring ``index``, or None if not ready."""
+        """The device side of the peer's vring ``index``, or None if not ready.
+
+        The same object is returned while the vring, its epoch and the
+        peer's memory layout are unchanged: an app rebuilt after an
+        unrelated config change carries on where it was (last_avail_idx
+        lives in the C queue), instead of restarting from SET_VRING_BASE."""
         p = self.peer
         if p is None or not p.mem_ready:
+            self._drop_peer(index)
             return None
         v = p.vring(index)
         if v is None:
+            self._drop_peer(index)
             return None
+        key = (v.num, v.epoch, v.desc, v.avail, v.used, v.base, p.features, p.regions, mode)
+        cached = self.live_peer.get(index)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._drop_peer(index)
         call = self.dev.bus.ioeventfd_for(self.dev.bars[0].address + DOORBELL_OFFSET + 4 * index, 4)
         kick = self._kick_vector(index) if mode == "interrupt" else -1
         try:
-            return ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
-                                             features=p.features, last_avail_idx=v.base,
-                                             call_fd=call if call is not None else -1,
-                                             kick_fd=kick, name=f"{self.name}.peer{index}")
+            q = ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
+                                          features=p.features, last_avail_idx=v.base,
+                                          call_fd=call if call is not None else -1,
+                                          kick_fd=kick, name=f"{self.name}.peer{index}")
         except Exception as e:       # the peer's addresses are untrusted
             log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
             return None
+        self.live_peer[index] = (key, q)
+        return q
+
+    def _drop_peer(self, index: int) -> None:
+        """Forget a peer queue (its counters go to the totals)."""
+        entry = self.live_peer.pop(index, None)
+        if entry is None:
+            return
+        tot = self.peer_totals.setdefault(index, {})
+        for k, v in entry[1].stats().items():
+            tot[k] = tot.get(k, 0) + v if isinstance(v, int) else v
 
     def _kick_vector(self, index: int) -> int:
         """Program an MSI-X vector for the peer's kicks on vring ``index``."""
@@ -294,28 +318,18 @@ class VhostPciNetDriver:
         except DriverError as e:
             log.warning("%s: %s", self.name, e)
 
-    def use_peer(self, index: int, q: ring.DeviceQueue) -> ring.DeviceQueue:
-        self.live_peer[index] = q
-        return q
-
-    def release_peers(self) -> None:
-        """The app stopped: fold the peer queues' counters into the totals."""
-        for index, q in self.live_peer.items():
-            tot = self.peer_totals.setdefault(index, {})
-            for k, v in q.stats().items():
-                tot[k] = tot.get(k, 0) + v
-        self.live_peer = {}
-
     def queue_stats(self) -> dict:
         out = {}
         for index in sorted(set(self.peer_totals) | set(self.live_peer)):
             st = dict(self.peer_totals.get(index, {}))
             if index in self.live_peer:
-                for k, v in self.live_peer[index].stats().items():
-                    st[k] = st.get(k, 0) + v
+                for k, v in self.live_peer[index][1].stats().items():
+                    st[k] = st.get(k, 0) + v if isinstance(v, int) else v
+            st["calls"] = st.pop("notifies", 0)      # we signal the peer's call eventfd
             out[f"peer{index}"] = st
         for i, q in enumerate(self.rx):
             out[f"rx{i}"] = q.stats()
         for i, q in enumerate(self.tx):
             out[f"tx{i}"] = q.stats()
         return out
+

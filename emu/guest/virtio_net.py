@@ -35,14 +35,15 @@ class VirtioNetDriver:
     like iPXE, 2 indirect)."""
 
     def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
-                 queue_size: int = 256, buf_size: int = 2048, layout: int = 0,
-                 msix: bool = True, name: str = "virtio-net"):
+                 queue_size: int = 256, buf_size: int = 2048, tx_buf_size: int | None = None,
+                 layout: int = 0, msix: bool = True, name: str = "virtio-net"):
         self.dev = dev
         self.ram = ram
         self.dma = dma
         self.want = features & SUPPORTED
         self.queue_size = queue_size
-        self.buf_size = buf_size
+        self.buf_size = buf_size                    # RX buffers (MRG_RXBUF spreads big frames)
+        self.tx_buf_size = tx_buf_size or buf_size  # TX: one buffer holds a whole frame
         self.layout = layout
         self.use_msix = msix
         self.name = name
@@ -92,13 +93,16 @@ class VirtioNetDriver:
         if self.pairs > 1:
             self.set_pairs(self.pairs)
 
+    def _bufsize(self, index: int) -> int:
+        return self.tx_buf_size if index % 2 else self.buf_size
+
     def _area(self, index: int, num: int):
         """Ring + buffers of queue ``index``, allocated once, re-used on reset."""
         if index not in self._areas:
             d, a, u, ring_bytes = ring.ring_layout(0, num)
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
-            bufs = self.dma.alloc(nslots * self.buf_size)
+            bufs = self.dma.alloc(nslots * self._bufsize(index))
             ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
             self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
         return self._areas[index]
@@ -115,7 +119,7 @@ class VirtioNetDriver:
         num = info.size
         irq = self.vectors[1 + index].eventfd if vector != NO_VECTOR else -1
         kick = self.vp.notify_eventfd(index)
-        return ring.DriverQueue(self.ram, num, desc, avail, used, bufs, self.buf_size,
+        return ring.DriverQueue(self.ram, num, desc, avail, used, bufs, self._bufsize(index),
                                 layout=self.layout, ind_gpa=ind, features=self.features,
                                 kick_fd=kick if kick is not None else -1, irq_fd=irq,
                                 name=f"{self.name}.q{index}")
@@ -182,8 +186,9 @@ class VirtioNetDriver:
 
     def queue_stats(self) -> dict:
         out = {}
-        for i, q in enumerate(self.rx):
-            out[f"rx{i}"] = q.stats()
-        for i, q in enumerate(self.tx):
-            out[f"tx{i}"] = q.stats()
+        for name, qs in (("rx", self.rx), ("tx", self.tx)):
+            for i, q in enumerate(qs):
+                st = q.stats()
+                st["kicks"] = st.pop("notifies", 0)    # we kick the device
+                out[f"{name}{i}"] = st
         return out

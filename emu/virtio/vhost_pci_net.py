@@ -71,7 +71,7 @@ M_NREGIONS, M_NVRINGS, M_WINDOW_SIZE = 0x028, 0x02C, 0x030
 M_REGIONS, REGION_SIZE, MAX_REGIONS = 0x040, 32, 32
 M_VRINGS, VRING_SIZE = 0x440, 40
 REGION = struct.Struct("<QQQQ")             # gpa, size, window_offset, reserved
-VRING = struct.Struct("<HHBBHQQQQ")         # num, base, enabled, ready, rsvd, desc, avail, used, rsvd
+VRING = struct.Struct("<HHBBHQQQQ")         # num, base, enabled, ready, epoch, desc, avail, used, rsvd
 PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
 
 OWN_FEATURES = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
@@ -218,6 +218,7 @@ class VhostPciNetDevice(VirtioDevice):
                            for _ in range(peer_vq_max)]
         self.kick_vector = [NO_VECTOR] * peer_vq_max
         self.kick_count = [0] * peer_vq_max
+        self.vring_epoch = [0] * peer_vq_max
         self._kick_fd: list[int | None] = [None] * peer_vq_max   # the peer's, per vring
         self._watching: dict[int, int] = {}          # vring -> fd the loop reads
         self.vq_select = 0
@@ -333,10 +334,12 @@ class VhostPciNetDevice(VirtioDevice):
         if v.index >= self.peer_vq_max:
             return
 
+        epoch = self.vring_epoch[v.index]
+
         def fill(mm):
             ready = 1 if v.started else 0
             VRING.pack_into(mm, M_VRINGS + VRING_SIZE * v.index, v.num, v.base & 0xFFFF,
-                            1 if v.enabled else 0, ready, 0, v.desc_gpa, v.avail_gpa,
+                            1 if v.enabled else 0, ready, epoch, v.desc_gpa, v.avail_gpa,
                             v.used_gpa, 0)
             n = struct.unpack_from("<I", mm, M_NVRINGS)[0]
             struct.pack_into("<I", mm, M_NVRINGS, max(n, v.index + 1))
@@ -347,6 +350,9 @@ class VhostPciNetDevice(VirtioDevice):
         if v.index >= self.peer_vq_max:
             return
         self._alias(self.call_alias, v.index, v.call_fd)
+        # a new epoch tells the driver this is a fresh start from v.base,
+        # not the ring it was already serving
+        self.vring_epoch[v.index] = (self.vring_epoch[v.index] + 1) & 0xFFFF
         self._vring_publish(v)
         self._set_kick_fd(v.index, v.kick_fd)
 
@@ -524,7 +530,9 @@ class VhostPciNetFunction(VirtioPCIFunction):
     (BAR2) and the metadata (BAR4)."""
 
     def __init__(self, dev: VhostPciNetDevice, name: str = ""):
-        super().__init__(dev, layout=VirtioPCILayout(notify_length=0x800),
+        # MSI-X: config + own queues + one per peer vring (kicks)
+        vectors = 1 + dev.num_queues + dev.peer_vq_max
+        super().__init__(dev, layout=VirtioPCILayout(notify_length=0x800, msix_vectors=vectors),
                          pci_device_id=PCI_DEVICE_ID, name=name or dev.name)
         n = dev.peer_vq_max
         self.bar0.add(DOORBELL_OFFSET, 4 * n, _Doorbells(self, dev), "doorbells")
