@@ -1,4 +1,4 @@
-"""Entry point: `emu ...` and `python -m emu ...`."""
+"""Entry point: ``emu [QEMU-style options]``, ``emu bench ...``, ``python -m emu``."""
 import sys
 
 
@@ -7,12 +7,8 @@ def main(argv=None):
     if argv and argv[0] == "bench":
         from emu.bench import main as bench_main
         return bench_main(argv[1:])
-    if argv and argv[0] in ("-version", "--version"):
-        from emu import __version__
-        print(f"emu version {__version__}")
-        return 0
-    print("usage: emu bench [options] | emu -version", file=sys.stderr)
-    return 1
+    from emu.cli import main as cli_main
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

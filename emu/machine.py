@@ -62,8 +62,6 @@ class Machine:
         self._listeners: list = []
         self._next_slot = 2           # QEMU's first free slot on q35 is about here
         self.started_at = time.monotonic()
-        self.shutdown_reason: str | None = None
-        self.quit_event: asyncio.Event | None = None
         self.captures: list = []
 
     # -- events -------------------------------------------------------------------------------------
@@ -145,13 +143,16 @@ class Machine:
         self.devices[entry.id] = entry
         return entry
 
+    def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
+                        queue: str = "all") -> None:
+        raise NotImplementedError("filter-dump capture is not available yet")
+
     def set_guest(self, driver: str, app: str, params: dict | None = None) -> None:
         self.guest_spec = (driver, app, dict(params or {}))
 
     # -- running ------------------------------------------------------------------------------------
     async def start(self, paused: bool = False, connect_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
-        self.quit_event = asyncio.Event()
         for e in self.devices.values():
             if hasattr(e.model, "loop"):
                 e.model.loop = self.loop
@@ -171,39 +172,28 @@ class Machine:
             self.guest.start()
         self.run_state = "paused" if paused else "running"
 
+    # Actions only: the run state and its events belong to the caller
+    # (emu.launcher uses emu.qmp.control.RunState, QEMU's rules).
     def stop(self) -> None:
-        if self.run_state != "running":
-            return
+        """Pause the guest: its data paths stop touching the rings."""
         if self.guest is not None:
             self.guest.request("pause")
         self.run_state = "paused"
-        self.emit("STOP")
 
     def cont(self) -> None:
-        if self.run_state != "paused":
-            return
         if self.guest is not None:
             self.guest.request("resume")
         self.run_state = "running"
-        self.emit("RESUME")
 
     def system_reset(self) -> None:
+        """The guest reboots: its drivers reset their devices and start over."""
         if self.guest is not None:
             self.guest.request("reset")
-        self.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
 
     def system_powerdown(self) -> None:
-        self.emit("POWERDOWN")
-        # the guest "OS" shuts down at once: its drivers reset their devices
-        self.request_shutdown("guest-shutdown", guest=True)
-
-    def request_shutdown(self, reason: str, guest: bool = False) -> None:
-        if self.shutdown_reason is not None:
-            return
-        self.shutdown_reason = reason
-        self.emit("SHUTDOWN", {"guest": guest, "reason": reason})
-        if self.quit_event is not None:
-            self.loop.call_soon_threadsafe(self.quit_event.set)
+        """The guest "OS" powers off at once: its drivers reset the devices."""
+        if self.guest is not None:
+            self.guest.request("poweroff")
 
     async def close(self) -> None:
         """Tear everything down (idempotent)."""

@@ -129,21 +129,27 @@ class VhostUserNetdev:
         self.negotiated = await self.client.handshake(self.call_fds)
         self.connects += 1
         self.up.set()
-        self.emit("VHOST_USER_CONNECTED", {"netdev": self.id, "vhost-pci": self.negotiated.vhost_pci,
+        self.emit("VHOST_USER_CONNECTED", {**self._who(), "vhost-pci": self.negotiated.vhost_pci,
                                            "features": self.negotiated.features})
 
     def wait_up(self, timeout: float):
         return asyncio.wait_for(self.up.wait(), timeout)
 
+    def _who(self) -> dict:
+        return {"device": getattr(self.nic, "name", self.id), "chardev": self.sock.id,
+                "netdev": self.id}
+
     # -- events from the front-end ---------------------------------------------------------------
     def _on_backend_features(self, features: int) -> None:
-        self.emit("VHOST_USER_FEATURES_CHANGED", {"netdev": self.id, "features": features})
+        self.emit("VHOST_USER_FEATURES_CHANGED", {
+            **self._who(), "features": features,
+            "protocol-features": self.negotiated.protocol_features if self.negotiated else 0})
         if self.nic is not None:
             self.nic.backend_features_changed(features)
 
     def _on_disconnect(self, err) -> None:
         self.up.clear()
-        self.emit("VHOST_USER_DISCONNECTED", {"netdev": self.id, "reason": str(err)})
+        self.emit("VHOST_USER_DISCONNECTED", {**self._who(), "reason": str(err)})
         if self.nic is not None:
             self.nic.backend_lost()
 

@@ -204,6 +204,12 @@ class GuestProgram:
                 self._new_app(self.app_name, self.params)
                 if was and not self.paused:
                     self.app.start()
+            elif what == "poweroff":
+                self.app.stop()
+                for d in self.drivers:
+                    d.stop()
+                self.emit("EMU_GUEST_POWEROFF", {})
+                self._stop = True
             elif what == "reset":
                 self.app.stop()
                 for d in self.drivers:

@@ -425,6 +425,8 @@ class FrontendClient:
                 stream.send(msg)
             except VhostUserError as e:
                 self._lost(stream, e)
+                if fut is not None and fut.done() and not fut.cancelled():
+                    fut.exception()          # raised below instead: not "never retrieved"
                 raise
             if fut is None:
                 return None

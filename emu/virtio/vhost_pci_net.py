@@ -294,7 +294,11 @@ class VhostPciNetDevice(VirtioDevice):
         g = self._transport.guest_features if self._transport is not None else 0
         if g:
             backend.push_features(g & N.VHOST_NET_BITS)
-        self.emit("VHOST_USER_CONNECTED", {"device": self.name})
+        self.emit("VHOST_USER_CONNECTED", self._who())
+
+    def _who(self) -> dict:
+        spec = getattr(self, "sock_spec", None)
+        return {"device": self.name, "chardev": spec.id if spec else ""}
 
     def _peer_disconnected(self) -> None:
         self.backend = None
@@ -305,7 +309,7 @@ class VhostPciNetDevice(VirtioDevice):
         self._set_state(PS_CONNECTED | PS_MEM_READY | PS_FEATURES_SET | PS_VHOST_PCI, False)
         self.metadata.update(self._clear_vrings)
         self._config_changed()
-        self.emit("VHOST_USER_DISCONNECTED", {"device": self.name})
+        self.emit("VHOST_USER_DISCONNECTED", {**self._who(), "reason": "peer closed the connection"})
 
     def _peer_features(self, features: int) -> None:
         self.peer_features = features
@@ -317,7 +321,9 @@ class VhostPciNetDevice(VirtioDevice):
         self.metadata.update(fill)
         self._set_state(PS_FEATURES_SET, True)
         self._set_state(PS_VHOST_PCI, vp)
-        self.emit("VHOST_USER_FEATURES_CHANGED", {"device": self.name, "features": features})
+        self.emit("VHOST_USER_FEATURES_CHANGED", {
+            **self._who(), "features": features,
+            "protocol-features": self.backend.protocol_features if self.backend else 0})
 
     def _memory_changed(self, mem) -> None:
         def fill(mm):

@@ -12,8 +12,7 @@ import subprocess
 import sys
 import time
 
-EMU_CMD = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "qmp_launcher.py")]
-# EMU_CMD = [sys.executable, "-m", "emu"]
+EMU_CMD = [sys.executable, "-m", "emu"]
 
 QEMU_CMD = ["qemu-system-x86_64"]
 
