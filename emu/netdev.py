@@ -100,20 +100,20 @@ class VhostUserNetdev:
             await self._handshake()
             return
         self.client = self._client(path=s.path)
-        if s.reconnect:
-            asyncio.get_running_loop().create_task(self._connect_in_background())
-            return
-        await self.client.connect()
-        await self._handshake()
-
-    async def _connect_in_background(self) -> None:
-        try:
-            await self.client.connect()
+        await self.client.connect()           # with reconnect=, retries until a peer listens
+        if not s.reconnect:
             await self._handshake()
-            if self.nic is not None:
-                await self.nic.backend_ready()
-        except (VhostUserError, OSError) as e:
-            log.warning("netdev %s: %s", self.id, e)
+            return
+        # QEMU (net_vhost_user_init) holds start-up until the first handshake
+        # is done even with reconnect=: the guest must see the back-end's
+        # features.  A failed handshake costs that connection; the client
+        # reconnects and _on_reconnect tries again.
+        try:
+            await self._handshake()
+        except VhostUserError as e:
+            log.warning("netdev %s: handshake failed, reconnecting: %s", self.id, e)
+            self.client.drop(e)
+            await self.up.wait()
 
     async def _accept(self) -> None:
         loop = asyncio.get_running_loop()

@@ -403,6 +403,12 @@ class FrontendClient:
             except VhostUserError as e:
                 log.warning("vhost-user front-end: redoing the set-up after reconnect failed: %s", e)
 
+    def drop(self, err: VhostUserError) -> None:
+        """Give up the current connection (e.g. its handshake was refused);
+        with ``reconnect`` a new one follows."""
+        if self.stream is not None:
+            self._lost(self.stream, err)
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
