@@ -64,7 +64,11 @@ def build_machine(cfg: MachineConfig, emit):
     wire_log = None
     if "vhost_user_wire" in cfg.trace.events:
         from emu.vhost_user.wirelog import WireLog
-        wire_log = WireLog(cfg.trace.file or sys.stderr, label=cfg.name or "")
+        # one log per connection (the transport closes it when the peer goes)
+        target = cfg.trace.file or cfg.log_file or sys.stderr
+
+        def wire_log():
+            return WireLog(target, label=cfg.name or "")
     ram = cfg.ram
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,

@@ -99,8 +99,9 @@ class Machine:
                               vhost_pci: str = "auto"):
         from emu.netdev import VhostUserNetdev
         spec = self.chardevs[chardev]
+        wl = self.wire_log() if callable(self.wire_log) else self.wire_log
         nd = VhostUserNetdev(id, spec, queues=queues, vhost_pci=vhost_pci,
-                             wire_log=self.wire_log, events=self.emit)
+                             wire_log=wl, events=self.emit)
         self.netdevs[id] = nd
         return nd
 
