@@ -77,8 +77,9 @@ def build_machine(cfg: MachineConfig, emit):
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.add_event_listener(emit)
     try:
+        monitors = {mon.chardev for mon in cfg.monitors}   # the QMP server's, not ours
         for c in cfg.chardevs:
-            if c.backend == "socket":
+            if c.backend == "socket" and c.id not in monitors:
                 m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
                                          wait=c.wait, reconnect=float(c.reconnect)))
         for n in cfg.netdevs:
@@ -87,6 +88,11 @@ def build_machine(cfg: MachineConfig, emit):
             slot = d.addr.slot if d.addr else None
             try:
                 if d.driver == "virtio-net-pci":
+                    if d.netdev is None:
+                        # QEMU runs a NIC without a peer; emu's device model is
+                        # its vhost-user back-end, so there is nothing to run.
+                        raise ValueError("emu cannot run a NIC without a back-end: "
+                                         "give it netdev= (a vhost-user netdev)")
                     m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=_mac(d.mac, i), addr=slot,
                                      mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                      indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,
@@ -187,6 +193,8 @@ class MachineAdapter:
 
     # -- views -------------------------------------------------------------------------------------
     def query_pci(self) -> list:
+        if self.cfg.machine_type == "none":     # no PCI bus: QEMU answers []
+            return []
         devs = []
         ids = {e.bdf: e.id for e in self.m.devices.values()}
         for bdf, fn in sorted(self.m.bus.functions.items()):
