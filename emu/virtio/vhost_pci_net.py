@@ -270,7 +270,7 @@ class VhostPciNetDevice(VirtioDevice):
     def features_ok(self, features: int) -> bool:
         # the seed's rule: our driver's choice goes to the peer (vhost-pci mode)
         if self.backend is not None:
-            self.backend.push_features(features & N.VHOST_NET_BITS)
+            self.backend.push_features(self._peer_bits(features))
         return True
 
     def reset(self) -> None:
@@ -286,14 +286,26 @@ class VhostPciNetDevice(VirtioDevice):
     def peer_offer(self) -> int:
         """GET_FEATURES: what our driver negotiated, or what it could."""
         g = self._transport.guest_features if self._transport is not None else 0
-        return (g or OWN_FEATURES) & N.VHOST_NET_BITS
+        return self._peer_bits(g or OWN_FEATURES)
+
+    def _peer_bits(self, driver_features: int) -> int:
+        """Ring-format bits for the peer: our driver's choice, plus MQ while
+        the peer may use it.  MQ is about the peer's queues (peer_vq_max),
+        not our own, so our driver never negotiates it; without it a
+        multi-queue front-end silently falls back to one pair.  Once the
+        peer has set its features, MQ follows them: a push must stay a
+        subset of what the peer acked."""
+        bits = driver_features & N.VHOST_NET_BITS & ~N.F_MQ
+        if self.peer_vq_max > 2 and (not self.peer_features or self.peer_features & N.F_MQ):
+            bits |= N.F_MQ
+        return bits
 
     def _peer_connected(self, backend) -> None:
         self.backend = backend
         self._set_state(PS_CONNECTED, True)
         g = self._transport.guest_features if self._transport is not None else 0
         if g:
-            backend.push_features(g & N.VHOST_NET_BITS)
+            backend.push_features(self._peer_bits(g))
         self.emit("VHOST_USER_CONNECTED", self._who())
 
     def _who(self) -> dict:
