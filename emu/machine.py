@@ -239,6 +239,8 @@ class Machine:
                     "kicks": m.get("kicks", 0) + g.get("kicks", 0),
                     "calls": m.get("calls", 0) + g.get("calls", 0),
                     **{k: v for k, v in m.items() if k not in ("kicks", "calls")},
+                    **{k: v for k, v in g.items()
+                       if k not in ("packets", "bytes", "drops", "errors", "kicks", "calls")},
                 }
             if hasattr(e.model, "device_stats"):
                 dev.update(e.model.device_stats())
