@@ -9,7 +9,9 @@
  * avail->idx read with acquire, used->idx written with release (a torn
  * byte-wise store at 0x..ff crashed DPDK here).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <poll.h>
 #include <stddef.h>
@@ -23,6 +25,9 @@
 
 #define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+/* hot-loop helpers: inlined, so the state they take by pointer stays in
+ * registers (see struct drv) */
+#define HOT static inline __attribute__((always_inline))
 
 /* ---- shared-memory access ------------------------------------------------ */
 #define READ_ONCE(x)      (*(const volatile __typeof__(x) *)&(x))
@@ -198,23 +203,17 @@ static inline void desc_fetch(struct vdesc *d, const uint8_t *p)
     __asm__ __volatile__("" ::: "memory");
 }
 
-/* Walk the chain at head, translating every buffer.  write: 1 for a
- * device-writable (RX) chain, 0 for a device-readable (TX) chain. */
-static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
-                         struct chain *c, uint32_t *hint)
+/* The general walk, from the chain's first descriptor d (already fetched
+ * from the ring's table at index head). */
+static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
+                              struct chain *c, uint32_t *hint)
 {
     const struct emu_mem *m = q->mem;
     const uint8_t *table = q->desc;
-    uint32_t table_size = q->num, steps = 0, idx = head;
+    uint32_t table_size = q->num, steps = 0, idx;
     int in_table = 0;
-    struct vdesc d;
 
-    c->nsegs = 0;
-    c->total = 0;
-    if (head >= q->num)
-        return EMU_E_HEAD;
     for (;;) {
-        desc_fetch(&d, table + 16 * (size_t)idx);
         if (++steps > table_size)
             return EMU_E_CHAIN_LONG;
         if (d.flags & EMU_VRING_DESC_F_INDIRECT) {
@@ -233,6 +232,7 @@ static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
             in_table = 1;
             steps = 0;
             idx = 0;
+            desc_fetch(&d, table);
             continue;
         }
         if (!!(d.flags & EMU_VRING_DESC_F_WRITE) != write)
@@ -269,7 +269,35 @@ static int resolve_chain(struct emu_devq *q, uint16_t head, int write,
         if (d.next >= table_size)
             return EMU_E_NEXT;
         idx = d.next;
+        desc_fetch(&d, table + 16 * (size_t)idx);
     }
+}
+
+/* Walk the chain at head, translating every buffer.  write: 1 for a
+ * device-writable (RX) chain, 0 for a device-readable (TX) chain.  The
+ * chain nearly every driver posts -- one direct descriptor inside one
+ * region -- takes the short way, with the same checks. */
+static inline int resolve_chain(struct emu_devq *q, uint16_t head, int write,
+                                struct chain *c, uint32_t *hint)
+{
+    struct vdesc d;
+    c->nsegs = 0;
+    c->total = 0;
+    if (unlikely(head >= q->num))
+        return EMU_E_HEAD;
+    desc_fetch(&d, q->desc + 16 * (size_t)head);
+    const uint16_t want = write ? EMU_VRING_DESC_F_WRITE : 0;
+    if (likely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
+                           EMU_VRING_DESC_F_WRITE)) == want && d.len)) {
+        uint8_t *h = xlate(q->mem, d.addr, d.len, hint);
+        if (likely(h != NULL)) {
+            c->segs[0] = (struct seg){h, d.len, d.addr};
+            c->nsegs = 1;
+            c->total = d.len;
+            return EMU_OK;
+        }
+    }
+    return resolve_chain_slow(q, d, write, c, hint);
 }
 
 /* cursor over a resolved chain */
@@ -340,6 +368,26 @@ static inline uint32_t dev_avail(struct emu_devq *q, int *first_err)
     return n;
 }
 
+/* Entries available, for looking ahead only: a bad avail->idx reads as
+ * none here; whoever pops next finds it and marks the ring broken. */
+static inline uint32_t dev_avail_peek(struct emu_devq *q)
+{
+    uint16_t n = (uint16_t)(q->avail_idx_cache - q->last_avail_idx);
+    if (n || q->broken)
+        return n;
+    uint16_t idx = LOAD_ACQ16(AVAIL_IDX(q->avail));
+    n = (uint16_t)(idx - q->last_avail_idx);
+    if (unlikely(n > q->num))
+        return 0;
+    q->avail_idx_cache = idx;
+    return n;
+}
+
+static inline uint32_t min_u32(uint32_t a, uint32_t b)
+{
+    return a < b ? a : b;
+}
+
 uint32_t emu_dev_avail(struct emu_devq *q)
 {
     int e = EMU_OK;
@@ -349,15 +397,21 @@ uint32_t emu_dev_avail(struct emu_devq *q)
     return dev_avail(q, &e);
 }
 
-static inline uint16_t dev_pop(struct emu_devq *q)
+/* Take the next avail entry, whose head the caller has read (once). */
+static inline void dev_take(struct emu_devq *q, uint16_t head)
 {
-    uint16_t head = READ_ONCE(*AVAIL_RING(q->avail, q->last_avail_idx & (q->num - 1)));
     q->last_avail_idx++;
     if (q->inflight && head < q->num) {
         uint8_t *d = q->inflight + 16 + 16 * (size_t)head;
         WRITE_ONCE(*(uint64_t *)(d + 8), ++q->inflight_counter);
         WRITE_ONCE(*d, 1);
     }
+}
+
+static inline uint16_t dev_pop(struct emu_devq *q)
+{
+    uint16_t head = READ_ONCE(*AVAIL_RING(q->avail, q->last_avail_idx & (q->num - 1)));
+    dev_take(q, head);
     return head;
 }
 
@@ -373,11 +427,22 @@ static inline void dev_unpop(struct emu_devq *q, const uint16_t *heads, uint32_t
                 WRITE_ONCE(*(q->inflight + 16 + 16 * (size_t)heads[i]), 0);
 }
 
+/* An element that already holds (id, len) is not rewritten: the driver
+ * only reads the used ring, and with in-order completions each lap writes
+ * the same elements, so the line can stay shared with the driver's core
+ * instead of moving to ours and back once per packet. */
+static inline void used_put(uint8_t *used, uint16_t slot, uint32_t id, uint32_t len)
+{
+    struct vused_elem *e = USED_RING(used, slot);
+    if (READ_ONCE(e->id) != id)
+        WRITE_ONCE(e->id, id);
+    if (READ_ONCE(e->len) != len)
+        WRITE_ONCE(e->len, len);
+}
+
 static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
 {
-    struct vused_elem *e = USED_RING(q->used, q->used_idx & (q->num - 1));
-    WRITE_ONCE(e->id, id);
-    WRITE_ONCE(e->len, len);
+    used_put(q->used, q->used_idx & (q->num - 1), id, len);
     if (q->features & EMU_QF_LOG)
         log_range(q->mem, &q->st, q->used_gpa + 4 + 8 * (uint64_t)(q->used_idx & (q->num - 1)), 8);
     q->used_idx++;
@@ -445,35 +510,58 @@ struct rx_pkt {
     uint8_t *nb_ptr[2];      /* where num_buffers lives (may straddle two segments) */
 };
 
-/* Write `hdr` (dst->hdr_len bytes, num_buffers filled later) and the frame
- * bytes from `src` into RX chains of dst.  Returns EMU_OK, or EMU_E_NOBUF
- * when the ring ran dry (dst's last_avail_idx rolled back: nothing consumed
- * but chains found bad, which are completed with length 0). */
-static int rx_fill(struct emu_devq *dst, const uint8_t *hdr, struct cursor *src,
-                   const uint8_t *flat, uint32_t frame_len, const uint8_t *prefix,
-                   uint32_t prefix_len, struct chain *c, struct rx_pkt *pk,
-                   int *first_err, uint32_t *hint, int *dropped)
+/* One packet on its way into RX chains: the destination's virtio-net
+ * header, then `len` frame bytes read from `flat` or, when flat is NULL,
+ * through `cur`; the first prefix_len of them replaced by `prefix`. */
+struct pkt_src {
+    uint8_t hdr[20];         /* num_buffers (bytes 10, 11) is rx_fill's to set */
+    uint8_t prefix[12];
+    uint32_t prefix_len;
+    uint32_t len;
+    const uint8_t *flat;
+    struct cursor cur;
+};
+
+static inline void pkt_read(struct pkt_src *ps, struct cursor *cur, uint32_t fo,
+                            uint8_t *dst, uint32_t n)
+{
+    if (ps->flat)
+        memcpy(dst, ps->flat + fo, n);
+    else
+        cursor_read(cur, dst, n);
+}
+
+/* The general fill: chains of several segments, merged buffers, bad
+ * chains.  head/err are the first chain, already popped and resolved into
+ * c by rx_fill. */
+static __attribute__((noinline)) int
+rx_fill_slow(struct emu_devq *dst, struct pkt_src *ps, uint16_t head, int err,
+             struct chain *c, struct rx_pkt *pk, int *first_err, uint32_t *hint,
+             int *dropped)
 {
     const int mrg = !!(dst->features & EMU_QF_MRG_RXBUF);
     const uint32_t hlen = dst->hdr_len;
-    const uint32_t need = hlen + frame_len;
-    struct cursor start = src ? *src : (struct cursor){0};
+    const uint32_t need = hlen + ps->len;
+    struct cursor cur = ps->cur;
+    int have = 1;
 
 restart:
     pk->nbufs = 0;
     pk->nb_ptr[0] = pk->nb_ptr[1] = NULL;
     uint32_t written = 0;
-    if (src)
-        *src = start;
+    cur = ps->cur;
     *dropped = 0;
     while (written < need) {
-        if (!dev_avail(dst, first_err)) {
-            /* every head popped since the restart is in pk->heads */
-            dev_unpop(dst, pk->heads, pk->nbufs);
-            return EMU_E_NOBUF;
+        if (!have) {
+            if (!dev_avail(dst, first_err)) {
+                /* every head popped since the restart is in pk->heads */
+                dev_unpop(dst, pk->heads, pk->nbufs);
+                return EMU_E_NOBUF;
+            }
+            head = dev_pop(dst);
+            err = resolve_chain(dst, head, 1, c, hint);
         }
-        uint16_t head = dev_pop(dst);
-        int err = resolve_chain(dst, head, 1, c, hint);
+        have = 0;
         if (unlikely(err)) {
             /* return this chain (and the packet's earlier ones) empty */
             set_error(&dst->last_error, &dst->st, first_err, err);
@@ -492,28 +580,24 @@ restart:
                     take = hlen - written;
                     if (take > sg->len - off)
                         take = sg->len - off;
-                    memcpy(sg->host + off, hdr + written, take);
-                    for (uint32_t b = 0; b < take; b++) {
-                        uint32_t pos = written + b;
-                        if (pos == 10 || pos == 11)
-                            pk->nb_ptr[pos - 10] = sg->host + off + b;
-                    }
-                } else if (written - hlen < prefix_len) {   /* replaced frame bytes */
+                    memcpy(sg->host + off, ps->hdr + written, take);
+                    /* where num_buffers (header bytes 10, 11) landed */
+                    for (uint32_t pos = 10; pos < 12; pos++)
+                        if (written <= pos && pos < written + take)
+                            pk->nb_ptr[pos - 10] = sg->host + off + (pos - written);
+                } else if (written - hlen < ps->prefix_len) {   /* replaced frame bytes */
                     uint32_t fo = written - hlen;
-                    take = prefix_len - fo;
+                    take = ps->prefix_len - fo;
                     if (take > sg->len - off)
                         take = sg->len - off;
-                    memcpy(sg->host + off, prefix + fo, take);
-                    if (src)
-                        cursor_skip(src, take);
+                    memcpy(sg->host + off, ps->prefix + fo, take);
+                    if (!ps->flat)
+                        cursor_skip(&cur, take);
                 } else {                          /* frame bytes */
                     take = need - written;
                     if (take > sg->len - off)
                         take = sg->len - off;
-                    if (src)
-                        cursor_read(src, sg->host + off, take);
-                    else
-                        memcpy(sg->host + off, flat + (written - hlen), take);
+                    pkt_read(ps, &cur, written - hlen, sg->host + off, take);
                 }
                 if (dst->features & EMU_QF_LOG)
                     log_range(dst->mem, &dst->st, sg->gpa + off, take);
@@ -543,6 +627,45 @@ restart:
     return EMU_OK;
 }
 
+/* Write one packet into RX chains of dst.  Returns EMU_OK (*dropped set
+ * if it could never fit), or EMU_E_NOBUF when the ring ran dry (dst's
+ * last_avail_idx rolled back: nothing consumed but chains found bad,
+ * which are completed with length 0).  The packet that fits the first
+ * chain's one buffer -- nearly all of them -- is written right here. */
+static inline int rx_fill(struct emu_devq *dst, struct pkt_src *ps, struct chain *c,
+                          struct rx_pkt *pk, int *first_err, uint32_t *hint, int *dropped)
+{
+    const uint32_t hlen = dst->hdr_len;
+    *dropped = 0;
+    if (!dev_avail(dst, first_err))
+        return EMU_E_NOBUF;
+    uint16_t head = dev_pop(dst);
+    int err = resolve_chain(dst, head, 1, c, hint);
+    if (unlikely(err || c->nsegs != 1 || c->segs[0].len < (uint64_t)hlen + ps->len))
+        return rx_fill_slow(dst, ps, head, err, c, pk, first_err, hint, dropped);
+    uint8_t *p = c->segs[0].host;
+    const uint32_t pl = ps->prefix_len;
+    ps->hdr[10] = 1;                     /* num_buffers, little endian */
+    ps->hdr[11] = 0;
+    if (likely(hlen == 12))
+        memcpy(p, ps->hdr, 12);
+    else
+        memcpy(p, ps->hdr, hlen);
+    if (pl)
+        memcpy(p + hlen, ps->prefix, pl);
+    if (likely(ps->flat != NULL)) {
+        memcpy(p + hlen + pl, ps->flat + pl, ps->len - pl);
+    } else {
+        struct cursor cur = ps->cur;
+        cursor_skip(&cur, pl);
+        cursor_read(&cur, p + hlen + pl, ps->len - pl);
+    }
+    if (dst->features & EMU_QF_LOG)
+        log_range(dst->mem, &dst->st, c->segs[0].gpa, hlen + ps->len);
+    dev_used(dst, head, hlen + ps->len);
+    return EMU_OK;
+}
+
 struct copy_scratch {
     struct chain src;
     struct chain dst;
@@ -550,18 +673,200 @@ struct copy_scratch {
 };
 static __thread struct copy_scratch scratch;
 
-/* Build the destination header from the source's first bytes: the first
- * 10 bytes (flags, gso, csum) carry over; num_buffers is the destination's. */
-static inline void make_hdr(uint8_t *out, uint32_t out_len, const uint8_t *in, uint32_t in_len)
+/* The thread's scratch, looked up once per burst: each use of a __thread
+ * variable in a shared object is a __tls_get_addr call. */
+static __attribute__((noinline)) struct copy_scratch *scratch_get(void)
 {
-    memset(out, 0, out_len);
-    memcpy(out, in, in_len < 10 ? in_len : 10);
+    return &scratch;
+}
+
+/* The packet a resolved TX chain carries, as rx_fill takes it: the first
+ * 10 header bytes (flags, gso, csum) carry over, num_buffers is the
+ * destination's, the rest of a 20-byte header is zero.  Every byte of
+ * the guest's header and MACs is read once, into ps. */
+static inline void pkt_from_chain(struct pkt_src *ps, const struct chain *c, uint32_t hdr_len,
+                                  int swap_mac)
+{
+    uint8_t mac[12];
+    memset(ps->hdr, 0, sizeof ps->hdr);
+    ps->len = c->total - hdr_len;
+    ps->prefix_len = 0;
+    if (likely(c->nsegs == 1)) {
+        const uint8_t *in = c->segs[0].host;
+        memcpy(ps->hdr, in, 10);
+        ps->flat = in + hdr_len;
+        if (swap_mac && ps->len >= 12)
+            memcpy(mac, ps->flat, 12);
+    } else {
+        uint8_t in[20];
+        ps->cur = (struct cursor){c, 0, 0};
+        cursor_read(&ps->cur, in, hdr_len);
+        memcpy(ps->hdr, in, 10);
+        ps->flat = NULL;
+        if (swap_mac && ps->len >= 12) {
+            struct cursor mc = ps->cur;
+            cursor_read(&mc, mac, 12);
+        }
+    }
+    if (swap_mac && ps->len >= 12) {
+        memcpy(ps->prefix, mac + 6, 6);
+        memcpy(ps->prefix + 6, mac, 6);
+        ps->prefix_len = 12;
+    }
+}
+
+/* ---- the copy burst's fast path ---------------------------------------- */
+
+#define COPY_BATCH 32
+
+/* The last region a ring's buffers were found in, held for one burst:
+ * nearly every buffer of a ring lies in the same region. */
+struct rcache {
+    uint64_t gpa, size;
+    uint8_t *host;
+};
+
+static inline uint8_t *rc_xlate(struct rcache *rc, const struct emu_mem *m, uint64_t gpa,
+                                uint32_t len)
+{
+    uint64_t off = gpa - rc->gpa;
+    if (likely(off < rc->size && len <= rc->size - off))
+        return rc->host + off;
+    uint32_t hint = 0;
+    uint8_t *h = xlate(m, gpa, len, &hint);
+    if (h) {                             /* xlate left hint on the region */
+        const struct emu_region *r = &m->regions[hint];
+        *rc = (struct rcache){r->gpa, r->size, r->host};
+    }
+    return h;
+}
+
+/* One packet the fast path will move: both chains are a single direct
+ * descriptor in one region and the frame fits the RX buffer. */
+struct fast_pkt {
+    const uint8_t *in;      /* TX buffer (virtio-net header first) */
+    uint8_t *out;           /* RX buffer */
+    uint64_t out_gpa;
+    uint32_t frame_len;
+    uint16_t src_head, dst_head;
+};
+
+/* Look ahead in both avail rings, without taking anything, for up to n
+ * packets the fast path can move: stop at the first chain that is not a
+ * single valid descriptor, whose frame would not fit, or when dst has no
+ * more buffers.  The general path then handles that packet, rereading
+ * both rings itself; nothing read here is used for it.  Prefetches the
+ * TX buffers (written on the producer's core) so their misses overlap. */
+static inline uint32_t copy_gather(struct emu_devq *src, struct emu_devq *dst, uint32_t n,
+                                   struct rcache *rs_io, struct rcache *rd_io,
+                                   struct fast_pkt *pk)
+{
+    struct rcache rs = *rs_io, rd = *rd_io;   /* in registers across the stores to pk */
+    const uint16_t snum = src->num, dnum = dst->num;
+    const uint16_t s0 = src->last_avail_idx, d0 = dst->last_avail_idx;
+    const uint32_t shl = src->hdr_len, dhl = dst->hdr_len;
+    const uint8_t *savail = src->avail, *davail = dst->avail;
+    const uint8_t *sdesc = src->desc, *ddesc = dst->desc;
+    const struct emu_mem *sm = src->mem, *dm = dst->mem;
+    uint32_t k;
+    for (k = 0; k < n; k++) {
+        struct vdesc d;
+        uint16_t sh = READ_ONCE(*AVAIL_RING(savail, (uint16_t)(s0 + k) & (snum - 1)));
+        if (unlikely(sh >= snum))
+            break;
+        desc_fetch(&d, sdesc + 16 * (size_t)sh);
+        if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
+                                 EMU_VRING_DESC_F_WRITE)) || d.len < shl))
+            break;
+        const uint8_t *in = rc_xlate(&rs, sm, d.addr, d.len);
+        if (unlikely(!in))
+            break;
+        __builtin_prefetch(in);
+        uint32_t frame_len = d.len - shl;
+        uint16_t dh = READ_ONCE(*AVAIL_RING(davail, (uint16_t)(d0 + k) & (dnum - 1)));
+        if (unlikely(dh >= dnum))
+            break;
+        desc_fetch(&d, ddesc + 16 * (size_t)dh);
+        if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
+                                 EMU_VRING_DESC_F_WRITE)) != EMU_VRING_DESC_F_WRITE ||
+                     d.len < (uint64_t)dhl + frame_len))
+            break;
+        uint8_t *out = rc_xlate(&rd, dm, d.addr, d.len);
+        if (unlikely(!out))
+            break;
+        pk[k] = (struct fast_pkt){in, out, d.addr, frame_len, sh, dh};
+    }
+    *rs_io = rs;
+    *rd_io = rd;
+    return k;
+}
+
+/* Move the gathered packets: header (its first 10 bytes carry over,
+ * num_buffers 1, the rest zero), frame, both used elements.  `plain`
+ * (no inflight region, no dirty log on either queue) keeps the ring
+ * indexes in registers: stores into guest memory may alias any field of
+ * the queue structs, so the compiler would reload them after each one. */
+HOT uint64_t copy_batch_as(struct emu_devq *src, struct emu_devq *dst,
+                           const struct fast_pkt *pk, uint32_t n, int swap_mac, const int plain)
+{
+    const uint32_t shl = src->hdr_len, dhl = dst->hdr_len;
+    uint8_t *const sused = src->used, *const dused = dst->used;
+    const uint16_t smask = src->num - 1, dmask = dst->num - 1;
+    uint16_t su = src->used_idx, du = dst->used_idx;
+    uint64_t bytes = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const uint8_t *in = pk[k].in;
+        uint8_t *out = pk[k].out;
+        uint32_t len = pk[k].frame_len, pl = 0;
+        uint8_t h[20] = {0};
+        memcpy(h, in, 10);
+        h[10] = 1;                      /* num_buffers, little endian */
+        if (likely(dhl == 12))
+            memcpy(out, h, 12);
+        else
+            memcpy(out, h, dhl);
+        if (swap_mac && len >= 12) {
+            uint8_t mac[12];
+            memcpy(mac, in + shl, 12);
+            memcpy(out + dhl, mac + 6, 6);
+            memcpy(out + dhl + 6, mac, 6);
+            pl = 12;
+        }
+        memcpy(out + dhl + pl, in + shl + pl, len - pl);
+        if (plain) {
+            used_put(dused, du++ & dmask, pk[k].dst_head, dhl + len);
+            used_put(sused, su++ & smask, pk[k].src_head, 0);
+        } else {
+            if (dst->features & EMU_QF_LOG)
+                log_range(dst->mem, &dst->st, pk[k].out_gpa, dhl + len);
+            dev_take(src, pk[k].src_head);
+            dev_take(dst, pk[k].dst_head);
+            dev_used(dst, pk[k].dst_head, dhl + len);
+            dev_used(src, pk[k].src_head, 0);
+        }
+        bytes += len;
+    }
+    if (plain) {
+        src->last_avail_idx = (uint16_t)(src->last_avail_idx + n);
+        dst->last_avail_idx = (uint16_t)(dst->last_avail_idx + n);
+        src->used_idx = su;
+        dst->used_idx = du;
+    }
+    return bytes;
+}
+
+static inline uint64_t copy_batch(struct emu_devq *src, struct emu_devq *dst,
+                                  const struct fast_pkt *pk, uint32_t n, int swap_mac)
+{
+    if (!src->inflight && !dst->inflight && !((src->features | dst->features) & EMU_QF_LOG))
+        return copy_batch_as(src, dst, pk, n, swap_mac, 1);
+    return copy_batch_as(src, dst, pk, n, swap_mac, 0);
 }
 
 int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
                  uint32_t flags, struct emu_burst *res)
 {
-    struct copy_scratch *s = &scratch;
+    struct copy_scratch *s = scratch_get();
     int first = EMU_OK;
     uint32_t hint_s = 0, hint_d = 0;
     memset(res, 0, sizeof *res);
@@ -570,10 +875,23 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
+    const int swap_mac = !!(flags & EMU_CF_SWAP_MAC);
+    struct rcache rs = {0, 0, NULL}, rd = {0, 0, NULL};
+    struct fast_pkt batch[COPY_BATCH];
     uint64_t bytes = 0;
     while (res->packets + res->drops + res->errors < max) {
-        if (!dev_avail(src, &first))
+        uint32_t n = dev_avail(src, &first);
+        if (!n)
             break;
+        /* as many packets as possible the fast way ... */
+        n = min_u32(min_u32(n, max - res->packets - res->drops - res->errors), COPY_BATCH);
+        uint32_t k = copy_gather(src, dst, min_u32(n, dev_avail_peek(dst)), &rs, &rd, batch);
+        if (k) {
+            bytes += copy_batch(src, dst, batch, k, swap_mac);
+            res->packets += k;
+            continue;
+        }
+        /* ... and the one after them the general way */
         uint16_t head = dev_pop(src);
         int err = resolve_chain(src, head, 0, &s->src, &hint_s);
         if (!err && s->src.total < src->hdr_len)
@@ -584,22 +902,10 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
             res->errors++;
             continue;
         }
-        uint8_t in_hdr[20], out_hdr[20], macs[12];
-        struct cursor cur = {&s->src, 0, 0};
-        cursor_read(&cur, in_hdr, src->hdr_len);
-        make_hdr(out_hdr, dst->hdr_len, in_hdr, src->hdr_len);
-        uint32_t frame_len = s->src.total - src->hdr_len, prefix_len = 0;
-        if ((flags & EMU_CF_SWAP_MAC) && frame_len >= 12) {
-            struct cursor mc = cur;
-            uint8_t orig[12];
-            cursor_read(&mc, orig, 12);
-            memcpy(macs, orig + 6, 6);
-            memcpy(macs + 6, orig, 6);
-            prefix_len = 12;
-        }
-        int dropped = 0;
-        err = rx_fill(dst, out_hdr, &cur, NULL, frame_len, macs, prefix_len, &s->dst,
-                      &s->pk, &first, &hint_d, &dropped);
+        struct pkt_src ps;
+        pkt_from_chain(&ps, &s->src, src->hdr_len, swap_mac);
+        int dropped;
+        err = rx_fill(dst, &ps, &s->dst, &s->pk, &first, &hint_d, &dropped);
         if (err == EMU_E_NOBUF) {
             if (flags & EMU_CF_DROP_FULL) {
                 dropped = 1;
@@ -615,12 +921,12 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
             src->st.drops++;
             res->drops++;
         } else {
-            src->st.packets++;
-            dst->st.packets++;
             res->packets++;
-            bytes += frame_len;
+            bytes += ps.len;
         }
     }
+    src->st.packets += res->packets;
+    dst->st.packets += res->packets;
     src->st.bytes += bytes;
     dst->st.bytes += bytes;
     res->bytes_lo = (uint32_t)bytes;
@@ -681,7 +987,7 @@ static inline void sink_account(struct emu_sink *sk, struct emu_stats *st, int o
 int emu_dev_drain(struct emu_devq *q, uint32_t max, uint32_t flags,
                   struct emu_sink *sink, struct emu_burst *res)
 {
-    struct chain *c = &scratch.src;
+    struct chain *c = &scratch_get()->src;
     int first = EMU_OK;
     uint32_t hint = 0;
     uint64_t bytes = 0;
@@ -734,7 +1040,7 @@ int emu_dev_drain(struct emu_devq *q, uint32_t max, uint32_t flags,
 int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
                 uint32_t max, struct emu_burst *res)
 {
-    struct chain *c = &scratch.src;
+    struct chain *c = &scratch_get()->src;
     int first = EMU_OK;
     uint32_t hint = 0, used_bytes = 0;
     memset(res, 0, sizeof *res);
@@ -789,10 +1095,10 @@ int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
 int emu_dev_push(struct emu_devq *q, const uint8_t *in, const uint32_t *lens,
                  uint32_t n, uint32_t flags, struct emu_burst *res)
 {
+    struct copy_scratch *sc = scratch_get();
     int first = EMU_OK;
     uint32_t hint = 0;
     uint64_t off = 0, bytes = 0;
-    uint8_t hdr[20] = {0};
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
@@ -800,9 +1106,9 @@ int emu_dev_push(struct emu_devq *q, const uint8_t *in, const uint32_t *lens,
     }
     uint32_t i;
     for (i = 0; i < n; i++) {
+        struct pkt_src ps = {.len = lens[i], .flat = in + off};
         int dropped = 0;
-        int err = rx_fill(q, hdr, NULL, in + off, lens[i], NULL, 0, &scratch.dst,
-                          &scratch.pk, &first, &hint, &dropped);
+        int err = rx_fill(q, &ps, &sc->dst, &sc->pk, &first, &hint, &dropped);
         if (err == EMU_E_NOBUF) {
             if (!(flags & EMU_CF_DROP_FULL)) {
                 res->blocked = 1;
@@ -829,11 +1135,6 @@ int emu_dev_push(struct emu_devq *q, const uint8_t *in, const uint32_t *lens,
 
 /* ---- driver side ------------------------------------------------------- */
 
-static inline uint16_t slot_head(const struct emu_drvq *q, uint16_t slot)
-{
-    return q->layout == 1 ? (uint16_t)(2 * slot) : slot;
-}
-
 int emu_drvq_init(struct emu_drvq *q)
 {
     if (!q->num || (q->num & (q->num - 1)))
@@ -850,58 +1151,123 @@ int emu_drvq_init(struct emu_drvq *q)
         q->free_slots[i] = (uint16_t)i;
         q->slot_len[i] = 0;
         q->slot_busy[i] = 0;
+        q->slot_gen[i] = 0;
     }
     STORE_REL16(AVAIL_IDX(q->avail), 0);
     WRITE_ONCE(*AVAIL_FLAGS(q->avail), 0);
     return EMU_OK;
 }
 
-static inline uint16_t drv_alloc(struct emu_drvq *q)
+/* A driver queue as one call works on it.  A store into guest memory (or
+ * any uint8_t store) may alias every field of *q, so a loop over q->...
+ * would reload them all after each such store; this copy is only handed
+ * to always-inlined helpers, so it lives in registers, and drv_end()
+ * writes the indexes back. */
+struct drv {
+    struct emu_drvq *q;
+    uint8_t *desc, *avail, *used, *buf_host, *busy;
+    uint16_t *free_slots;
+    uint32_t *slot_len, *slot_gen;
+    uint64_t buf_gpa;
+    uint32_t buf_size, hdr_len, layout, features;
+    uint16_t num, nslots;
+    uint16_t free_head, num_free, avail_idx, last_used_idx;   /* written back */
+};
+
+HOT void drv_begin(struct drv *d, struct emu_drvq *q)
 {
-    uint16_t s = q->free_slots[q->free_head % q->nslots];
-    q->free_head = (uint16_t)((q->free_head + 1) % q->nslots);
-    q->num_free--;
-    q->slot_busy[s] = 1;
+    *d = (struct drv){
+        .q = q, .desc = q->desc, .avail = q->avail, .used = q->used,
+        .buf_host = q->buf_host, .busy = q->slot_busy, .free_slots = q->free_slots,
+        .slot_len = q->slot_len, .slot_gen = q->slot_gen, .buf_gpa = q->buf_gpa,
+        .buf_size = q->buf_size, .hdr_len = q->hdr_len, .layout = q->layout,
+        .features = q->features, .num = q->num, .nslots = q->nslots,
+        .free_head = q->free_head, .num_free = q->num_free, .avail_idx = q->avail_idx,
+        .last_used_idx = q->last_used_idx,
+    };
+}
+
+HOT void drv_end(const struct drv *d)
+{
+    struct emu_drvq *q = d->q;
+    q->free_head = d->free_head;
+    q->num_free = d->num_free;
+    q->avail_idx = d->avail_idx;
+    q->last_used_idx = d->last_used_idx;
+}
+
+static inline uint16_t slot_head(uint32_t layout, uint16_t slot)
+{
+    return layout == 1 ? (uint16_t)(2 * slot) : slot;
+}
+
+/* nslots is a power of two (num, or num / 2): the free ring wraps by mask */
+HOT uint16_t drv_alloc(struct drv *d)
+{
+    uint16_t s = d->free_slots[d->free_head & (d->nslots - 1)];
+    d->free_head = (uint16_t)((d->free_head + 1) & (d->nslots - 1));
+    d->num_free--;
+    d->busy[s] = 1;
     return s;
 }
 
-static inline void drv_free(struct emu_drvq *q, uint16_t s)
+HOT void drv_free(struct drv *d, uint16_t s)
 {
-    q->free_slots[(q->free_head + q->num_free) % q->nslots] = s;
-    q->num_free++;
-    q->slot_busy[s] = 0;
+    d->free_slots[(d->free_head + d->num_free) & (d->nslots - 1)] = s;
+    d->num_free++;
+    d->busy[s] = 0;
 }
 
-/* Write the descriptors of slot s for `len` bytes (device-writable when rx). */
-static inline void drv_fill_desc(struct emu_drvq *q, uint16_t s, uint32_t len, int rx)
+/* Store a descriptor unless it already holds exactly that value.  The
+ * device only reads the table; a slot's descriptor is the same every lap,
+ * and not rewriting it keeps its cache line shared with the device's core
+ * instead of pulling it back and forth once per packet. */
+static inline void desc_put(uint8_t *p, uint64_t addr, uint32_t len, uint16_t flags,
+                            uint16_t next)
 {
-    struct vdesc *d = (struct vdesc *)q->desc;
-    uint64_t gpa = q->buf_gpa + (uint64_t)s * q->buf_size;
+    struct vdesc want = {addr, len, flags, next}, have;
+    memcpy(&have, p, sizeof have);
+    if (have.addr != want.addr || have.len != want.len || have.flags != want.flags ||
+        have.next != want.next)
+        memcpy(p, &want, sizeof want);
+}
+
+/* Descriptors of the two-descriptor layouts: header + data (1), or an
+ * indirect table of those two (2). */
+static __attribute__((noinline)) void drv_fill_chain(struct emu_drvq *q, uint16_t s,
+                                                     uint64_t gpa, uint32_t len, uint16_t w)
+{
+    uint32_t h = q->hdr_len;
+    if (q->layout == 1) {
+        desc_put(q->desc + 16 * (size_t)(2 * s), gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT),
+                 (uint16_t)(2 * s + 1));
+        desc_put(q->desc + 16 * (size_t)(2 * s + 1), gpa + h, len - h, w, 0);
+    } else {
+        uint8_t *t = q->ind_host + 32 * (size_t)s;
+        desc_put(t, gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT), 1);
+        desc_put(t + 16, gpa + h, len - h, w, 0);
+        desc_put(q->desc + 16 * (size_t)s, q->ind_gpa + 32 * (uint64_t)s, 32,
+                 EMU_VRING_DESC_F_INDIRECT, 0);
+    }
+}
+
+/* Describe slot s (`len` bytes, device-writable when rx) and make it
+ * available.  The avail entry, like the descriptor, is only rewritten
+ * when it changes: with in-order completions every lap posts the same
+ * heads at the same positions. */
+HOT void drv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
+{
+    uint64_t gpa = d->buf_gpa + (uint64_t)s * d->buf_size;
     uint16_t w = rx ? EMU_VRING_DESC_F_WRITE : 0;
-    switch (q->layout) {
-    case 0:
-        d[s] = (struct vdesc){gpa, len, w, 0};
-        break;
-    case 1: {
-        uint32_t h = q->hdr_len;
-        d[2 * s] = (struct vdesc){gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT), (uint16_t)(2 * s + 1)};
-        d[2 * s + 1] = (struct vdesc){gpa + h, len - h, w, 0};
-        break;
-    }
-    default: {
-        struct vdesc *t = (struct vdesc *)(q->ind_host + 32 * (size_t)s);
-        uint32_t h = q->hdr_len;
-        t[0] = (struct vdesc){gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT), 1};
-        t[1] = (struct vdesc){gpa + h, len - h, w, 0};
-        d[s] = (struct vdesc){q->ind_gpa + 32 * (uint64_t)s, 32, EMU_VRING_DESC_F_INDIRECT, 0};
-    }
-    }
-}
-
-static inline void drv_publish(struct emu_drvq *q, uint16_t head)
-{
-    WRITE_ONCE(*AVAIL_RING(q->avail, q->avail_idx & (q->num - 1)), head);
-    q->avail_idx++;
+    if (likely(d->layout == 0))
+        desc_put(d->desc + 16 * (size_t)s, gpa, len, w, 0);
+    else
+        drv_fill_chain(d->q, s, gpa, len, w);
+    uint16_t *e = AVAIL_RING(d->avail, d->avail_idx & (d->num - 1));
+    uint16_t head = slot_head(d->layout, s);
+    if (READ_ONCE(*e) != head)
+        WRITE_ONCE(*e, head);
+    d->avail_idx++;
 }
 
 int emu_drv_kick(struct emu_drvq *q)
@@ -948,88 +1314,115 @@ void emu_drv_irq_enable(struct emu_drvq *q, int enable)
 }
 
 /* Used entries ready; marks the queue broken if the device jumped. */
-static inline uint16_t drv_used_ready(struct emu_drvq *q, int *first)
+HOT uint16_t drv_used_ready(struct drv *d, int *first)
 {
-    uint16_t idx = LOAD_ACQ16(USED_IDX(q->used));
-    uint16_t n = (uint16_t)(idx - q->last_used_idx);
-    uint16_t in_flight = (uint16_t)(q->nslots - q->num_free);
+    uint16_t idx = LOAD_ACQ16(USED_IDX(d->used));
+    uint16_t n = (uint16_t)(idx - d->last_used_idx);
+    uint16_t in_flight = (uint16_t)(d->nslots - d->num_free);
     if (unlikely(n > in_flight)) {
-        q->broken = 1;
-        set_error(&q->last_error, &q->st, first, EMU_E_USED_IDX);
+        d->q->broken = 1;
+        set_error(&d->q->last_error, &d->q->st, first, EMU_E_USED_IDX);
         return 0;
     }
     return n;
 }
 
 /* Take one used element; returns the slot or -1 (bad element, counted). */
-static inline int drv_take(struct emu_drvq *q, uint32_t *len, int *first)
+HOT int drv_take(struct drv *d, uint32_t *len, int *first)
 {
-    struct vused_elem *e = USED_RING(q->used, q->last_used_idx & (q->num - 1));
+    struct vused_elem *e = USED_RING(d->used, d->last_used_idx & (d->num - 1));
     uint32_t id = READ_ONCE(e->id);
     *len = READ_ONCE(e->len);
-    q->last_used_idx++;
-    uint32_t slot = q->layout == 1 ? id / 2 : id;
-    if (unlikely(id >= q->num || (q->layout == 1 && (id & 1)) || slot >= q->nslots ||
-                 !q->slot_busy[slot])) {
-        set_error(&q->last_error, &q->st, first, EMU_E_USED_ID);
+    d->last_used_idx++;
+    uint32_t slot = d->layout == 1 ? id / 2 : id;
+    if (unlikely(id >= d->num || (d->layout == 1 && (id & 1)) || slot >= d->nslots ||
+                 !d->busy[slot])) {
+        set_error(&d->q->last_error, &d->q->st, first, EMU_E_USED_ID);
         return -1;
     }
     return (int)slot;
 }
 
-int emu_drv_reclaim(struct emu_drvq *q, struct emu_burst *res)
+/* Take back every buffer the device has used; res->packets, res->errors. */
+HOT int drv_reclaim(struct drv *d, struct emu_burst *res)
 {
     int first = EMU_OK;
+    uint16_t n = drv_used_ready(d, &first);
+    for (uint16_t i = 0; i < n; i++) {
+        uint32_t len;
+        int s = drv_take(d, &len, &first);
+        if (s < 0) {
+            res->errors++;
+            continue;
+        }
+        drv_free(d, (uint16_t)s);
+        res->packets++;
+    }
+    return first;
+}
+
+int emu_drv_reclaim(struct emu_drvq *q, struct emu_burst *res)
+{
+    struct drv d;
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
-    uint16_t n = drv_used_ready(q, &first);
-    for (uint16_t i = 0; i < n; i++) {
-        uint32_t len;
-        int s = drv_take(q, &len, &first);
-        if (s < 0) {
-            res->errors++;
-            continue;
-        }
-        drv_free(q, (uint16_t)s);
-        res->packets++;
-    }
+    drv_begin(&d, q);
+    int first = drv_reclaim(&d, res);
+    drv_end(&d);
     res->error = first;
     return first;
 }
 
-static inline void gen_fill(struct emu_drvq *q, struct emu_gen *g, uint8_t *buf)
+/* A generator writes a slot's whole frame (zeroed virtio-net header,
+ * template, zero padding) the first time it uses the slot; afterwards
+ * the buffer still holds it, so a packet costs the 8-byte stamp (and the
+ * pattern when verifying), as a real generator writes headers only. */
+HOT void gen_fill(struct drv *d, const struct emu_gen *g, uint16_t s, uint64_t seq, int stamp)
 {
-    memset(buf, 0, q->hdr_len);
-    uint8_t *f = buf + q->hdr_len;
-    uint32_t tl = g->tmpl_len < g->frame_len ? g->tmpl_len : g->frame_len;
-    memcpy(f, g->tmpl, tl);
-    if (g->stamp_off != NO_STAMP && g->stamp_off + 8 <= g->frame_len) {
-        memcpy(f + g->stamp_off, &g->seq, 8);
+    uint8_t *buf = d->buf_host + (size_t)s * d->buf_size;
+    uint8_t *f = buf + d->hdr_len;
+    if (unlikely(d->slot_gen[s] != g->id || !g->id)) {
+        uint32_t tl = g->tmpl_len < g->frame_len ? g->tmpl_len : g->frame_len;
+        memset(buf, 0, d->hdr_len);
+        memcpy(f, g->tmpl, tl);
+        memset(f + tl, 0, g->frame_len - tl);
+        d->slot_gen[s] = g->id;
+    }
+    if (stamp) {
+        memcpy(f + g->stamp_off, &seq, 8);
         if (g->fill)
             for (uint32_t i = g->stamp_off + 8; i < g->frame_len; i++)
-                f[i] = pattern_byte(g->seq, i);
+                f[i] = pattern_byte(seq, i);
     }
 }
 
 int emu_drv_tx_gen(struct emu_drvq *q, struct emu_gen *g, uint32_t max,
                    struct emu_burst *res)
 {
-    struct emu_burst r2;
-    int first = emu_drv_reclaim(q, &r2);
+    struct drv d;
+    struct emu_burst r2 = {0};
     memset(res, 0, sizeof *res);
-    res->errors = r2.errors;
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
-    uint32_t len = q->hdr_len + g->frame_len;
-    if (len > q->buf_size || g->frame_len == 0) {
+    drv_begin(&d, q);
+    int first = drv_reclaim(&d, &r2);
+    res->errors = r2.errors;
+    if (q->broken) {
+        drv_end(&d);
+        res->error = EMU_E_BROKEN;
+        return EMU_E_BROKEN;
+    }
+    if ((uint64_t)d.hdr_len + g->frame_len > d.buf_size || g->frame_len == 0) {
+        drv_end(&d);
         res->error = EMU_E_NOBUF;
         return EMU_E_NOBUF;
     }
+    const uint32_t len = d.hdr_len + g->frame_len;
     if (g->rate_pps) {
         uint64_t now = emu_now_ns();
         if (!g->t0_ns)
@@ -1042,22 +1435,27 @@ int emu_drv_tx_gen(struct emu_drvq *q, struct emu_gen *g, uint32_t max,
     }
     if (g->count && g->count - g->sent < max)
         max = (uint32_t)(g->count - g->sent);
-    while (res->packets < max && q->num_free) {
-        uint16_t s = drv_alloc(q);
-        uint8_t *buf = q->buf_host + (size_t)s * q->buf_size;
-        gen_fill(q, g, buf);
-        q->slot_len[s] = len;
-        drv_fill_desc(q, s, len, 0);
-        drv_publish(q, slot_head(q, s));
-        g->seq++;
-        g->sent++;
-        res->packets++;
+    const int stamp = g->stamp_off != NO_STAMP && g->frame_len >= 8 &&
+                      g->stamp_off <= g->frame_len - 8;
+    uint64_t seq = g->seq;
+    uint32_t n = 0;
+    while (n < max && d.num_free) {
+        uint16_t s = drv_alloc(&d);
+        gen_fill(&d, g, s, seq, stamp);
+        d.slot_len[s] = len;
+        drv_post(&d, s, len, 0);
+        seq++;
+        n++;
     }
-    if (q->num_free == 0 && res->packets < max)
+    drv_end(&d);
+    g->seq = seq;
+    g->sent += n;
+    res->packets = n;
+    if (q->num_free == 0 && n < max)
         res->blocked = 1;
-    q->st.packets += res->packets;
-    q->st.bytes += (uint64_t)res->packets * g->frame_len;
-    res->bytes_lo = res->packets * g->frame_len;
+    q->st.packets += n;
+    q->st.bytes += (uint64_t)n * g->frame_len;
+    res->bytes_lo = n * g->frame_len;
     res->src_notified = drv_flush(q);
     res->error = first;
     return first;
@@ -1066,37 +1464,45 @@ int emu_drv_tx_gen(struct emu_drvq *q, struct emu_gen *g, uint32_t max,
 int emu_drv_tx_post(struct emu_drvq *q, const uint8_t *in, const uint32_t *lens,
                     uint32_t n, struct emu_burst *res)
 {
-    struct emu_burst r2;
-    int first = emu_drv_reclaim(q, &r2);
+    struct drv d;
+    struct emu_burst r2 = {0};
     uint64_t off = 0, bytes = 0;
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
+    drv_begin(&d, q);
+    int first = drv_reclaim(&d, &r2);
+    if (q->broken) {
+        drv_end(&d);
+        res->error = EMU_E_BROKEN;
+        return EMU_E_BROKEN;
+    }
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t len = q->hdr_len + lens[i];
-        if (len > q->buf_size || lens[i] == 0) {
+        if ((uint64_t)d.hdr_len + lens[i] > d.buf_size || lens[i] == 0) {
             q->st.drops++;
             res->drops++;
             off += lens[i];
             continue;
         }
-        if (!q->num_free) {
+        if (!d.num_free) {
             res->blocked = 1;
             break;
         }
-        uint16_t s = drv_alloc(q);
-        uint8_t *buf = q->buf_host + (size_t)s * q->buf_size;
-        memset(buf, 0, q->hdr_len);
-        memcpy(buf + q->hdr_len, in + off, lens[i]);
+        uint32_t len = d.hdr_len + lens[i];
+        uint16_t s = drv_alloc(&d);
+        uint8_t *buf = d.buf_host + (size_t)s * d.buf_size;
+        memset(buf, 0, d.hdr_len);
+        memcpy(buf + d.hdr_len, in + off, lens[i]);
+        d.slot_gen[s] = 0;
         off += lens[i];
         bytes += lens[i];
-        q->slot_len[s] = len;
-        drv_fill_desc(q, s, len, 0);
-        drv_publish(q, slot_head(q, s));
+        d.slot_len[s] = len;
+        drv_post(&d, s, len, 0);
         res->packets++;
     }
+    drv_end(&d);
     q->st.packets += res->packets;
     q->st.bytes += bytes;
     res->bytes_lo = (uint32_t)bytes;
@@ -1105,82 +1511,104 @@ int emu_drv_tx_post(struct emu_drvq *q, const uint8_t *in, const uint32_t *lens,
     return first;
 }
 
+/* Post every free slot as an RX buffer; returns how many. */
+HOT uint32_t drv_refill(struct drv *d)
+{
+    uint32_t n = 0;
+    while (d->num_free) {
+        uint16_t s = drv_alloc(d);
+        d->slot_len[s] = d->buf_size;
+        d->slot_gen[s] = 0;
+        drv_post(d, s, d->buf_size, 1);
+        n++;
+    }
+    return n;
+}
+
 int emu_drv_rx_refill(struct emu_drvq *q, struct emu_burst *res)
 {
+    struct drv d;
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
-    while (q->num_free) {
-        uint16_t s = drv_alloc(q);
-        q->slot_len[s] = q->buf_size;
-        drv_fill_desc(q, s, q->buf_size, 1);
-        drv_publish(q, slot_head(q, s));
-        res->packets++;
-    }
+    drv_begin(&d, q);
+    res->packets = drv_refill(&d);
+    drv_end(&d);
     res->src_notified = drv_flush(q);
     return EMU_OK;
+}
+
+/* After a receive burst: refill (unless it broke the queue) and publish. */
+HOT void drv_rx_finish(struct drv *d, struct emu_burst *res)
+{
+    struct emu_drvq *q = d->q;
+    if (!q->broken)
+        drv_refill(d);
+    drv_end(d);
+    res->src_notified = q->broken ? 0 : drv_flush(q);
 }
 
 /* Gather one received packet: its first slot's header says how many
  * buffers it spans (MRG_RXBUF).  Calls fn(ctx, data, len) for each piece
  * of frame bytes.  Returns frame length, or -1 for a bad packet (counted,
- * buffers recycled). */
+ * buffers recycled), -2 for an empty buffer.  Always inlined with a
+ * constant fn, so the pieces cost no indirect call. */
 typedef void (*piece_fn)(void *ctx, const uint8_t *p, uint32_t n);
 
-static int64_t drv_rx_one(struct emu_drvq *q, uint16_t *avail_n, int *first,
-                          piece_fn fn, void *ctx)
+HOT int64_t drv_rx_one(struct drv *d, uint16_t *avail_n, int *first, piece_fn fn, void *ctx)
 {
+    struct emu_drvq *q = d->q;
     uint32_t len;
-    int s = drv_take(q, &len, first);
+    int s = drv_take(d, &len, first);
     (*avail_n)--;
     if (s < 0)
         return -1;
-    if (len > q->buf_size) {
+    if (unlikely(len > d->buf_size)) {
         set_error(&q->last_error, &q->st, first, EMU_E_USED_LEN);
-        drv_free(q, (uint16_t)s);
+        drv_free(d, (uint16_t)s);
         return -1;
     }
-    if (len < q->hdr_len) {          /* an empty buffer handed back: not a packet */
-        drv_free(q, (uint16_t)s);
+    if (unlikely(len < d->hdr_len)) {  /* an empty buffer handed back: not a packet */
+        drv_free(d, (uint16_t)s);
         return -2;
     }
-    uint8_t *buf = q->buf_host + (size_t)s * q->buf_size;
+    uint8_t *buf = d->buf_host + (size_t)s * d->buf_size;
     uint16_t nb = 1;
-    if ((q->features & EMU_QF_MRG_RXBUF) && q->hdr_len >= 12)
+    if ((d->features & EMU_QF_MRG_RXBUF) && d->hdr_len >= 12)
         memcpy(&nb, buf + 10, 2);
-    if (nb == 0 || nb - 1u > *avail_n) {
+    if (unlikely(nb == 0 || nb - 1u > *avail_n)) {
         set_error(&q->last_error, &q->st, first, EMU_E_NUM_BUFFERS);
-        drv_free(q, (uint16_t)s);
+        drv_free(d, (uint16_t)s);
         return -1;
     }
-    int64_t total = len - q->hdr_len;
-    fn(ctx, buf + q->hdr_len, len - q->hdr_len);
-    drv_free(q, (uint16_t)s);
+    int64_t total = len - d->hdr_len;
+    fn(ctx, buf + d->hdr_len, len - d->hdr_len);
+    drv_free(d, (uint16_t)s);
     int bad = 0;
     for (uint16_t k = 1; k < nb; k++) {
-        int t = drv_take(q, &len, first);
+        int t = drv_take(d, &len, first);
         (*avail_n)--;
         if (t < 0) {
             bad = 1;
             continue;
         }
-        if (len > q->buf_size) {
+        if (len > d->buf_size) {
             set_error(&q->last_error, &q->st, first, EMU_E_USED_LEN);
             bad = 1;
         } else if (!bad) {
-            fn(ctx, q->buf_host + (size_t)t * q->buf_size, len);
+            fn(ctx, d->buf_host + (size_t)t * d->buf_size, len);
             total += len;
         }
-        drv_free(q, (uint16_t)t);
+        drv_free(d, (uint16_t)t);
     }
     return bad ? -1 : total;
 }
 
 struct flat_ctx { uint8_t *out; uint32_t cap, used, start; int overflow; };
 
-static void piece_to_flat(void *vctx, const uint8_t *p, uint32_t n)
+static inline void piece_to_flat(void *vctx, const uint8_t *p, uint32_t n)
 {
     struct flat_ctx *c = vctx;
     if (c->overflow || n > c->cap - c->used) {
@@ -1194,26 +1622,28 @@ static void piece_to_flat(void *vctx, const uint8_t *p, uint32_t n)
 int emu_drv_rx_recv(struct emu_drvq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
                     uint32_t max, struct emu_burst *res)
 {
+    struct drv d;
     int first = EMU_OK;
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
-    uint16_t n = drv_used_ready(q, &first);
+    drv_begin(&d, q);
+    uint16_t n = drv_used_ready(&d, &first);
     struct flat_ctx c = {out, cap, 0, 0, 0};
     uint64_t bytes = 0;
     while (n && res->packets < max) {
         /* room for the whole packet?  Peek: its first buffer's header says
          * how many buffers it spans; each holds at most buf_size bytes. */
-        struct vused_elem *e = USED_RING(q->used, q->last_used_idx & (q->num - 1));
-        uint32_t id = READ_ONCE(e->id), slot = q->layout == 1 ? id / 2 : id;
-        uint32_t bound = q->buf_size;
-        if ((q->features & EMU_QF_MRG_RXBUF) && q->hdr_len >= 12 && slot < q->nslots) {
+        struct vused_elem *e = USED_RING(d.used, d.last_used_idx & (d.num - 1));
+        uint32_t id = READ_ONCE(e->id), slot = d.layout == 1 ? id / 2 : id;
+        uint32_t bound = d.buf_size;
+        if ((d.features & EMU_QF_MRG_RXBUF) && d.hdr_len >= 12 && slot < d.nslots) {
             uint16_t nb;
-            memcpy(&nb, q->buf_host + (size_t)slot * q->buf_size + 10, 2);
+            memcpy(&nb, d.buf_host + (size_t)slot * d.buf_size + 10, 2);
             if (nb > 1 && nb <= n)
-                bound = (uint32_t)nb * q->buf_size;
+                bound = (uint32_t)nb * d.buf_size;
         }
         if (bound > cap - c.used) {
             if (res->packets == 0 && first == EMU_OK)
@@ -1222,7 +1652,7 @@ int emu_drv_rx_recv(struct emu_drvq *q, uint8_t *out, uint32_t cap, uint32_t *le
         }
         c.start = c.used;
         c.overflow = 0;
-        int64_t l = drv_rx_one(q, &n, &first, piece_to_flat, &c);
+        int64_t l = drv_rx_one(&d, &n, &first, piece_to_flat, &c);
         if (l == -2)
             continue;
         if (l < 0 || c.overflow) {
@@ -1241,9 +1671,7 @@ int emu_drv_rx_recv(struct emu_drvq *q, uint8_t *out, uint32_t cap, uint32_t *le
     q->st.packets += res->packets;
     q->st.bytes += bytes;
     res->bytes_lo = (uint32_t)bytes;
-    struct emu_burst r2;
-    emu_drv_rx_refill(q, &r2);
-    res->src_notified = r2.src_notified;
+    drv_rx_finish(&d, res);
     res->error = first;
     return first;
 }
@@ -1257,7 +1685,7 @@ struct verify_ctx {
     int ok;
 };
 
-static void piece_verify(void *vctx, const uint8_t *p, uint32_t n)
+static inline void piece_verify(void *vctx, const uint8_t *p, uint32_t n)
 {
     struct verify_ctx *v = vctx;
     for (uint32_t k = 0; k < n; k++, v->pos++) {
@@ -1275,41 +1703,57 @@ static void piece_verify(void *vctx, const uint8_t *p, uint32_t n)
     }
 }
 
-static void piece_nop(void *vctx, const uint8_t *p, uint32_t n)
+static inline void piece_nop(void *vctx, const uint8_t *p, uint32_t n)
 {
     (void)vctx; (void)p; (void)n;
+}
+
+/* The sink's receive loop, instantiated once per piece function. */
+HOT uint64_t sink_loop(struct drv *d, uint16_t n, uint32_t max, struct emu_sink *sink,
+                       piece_fn fn, int verify, struct emu_burst *res, int *first)
+{
+    uint64_t bytes = 0;
+    uint32_t packets = 0, errors = 0;
+    while (n && packets < max) {
+        struct verify_ctx v = {verify ? sink->stamp_off : 0, 0, 0, {0}, 1};
+        int64_t l = drv_rx_one(d, &n, first, fn, &v);
+        if (l == -2)
+            continue;
+        if (l < 0) {
+            errors++;
+            continue;
+        }
+        if (verify) {
+            int ok = v.ok && (uint64_t)l >= (uint64_t)sink->stamp_off + 8;
+            sink_account(sink, &d->q->st, ok, v.seq);
+            if (!ok && *first == EMU_OK)
+                *first = EMU_E_VERIFY;
+        }
+        packets++;
+        bytes += (uint64_t)l;
+    }
+    res->packets = packets;
+    res->errors = errors;
+    return bytes;
 }
 
 int emu_drv_rx_sink(struct emu_drvq *q, uint32_t max, uint32_t flags,
                     struct emu_sink *sink, struct emu_burst *res)
 {
+    struct drv d;
     int first = EMU_OK;
     memset(res, 0, sizeof *res);
     if (q->broken) {
         res->error = EMU_E_BROKEN;
         return EMU_E_BROKEN;
     }
-    uint16_t n = drv_used_ready(q, &first);
-    uint64_t bytes = 0;
-    int verify = (flags & EMU_CF_VERIFY) && sink && sink->stamp_off != NO_STAMP;
-    while (n && res->packets < max) {
-        struct verify_ctx v = {verify ? sink->stamp_off : 0, 0, 0, {0}, 1};
-        int64_t l = drv_rx_one(q, &n, &first, verify ? piece_verify : piece_nop, &v);
-        if (l == -2)
-            continue;
-        if (l < 0) {
-            res->errors++;
-            continue;
-        }
-        if (verify) {
-            int ok = v.ok && (uint64_t)l >= (uint64_t)sink->stamp_off + 8;
-            sink_account(sink, &q->st, ok, v.seq);
-            if (!ok && first == EMU_OK)
-                first = EMU_E_VERIFY;
-        }
-        res->packets++;
-        bytes += (uint64_t)l;
-    }
+    drv_begin(&d, q);
+    uint16_t n = drv_used_ready(&d, &first);
+    uint64_t bytes;
+    if ((flags & EMU_CF_VERIFY) && sink && sink->stamp_off != NO_STAMP)
+        bytes = sink_loop(&d, n, max, sink, piece_verify, 1, res, &first);
+    else
+        bytes = sink_loop(&d, n, max, sink, piece_nop, 0, res, &first);
     q->st.packets += res->packets;
     q->st.bytes += bytes;
     if (sink) {
@@ -1318,9 +1762,7 @@ int emu_drv_rx_sink(struct emu_drvq *q, uint32_t max, uint32_t flags,
             sink->last_ns = emu_now_ns();
     }
     res->bytes_lo = (uint32_t)bytes;
-    struct emu_burst r2;
-    emu_drv_rx_refill(q, &r2);
-    res->src_notified = r2.src_notified;
+    drv_rx_finish(&d, res);
     res->error = first;
     return first;
 }

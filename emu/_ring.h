@@ -14,7 +14,7 @@
 #define EMU_RING_H
 #include <stdint.h>
 /* CDEF-BEGIN */
-#define EMU_RING_ABI 3
+#define EMU_RING_ABI 4
 
 /* ---- errors (per queue: last_error, and the count in errors) ---------- */
 #define EMU_OK                   0
@@ -141,6 +141,8 @@ struct emu_drvq {
     uint16_t *free_slots;         /* nslots entries */
     uint32_t *slot_len;           /* nslots entries: bytes posted (TX) */
     uint8_t *slot_busy;           /* nslots entries: 1 while the device owns it */
+    uint32_t *slot_gen;           /* nslots entries: id of the generator whose frame
+                                   * template the slot's buffer holds, 0 none */
     uint16_t kicked_avail;        /* avail idx at the last kick decision */
     uint16_t _pad16[3];
     struct emu_stats st;
@@ -165,6 +167,9 @@ struct emu_gen {
     uint32_t frame_len;    /* frame bytes per packet (>= stamp_off + 8 if stamping) */
     uint32_t stamp_off;    /* frame offset of the u64 sequence stamp; 0xffffffff: none */
     uint32_t fill;         /* 1: write the seq-derived pattern after the stamp */
+    uint32_t id;           /* non-zero, unique per template: a slot whose buffer
+                            * holds it gets only the stamp (and pattern) */
+    uint32_t _pad;
     uint64_t seq;          /* next sequence number */
     uint64_t count;        /* stop after this many (0: forever) */
     uint64_t sent;

@@ -16,6 +16,7 @@ GIL during every call, so a :class:`Pump` thread spins in C beside Python.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -352,7 +353,9 @@ class DriverQueue:
         self._free = ffi.new("uint16_t[]", nslots)
         self._lens = ffi.new("uint32_t[]", nslots)
         self._busy = ffi.new("uint8_t[]", nslots)
+        self._gen = ffi.new("uint32_t[]", nslots)
         q.free_slots, q.slot_len, q.slot_busy = self._free, self._lens, self._busy
+        q.slot_gen = self._gen
         self.desc_gpa, self.avail_gpa, self.used_gpa = desc_gpa, avail_gpa, used_gpa
         self._res = ffi.new("struct emu_burst *")
         rc = lib.emu_drvq_init(q)
@@ -433,7 +436,13 @@ class DriverQueue:
 
 class Generator:
     """Traffic generator state: a frame template stamped with a sequence
-    number at ``stamp_off`` and (``fill``) a pattern derived from it."""
+    number at ``stamp_off`` and (``fill``) a pattern derived from it.
+
+    A slot's buffer gets the whole frame the first time this generator uses
+    it and only the stamp (and pattern) afterwards; each generator has its
+    own id, so a new one (another template or size) rewrites every slot."""
+
+    _ids = itertools.count(1)
 
     def __init__(self, template: bytes, frame_len: int | None = None, *,
                  stamp_off: int | None = None, fill: bool = True, count: int = 0,
@@ -450,6 +459,7 @@ class Generator:
         if stamp_off is not None and stamp_off + 8 > frame_len:
             raise EmuBug(f"stamp at {stamp_off} does not fit a {frame_len}-byte frame")
         g.fill = 1 if fill else 0
+        g.id = (next(Generator._ids) - 1) % 0xFFFFFFFF + 1
         g.count = count
         g.rate_pps = rate_pps
         g.seq = seq

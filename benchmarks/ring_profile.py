@@ -1,0 +1,117 @@
+"""Instructions per packet, per stage of the data path (callgrind).
+
+One thread runs the whole path the two-process benchmark splits over two
+cores: VM1's generator (driver TX: reclaim + post), VM2's copy loop (VM1 TX
+chains -> VM2 RX chains, one copy) and VM2's sink (driver RX: receive +
+refill), as one :class:`emu.ring.Pump` round after another.  Under
+callgrind every instruction is counted exactly, so the per-packet figures
+are stable on a noisy machine, unlike timings.
+
+    python benchmarks/ring_profile.py --callgrind [--size 64] [--burst 32]
+
+runs itself under ``valgrind --tool=callgrind`` and prints the table;
+without ``--callgrind`` it only runs the loop (and prints the packets).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+MiB = 1 << 20
+NUM = 256
+STAMP_OFF = 42
+# exported entry points -> the stage they stand for (inclusive counts)
+STAGES = {
+    "emu_drv_tx_gen": "generator: reclaim + post (VM1 driver TX)",
+    "emu_dev_copy": "copy: pop, resolve, header, memcpy, used, flush (VM2)",
+    "emu_drv_rx_sink": "sink: receive + refill (VM2 driver RX)",
+    "emu_pump_once": "whole round (gen + copy + sink + pump)",
+}
+
+
+def run_loop(size: int, burst: int, rounds: int) -> int:
+    from emu import memory, ring
+    from ring_copy import _frame, _layout
+
+    buf, ring_bytes = _layout(size)
+    feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+    vm1 = memory.allocate(32 * MiB, "shm", name="prof-vm1")
+    vm2 = memory.allocate(32 * MiB, "shm", name="prof-vm2")
+    try:
+        d, a, u, _ = ring.ring_layout(0, NUM)
+        txq = ring.DriverQueue(vm1, NUM, d, a, u, ring_bytes, buf, features=feats)
+        rxq = ring.DriverQueue(vm2, NUM, d, a, u, ring_bytes, buf, features=feats)
+        rxq.rx_refill()
+        peer_t, own_t = ring.RegionTable(vm1), ring.RegionTable(vm2)
+        peer_tx = ring.DeviceQueue.from_gpa(peer_t, NUM, d, a, u, features=feats)
+        local_rx = ring.DeviceQueue.from_gpa(own_t, NUM, d, a, u, features=feats)
+        gen = ring.Generator(_frame(size), size, stamp_off=STAMP_OFF, fill=False)
+        sink = ring.Sink(stamp_off=STAMP_OFF, verify=False)
+        pump = ring.Pump("poll", name="profile")
+        pump.add_gen(txq, gen, burst=burst)
+        pump.add_copy(peer_tx, local_rx, burst=burst)
+        pump.add_sink(rxq, sink, burst=max(burst, 64))
+        for _ in range(rounds):
+            pump.run_once()
+        errors = (txq.stats()["errors"] + rxq.stats()["errors"] +
+                  peer_tx.stats()["errors"] + local_rx.stats()["errors"])
+        if errors or not 0 < sink.received == peer_tx.stats()["packets"] <= gen.sent:
+            raise SystemExit(f"profile loop unbalanced: sent {gen.sent} received "
+                             f"{sink.received} errors {errors}")
+        return sink.received
+    finally:
+        vm1.close()
+        vm2.close()
+
+
+def callgrind(size: int, burst: int, rounds: int) -> dict:
+    """Run the loop under callgrind; -> {function: inclusive Ir}, packets."""
+    with tempfile.TemporaryDirectory(prefix="emu-cg-") as d:
+        out = os.path.join(d, "cg.out")
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+             "--toggle-collect=emu_pump_once", sys.executable, os.path.abspath(__file__),
+             "--size", str(size), "--burst", str(burst), "--rounds", str(rounds)],
+            capture_output=True, text=True, check=True)
+        packets = int(re.search(r"packets (\d+)", p.stdout).group(1))
+        ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", out],
+                             capture_output=True, text=True, check=True).stdout
+    incl = {}
+    for line in ann.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\(.*?\)\s+\S*?:?(\w+)(?:\s|$)", line)
+        if m:
+            name = m.group(2)
+            incl.setdefault(name, int(m.group(1).replace(",", "")))
+    return {"packets": packets, "incl": incl, "annotate": ann}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--burst", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2000)
+    ap.add_argument("--callgrind", action="store_true", help="count instructions per stage")
+    ap.add_argument("--annotate", action="store_true", help="also print callgrind_annotate")
+    args = ap.parse_args(argv)
+    if not args.callgrind:
+        print(f"packets {run_loop(args.size, args.burst, args.rounds)}")
+        return 0
+    r = callgrind(args.size, args.burst, args.rounds)
+    n = r["packets"]
+    print(f"{args.size} B frames, burst {args.burst}, {n} packets, instructions per packet:")
+    for fn, what in STAGES.items():
+        ir = r["incl"].get(fn)
+        print(f"  {ir / n if ir else float('nan'):8.1f}  {fn:18} {what}")
+    if args.annotate:
+        print(r["annotate"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
