@@ -153,7 +153,7 @@ MemoryObject = Union[MemoryBackend, FilterDump]
 class GuestConfig:
     """``-guest DRIVER,app=APP,key=val...``: the driver program and its app."""
     driver: str                 # virtio-net | vhost-pci-net
-    app: str                    # gen | sink | echo | responder | forward
+    app: str                    # gen | sink | echo | responder | forward | pingpong
     params: dict[str, str] = field(default_factory=dict)
     origin: str = _origin()
 
@@ -439,7 +439,7 @@ TRACE = Schema((Param("enable", string, "event name pattern"),
                 Param("file", string, "trace output file")), implied="enable")
 
 GUEST_DRIVERS = {"virtio-net": "virtio-net-pci", "vhost-pci-net": "vhost-pci-net"}
-GUEST_APPS = ("gen", "sink", "echo", "responder", "forward")
+GUEST_APPS = ("gen", "sink", "echo", "responder", "forward", "pingpong")
 
 LOG_ITEMS = {
     "guest_errors": "log when the guest driver misuses a device",
@@ -1009,7 +1009,7 @@ Devices:
 -device vhost-pci-net,chardev=ID[,mac=MAC][,window=SIZE][,queues=N]...
 -device help | -device DRIVER,help   list device models / their properties
 Guest:
--guest virtio-net|vhost-pci-net,app=gen|sink|echo|responder|forward[,key=value...]
+-guest virtio-net|vhost-pci-net,app=gen|sink|echo|responder|forward|pingpong[,key=value...]
 Monitor:
 -qmp unix:PATH[,server=on|off][,wait=off] | -qmp stdio | -qmp-pretty ...
 -chardev socket,id=mon,fd=N -mon chardev=mon,mode=control[,pretty=on]

@@ -5,15 +5,20 @@ spinning, or sleeping on interrupts in ``mode=interrupt``); apps that
 look at packets (echo, responder) run a Python loop over bursts.
 
 virtio-net apps (VM1 side): ``gen`` (size, rate, count, burst, verify,
-dst), ``sink``, ``echo``, ``responder`` (ip, mac).  vhost-pci-net apps are in
+dst), ``sink``, ``echo``, ``responder`` (ip, mac), ``pingpong`` (count,
+size, warmup, timeout_ms, engine).  vhost-pci-net apps are in
 :mod:`emu.guest.vhost_pci_apps`.
 """
 from __future__ import annotations
 
+import array
 import logging
+import math
 import time
+from typing import Callable
 
 from emu import ring
+from emu._ring import ffi
 from emu.guest import packets
 from emu.guest.pci import wait_interrupts
 
@@ -253,4 +258,143 @@ class Responder(_PacketLoop):
         return s
 
 
-VIRTIO_NET_APPS = {a.name: a for a in (Gen, Sink, Echo, Responder)}
+# -- ping-pong latency --------------------------------------------------------------------------------
+def _used_idx(q: ring.DriverQueue):
+    """The device's used->idx of ``q`` (what a driver's virtqueue_poll reads)."""
+    return ffi.cast("uint16_t *", q.q.used) + 1
+
+
+def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytearray,
+                      seq: int, interrupt: bool, timeout_s: float) -> int | None:
+    """One stamped frame out on ``txq``, its echo back on ``rxq``: the RTT in
+    ns, or None if it did not come back within ``timeout_s``.
+
+    Python drives the C ring through the DriverQueue API (tx_post, then
+    rx_recv), so the figure includes Python's per-packet overhead (a few
+    microseconds: two cffi calls, an rx buffer allocation, bytes objects)
+    on top of what the devices and the peer cost."""
+    frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = seq.to_bytes(8, "little")
+    used = _used_idx(rxq)
+    fds = [rxq.q.irq_fd] if interrupt and rxq.q.irq_fd >= 0 else []
+    t0 = time.perf_counter_ns()
+    deadline = t0 + int(timeout_s * 1e9)
+    txq.tx_post((frame,))
+    while True:
+        spins = 0
+        while used[0] == rxq.q.last_used_idx:
+            if fds:
+                # re-arm (used_event = our position), re-check, then sleep
+                rxq.irq_enable(True)
+                if used[0] != rxq.q.last_used_idx:
+                    break
+                wait_interrupts(fds, max(0.0, (deadline - time.perf_counter_ns()) / 1e9))
+            spins += 1
+            if (fds or spins & 1023 == 0) and time.perf_counter_ns() > deadline:
+                return None
+        for f in rxq.rx_recv(4):
+            if f[packets.STAMP_OFF:packets.STAMP_OFF + 8] == frame[packets.STAMP_OFF:
+                                                                   packets.STAMP_OFF + 8]:
+                return time.perf_counter_ns() - t0
+        if time.perf_counter_ns() > deadline:     # only stale echoes came back
+            return None
+
+
+# Round-trip engines: fn(txq, rxq, frame, seq, interrupt, timeout_s) -> ns | None.
+# A C implementation (one call per round trip, timed inside C, so without
+# Python's overhead) registers here and is chosen with engine=NAME.
+PINGPONG_ENGINES: dict[str, Callable] = {"python": python_round_trip}
+
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
+
+
+def percentiles(samples) -> dict:
+    """Nearest-rank percentiles (ns) of ``samples``, plus min/mean/max."""
+    xs = sorted(samples)
+    if not xs:
+        return {}
+    out = {name: xs[max(0, math.ceil(q * len(xs)) - 1)] for name, q in PERCENTILES}
+    out.update(min=xs[0], max=xs[-1], mean=sum(xs) / len(xs))
+    return out
+
+
+class PingPong(App):
+    """Latency: one stamped frame at a time on queue pair 0, wait for its
+    echo (VM2 ``echo``), record the round trip.  ``count`` timed round
+    trips after ``warmup`` untimed ones; ``timeout_ms`` per round trip
+    before it counts as lost; ``engine`` picks the round-trip
+    implementation (see :data:`PINGPONG_ENGINES`)."""
+
+    name = "pingpong"
+    uses_pump = False
+
+    def start(self) -> None:
+        p = self.params
+        self.size = _int(p.get("size"), 64)
+        if self.size < packets.MIN_STAMPED:
+            raise ValueError(f"pingpong: size {self.size} < {packets.MIN_STAMPED}")
+        self.count = _int(p.get("count"), 10000)
+        self.warmup = _int(p.get("warmup"), 100)
+        self.timeout_s = _int(p.get("timeout_ms"), 1000) / 1000
+        self.engine_name = p.get("engine", "python")
+        if self.engine_name not in PINGPONG_ENGINES:
+            raise ValueError(f"pingpong: unknown engine {self.engine_name!r} "
+                             f"(have {', '.join(PINGPONG_ENGINES)})")
+        self.engine = PINGPONG_ENGINES[self.engine_name]
+        drv = self.drivers[0]
+        self.txq, self.rxq = drv.tx[0], drv.rx[0]
+        room = getattr(drv, "tx_buf_size", drv.buf_size) - 12
+        if self.size > room:
+            raise ValueError(f"pingpong: size {self.size} does not fit a {room + 12}-byte "
+                             f"TX buffer (set tx_buf_size)")
+        self.frame = bytearray(packets.udp_frame(self.size, src_mac=drv.mac,
+                                                 dst_mac=p.get("dst", "ff:ff:ff:ff:ff:ff")))
+        interrupt = self.mode == "interrupt"
+        self.txq.irq_enable(False)                  # TX completions are reclaimed inline
+        self.rxq.irq_enable(interrupt)
+        self.rtts = array.array("q")
+        self.seq = self.sent = self.received = self.lost = 0
+        self._result: dict | None = None
+        self.paused = False
+        self.running = True
+        self.t_start = time.monotonic()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def poll(self, timeout: float) -> None:
+        if self.paused or self.done:
+            time.sleep(timeout)
+            return
+        interrupt = self.mode == "interrupt"
+        end = time.monotonic() + timeout
+        while not self.done and time.monotonic() < end:
+            rtt = self.engine(self.txq, self.rxq, self.frame, self.seq, interrupt, self.timeout_s)
+            self.seq += 1
+            if self.seq <= self.warmup:
+                continue
+            self.sent += 1
+            if rtt is None:
+                self.lost += 1
+            else:
+                self.received += 1
+                self.rtts.append(rtt)
+
+    @property
+    def done(self) -> bool:
+        return self.running and self.sent >= self.count
+
+    def stats(self) -> dict:
+        out = {"sent": getattr(self, "sent", 0), "received": getattr(self, "received", 0),
+               "lost": getattr(self, "lost", 0), "engine": getattr(self, "engine_name", ""),
+               "size": getattr(self, "size", 0)}
+        if self.done:
+            if self._result is None:          # computed once, when complete
+                self._result = percentiles(self.rtts)
+            out["rtt_ns"] = self._result
+        return out
+
+
+VIRTIO_NET_APPS = {a.name: a for a in (Gen, Sink, Echo, Responder, PingPong)}
