@@ -80,7 +80,7 @@ class RamBacking:
 
     def read(self, offset: int, size: int) -> int:
         self.check(offset, size)
-        if offset % size == 0:           # one aligned load, as a CPU would do it
+        if size in _CTYPES and offset % size == 0:     # one aligned load, as a CPU does
             return _CTYPES[size].from_address(self.host_addr + offset).value
         return int.from_bytes(ctypes.string_at(self.host_addr + offset, size), "little")
 
@@ -88,7 +88,7 @@ class RamBacking:
         self.check(offset, size)
         if self.readonly:
             raise GuestAccessError("ram-readonly", f"write to read-only RAM BAR at 0x{offset:x}")
-        if offset % size == 0:
+        if size in _CTYPES and offset % size == 0:
             _CTYPES[size].from_address(self.host_addr + offset).value = value
         else:
             ctypes.memmove(self.host_addr + offset, value.to_bytes(size, "little"), size)
