@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.frontend import Frontend, FrontendClient, Negotiated
 from emu.vhost_user.errors import VhostUserError
 
@@ -58,6 +59,7 @@ class VhostUserNetdev:
         self._listener: socket.socket | None = None
         self.up = asyncio.Event()
         self.connects = 0
+        self.counters = PeerCounters()        # what the back-end cost us, over all connections
 
     # -- lifecycle -------------------------------------------------------------------------------
     def attach(self, nic) -> None:
@@ -73,7 +75,7 @@ class VhostUserNetdev:
             and not self.client.stream.closed
 
     def _client(self, path=None, sock=None) -> FrontendClient:
-        fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log)
+        fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
         kw = dict(frontend=fe, timeout=self.timeout,
                   on_backend_features=self._on_backend_features,
                   on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)

@@ -29,6 +29,7 @@ from emu.errors import EmuBug, PeerError
 from emu.memory import GuestMemory, validate_regions
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
+from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice, DefaultMapper, MemoryMapper
 from emu.vhost_user.errors import ProtocolViolation, UnsupportedRequest, UsageError
 from emu.vhost_user.messages import (MAX_CONFIG_SIZE, VHOST_PCI_START, VHOST_PCI_STOP, Config,
@@ -59,8 +60,10 @@ class _MemoryView(GuestMemory):
 class Backend:
     def __init__(self, device: BackendDevice, *, memory_mapper: MemoryMapper | None = None,
                  max_queues: int | None = None, max_regions: int = 8,
-                 wire_log: WireLog | None = None, vhost_pci: str = "auto"):
+                 wire_log: WireLog | None = None, vhost_pci: str = "auto",
+                 counters: PeerCounters | None = None):
         self.device = device
+        self.counters = counters            # the device's, across connections
         self.max_regions = max_regions
         self.mapper = memory_mapper or DefaultMapper(max_regions)
         self.max_queues = max_queues if max_queues is not None else device.max_vrings()
@@ -212,6 +215,8 @@ class Backend:
 
     def _refuse(self, msg: Message, err: PeerError) -> list[Message]:
         self.refused.append((msg.request.name, err))
+        if self.counters is not None:
+            self.counters.note_refused(msg.request.name, err)
         log.warning("vhost-user back-end refused %s: %s", msg.request.name, err)
         if self.wire_log is not None:
             self.wire_log.error("rx", err)
@@ -364,8 +369,10 @@ class Backend:
         self._record("rx", msg, channel="backend-req")
         close_fds(msg.fds)
         if not msg.is_reply or (msg.payload is not None and getattr(msg.payload, "value", 0)):
-            self.refused.append((msg.request.name, ProtocolViolation(
-                f"front-end answered {msg.request.name} on the channel with {msg}")))
+            err = ProtocolViolation(f"front-end answered {msg.request.name} on the channel with {msg}")
+            self.refused.append((msg.request.name, err))
+            if self.counters is not None:
+                self.counters.note_refused(msg.request.name, err)
 
     # -- vhost-pci extension -------------------------------------------------------------
     def push_features(self, features: int) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 from emu.memory import GuestMemory
 from emu.vhost_user import extension
 from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Message, close_fds, request
+from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.errors import (PeerClosed, PeerTimeout, ProtocolViolation, UsageError,
                                    VhostUserError)
 from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequest as B,
@@ -84,8 +85,10 @@ class Ignored:
 class Frontend:
     def __init__(self, *, features: int = U64_MAX,
                  protocol_features: int = DEFAULT_FRONTEND_PROTOCOL_FEATURES,
-                 vhost_pci: str = "auto", wire_log: WireLog | None = None):
+                 vhost_pci: str = "auto", wire_log: WireLog | None = None,
+                 counters: PeerCounters | None = None):
         self.features = features                    # what our device could negotiate
+        self.counters = counters                    # the device's, across connections
         self.wanted_protocol_features = int(protocol_features)
         self.vhost_pci = extension.check_mode(vhost_pci)
         self.wire_log = wire_log
@@ -100,7 +103,7 @@ class Frontend:
     def fresh(self) -> Frontend:
         """Same configuration, nothing negotiated (a new connection)."""
         return Frontend(features=self.features, protocol_features=self.wanted_protocol_features,
-                        vhost_pci=self.vhost_pci, wire_log=self.wire_log)
+                        vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
 
     # -- negotiation ---------------------------------------------------------------------
     def negotiated(self, feature: PF) -> bool:
@@ -185,6 +188,8 @@ class Frontend:
 
     def _ignored(self, msg: Message, err: VhostUserError) -> Ignored:
         log.warning("vhost-user front-end ignored %s: %s", msg.request.name, err)
+        if self.counters is not None:
+            self.counters.note_refused(msg.request.name, err)
         if self.wire_log is not None:
             self.wire_log.error("rx", err)
         return Ignored(msg, err)
@@ -312,6 +317,8 @@ class FrontendClient:
         self.connections += 1
         if self.connections > 1:
             self.frontend = self.frontend.fresh()
+        if self.frontend.counters is not None:
+            self.frontend.counters.connections += 1
         self.stream = MessageStream(sock, F, max_payload=self.max_payload, max_fds=self.max_fds,
                                     name=f"{self.path or 'socket'}#{self.connections}")
         self.error = None
@@ -374,7 +381,13 @@ class FrontendClient:
         if stream is not self.stream or stream.closed:
             return
         self.error = err
-        log.info("vhost-user front-end connection %s lost: %s", stream.name, err)
+        log.log(logging.INFO if isinstance(err, PeerClosed) or self._closing else logging.WARNING,
+                "vhost-user front-end connection %s lost: %s", stream.name, err)
+        counters = self.frontend.counters
+        if counters is not None and not self._closing:
+            counters.disconnects += 1
+            if not isinstance(err, PeerClosed):
+                counters.note_dropped(err)
         while self._futures:
             fut = self._futures.popleft()
             if not fut.done():

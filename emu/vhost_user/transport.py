@@ -34,6 +34,7 @@ from typing import Callable
 from emu.errors import EmuBug, PeerError
 from emu.vhost_user.backend import Backend
 from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Decoder, Message, close_fds, encode
+from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.errors import (ConnectFailed, MalformedMessage, PeerClosed, PeerTimeout,
                                    TruncatedMessage, UsageError)
 from emu.vhost_user.messages import MAX_FDS, BackendRequest, FrontendRequest
@@ -270,11 +271,15 @@ class BackendConnection:
         except PeerError as e:
             self.error = e
             log.warning("vhost-user connection %s dropped: %s", self.stream.name, e)
+            if self.backend.counters is not None:
+                self.backend.counters.note_dropped(e)
             if self.backend.wire_log is not None:
                 self.backend.wire_log.error("rx", e)
         except Exception as e:             # EmuBug or a device bug: drop this connection only
             self.error = e
             log.exception("vhost-user connection %s: internal error", self.stream.name)
+            if self.backend.counters is not None:
+                self.backend.counters.note_dropped(e)
         finally:
             self._close()
 
@@ -363,8 +368,9 @@ class BackendServer:
 
     def __init__(self, backend_factory: Callable[[], Backend], *, path: str | None = None,
                  fd: int | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 max_fds: int = MAX_FDS):
+                 max_fds: int = MAX_FDS, counters: PeerCounters | None = None):
         self.backend_factory = backend_factory
+        self.counters = counters
         self.path = path
         self._fd = fd
         self.max_payload, self.max_fds = max_payload, max_fds
@@ -390,6 +396,8 @@ class BackendServer:
             return
         if self.connection is not None and not self.connection.done.is_set():
             self.rejected += 1
+            if self.counters is not None:
+                self.counters.rejected += 1
             log.warning("vhost-user %s: a front-end is already connected; closing the new one",
                         self.path or self._fd)
             conn.close()

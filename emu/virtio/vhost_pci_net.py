@@ -41,6 +41,7 @@ from emu.pci.errors import GuestAccessError
 from emu.virtio import net_spec as N
 from emu.virtio.device import VirtioDevice, NO_VECTOR, ISR_QUEUE
 from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
+from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice
 from emu.window import PeerWindow
 
@@ -227,6 +228,7 @@ class VhostPciNetDevice(VirtioDevice):
         self._ack = threading.Condition()
         self.window_revocations = 0
         self.ack_timeouts = 0
+        self.peer_counters = PeerCounters()      # refusals and drops, over all connections
         self.loop = None
         self._write_config()
 
@@ -302,6 +304,7 @@ class VhostPciNetDevice(VirtioDevice):
 
     def _peer_connected(self, backend) -> None:
         self.backend = backend
+        self.peer_counters.connections += 1
         self._set_state(PS_CONNECTED, True)
         g = self._transport.guest_features if self._transport is not None else 0
         if g:
@@ -314,6 +317,7 @@ class VhostPciNetDevice(VirtioDevice):
 
     def _peer_disconnected(self) -> None:
         self.backend = None
+        self.peer_counters.disconnects += 1
         self.peer_features = 0
         for i in range(self.peer_vq_max):
             self._alias(self.call_alias, i, None)
@@ -500,7 +504,8 @@ class VhostPciNetDevice(VirtioDevice):
         from emu.vhost_user.backend import Backend
         wl = self.wire_log() if callable(self.wire_log) else self.wire_log
         return Backend(self.peer, memory_mapper=self.mapper, max_queues=self.peer_vq_max,
-                       max_regions=8, wire_log=wl, vhost_pci=self.vhost_pci_mode)
+                       max_regions=8, wire_log=wl, vhost_pci=self.vhost_pci_mode,
+                       counters=self.peer_counters)
 
     async def start_loop_side(self) -> None:
         import asyncio
@@ -512,7 +517,7 @@ class VhostPciNetDevice(VirtioDevice):
             return
         if s.server or s.path is None:
             self.server = BackendServer(self._new_backend, path=s.path if s.fd is None else None,
-                                        fd=s.fd)
+                                        fd=s.fd, counters=self.peer_counters)
         else:
             self.server = BackendClient(s.path, self._new_backend,
                                         reconnect=s.reconnect or None)
@@ -529,7 +534,8 @@ class VhostPciNetDevice(VirtioDevice):
         return {"peer_state": self.peer_state, "peer_features": self.peer_features,
                 "generation": self.metadata.generation, "driver_ack": self.driver_ack,
                 "window_revocations": self.window_revocations, "ack_timeouts": self.ack_timeouts,
-                "peer_kicks": {i: c for i, c in enumerate(self.kick_count) if c}}
+                "peer_kicks": {i: c for i, c in enumerate(self.kick_count) if c},
+                "vhost_user": self.peer_counters.as_dict()}
 
     def close(self) -> None:
         if self.loop is not None:

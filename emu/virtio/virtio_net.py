@@ -314,6 +314,10 @@ class VirtioNetDevice(VirtioDevice):
                 "calls": self.calls.get(q.index, 0), "kicks": t.kicks[q.index]}
         return out
 
+    def device_stats(self) -> dict:
+        return {"link_up": self.link_up, "renegotiations": self.renegotiations,
+                "vhost_user": self.netdev.counters.as_dict()}
+
     def close(self) -> None:
         for fd in self.call_fds.values():
             try:
