@@ -156,6 +156,8 @@ class MessageStream:
     def send(self, msg: Message) -> None:
         """Queue ``msg`` and write what the socket takes now.  The fds stay
         the caller's (the kernel duplicates them at send time)."""
+        if self._error is not None and not isinstance(self._error, PeerClosed):
+            raise self._error     # why the stream ended (say a malformed message), not a symptom
         if self.closed or self._error is not None:
             raise PeerClosed(f"{self.name}: cannot send {msg.request.name}, connection is gone")
         data, fds = encode(msg)
