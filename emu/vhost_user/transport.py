@@ -74,6 +74,7 @@ class MessageStream:
         self._drained.set()
         self._reading = False
         self._writing = False
+        self._eof = False             # the peer shut its write side down (half-closed)
         self.closed = False
         self._cmsg_space = socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
         self._start_reading()
@@ -110,6 +111,7 @@ class MessageStream:
                 if self.decoder.has_partial:
                     self._fail(TruncatedMessage(f"{self.name}: peer closed mid-message"))
                 else:
+                    self._eof = True          # its write side only: replies may still go out
                     self._fail(PeerClosed(f"{self.name}: peer closed the connection"))
                 return
             self.decoder.feed(data, fds)
@@ -158,7 +160,7 @@ class MessageStream:
         the caller's (the kernel duplicates them at send time)."""
         if self._error is not None and not isinstance(self._error, PeerClosed):
             raise self._error     # why the stream ended (say a malformed message), not a symptom
-        if self.closed or self._error is not None:
+        if self.closed or (self._error is not None and not self._eof):
             raise PeerClosed(f"{self.name}: cannot send {msg.request.name}, connection is gone")
         data, fds = encode(msg)
         self._out.append([data, list(fds)])
