@@ -75,6 +75,7 @@ class MessageStream:
         self._reading = False
         self._writing = False
         self._eof = False             # the peer shut its write side down (half-closed)
+        self._write_error: OSError | None = None
         self.closed = False
         self._cmsg_space = socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
         self._start_reading()
@@ -160,12 +161,15 @@ class MessageStream:
         the caller's (the kernel duplicates them at send time)."""
         if self._error is not None and not isinstance(self._error, PeerClosed):
             raise self._error     # why the stream ended (say a malformed message), not a symptom
-        if self.closed or (self._error is not None and not self._eof):
+        if self.closed or self._write_error is not None or (self._error is not None
+                                                              and not self._eof):
             raise PeerClosed(f"{self.name}: cannot send {msg.request.name}, connection is gone")
         data, fds = encode(msg)
         self._out.append([data, list(fds)])
         self._out_bytes += len(data)
         self._flush()
+        if self._eof and self._write_error is not None:     # not half-closed: gone altogether
+            raise PeerClosed(f"{self.name}: cannot send {msg.request.name}: {self._write_error}")
 
     def _flush(self) -> None:
         while self._out:
@@ -182,6 +186,7 @@ class MessageStream:
                     raise EmuBug(f"{self.name}: sending a closed fd: {e}") from None
                 self._out.clear()
                 self._out_bytes = 0
+                self._write_error = e
                 self._fail(PeerClosed(f"{self.name}: {e}"))
                 break
             self._out_bytes -= n
