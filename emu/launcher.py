@@ -160,20 +160,26 @@ class MachineAdapter:
     def run_state(self) -> str:
         return self.rs.state
 
-    def stop(self):
-        if self.rs.stop():
+    # The actions answer once the guest has carried them out: after ``stop``
+    # the counters are frozen, after ``cont`` and ``system_reset`` traffic runs.
+    async def stop(self):
+        if self.rs.running:
             self.m.stop()
+            await self.m.guest_settled()
+        self.rs.stop()          # STOP once paused, as QEMU's do_vm_stop
 
-    def cont(self):
+    async def cont(self):
         was_prelaunch = self.rs.state == "prelaunch"
         if self.rs.cont():
             self.m.cont()
             if was_prelaunch:
                 self.started = True
+            await self.m.guest_settled()
 
-    def system_reset(self):
+    async def system_reset(self):
         self.rs.reset()
         self.m.system_reset()
+        await self.m.guest_settled()
 
     def system_powerdown(self):
         self.rs.powerdown()
@@ -260,6 +266,7 @@ class MachineAdapter:
         return out
 
     def set_guest_app(self, app: str, params: dict):
+        """Switch the guest's app; answers once the new app runs."""
         g = self.m.guest
         if g is None:
             raise QmpError("This VM has no guest program (-guest)")
@@ -267,6 +274,7 @@ class MachineAdapter:
             raise QmpError(f"Unknown app '{app}' for driver {g.kind} "
                            f"(have {', '.join(sorted(g.apps))})")
         g.request("set_app", app, {k: str(v) for k, v in params.items()})
+        return self.m.guest_settled()
 
     def info_network(self) -> str:
         lines = []
@@ -307,6 +315,10 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
         except MonitorSetupError as e:
             await server.close()
             die(f"{mon.origin}: {e}")
+    # Let the sessions send their greetings now: building the machine blocks
+    # the loop for a while (imports, RAM), and a harness that negotiates
+    # meanwhile sees every event of the machine's start-up.
+    await asyncio.sleep(0)
     _setup_logging(cfg)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()

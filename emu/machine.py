@@ -186,6 +186,24 @@ class Machine:
             self.guest.request("resume")
         self.run_state = "running"
 
+    async def guest_settled(self, timeout: float = 5.0) -> None:
+        """Return once the guest has carried out every request made so far:
+        after ``stop`` its data paths no longer touch the rings, as QEMU's
+        ``stop`` returns with the vCPUs paused."""
+        if self.guest is None or not self.guest.alive:
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def settled() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        self.guest.after_requests(settled)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except asyncio.TimeoutError:
+            # a guest that died meanwhile serves no request: do not hang the monitor
+            log.warning("%s: guest did not settle within %s s", self.name, timeout)
+
     def system_reset(self) -> None:
         """The guest reboots: its drivers reset their devices and start over."""
         if self.guest is not None:

@@ -90,6 +90,15 @@ class GuestProgram:
     def request(self, what: str, *args) -> None:
         self._requests.put((what, args))
 
+    def after_requests(self, callback) -> None:
+        """Call *callback* (on the guest thread) once every request made
+        so far has been carried out."""
+        self.request("sync", callback)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop = True
         self.request("stop")
@@ -172,6 +181,8 @@ class GuestProgram:
                 return
             if what == "stop":
                 self._stop = True
+            elif what == "sync":
+                args[0]()
             elif what == "pause" and not self.paused:
                 self.paused = True
                 if self.app.running:
