@@ -244,12 +244,14 @@ class EchoPeer:
     """The fake VM1 set up against VM2's echo app: RX ring 0 full of
     writable buffers, TX ring 1 for frames (good or not)."""
 
-    def __init__(self, path: str, *, num: int = 64, layout=((0, 2 << 20),), features=FEATURES):
+    def __init__(self, path: str, *, num: int = 64, layout=((0, 2 << 20),), features=FEATURES,
+                 rx_prefill: int | None = None):
         self.ram = PeerRAM(layout)
         self.fe = EvilFrontend(path)
+        ring_bytes = ring.ring_layout(0, num)[3]
         self.rx = DriverRing(self.ram, 0, num, 0x0)
-        self.tx = DriverRing(self.ram, 1, num, 0x4000)
-        self.rx_bufs = [self.ram.alloc(2048) for _ in range(num)]
+        self.tx = DriverRing(self.ram, 1, num, ring_bytes)
+        self.rx_bufs = [self.ram.alloc(2048) for _ in range(min(num, 64))]
         self.num = num
         self.tx_next = 0                    # next free TX descriptor
         try:
@@ -258,7 +260,8 @@ class EchoPeer:
             assert self.fe.set_mem_table(self.ram) == 0
             for i, b in enumerate(self.rx_bufs):
                 self.rx.set_desc(i, b, 2048, WRITE)
-                self.rx.post(i)
+                if rx_prefill is None or i < rx_prefill:
+                    self.rx.post(i)
             self.fe.setup_ring(self.ram, self.rx)
             self.fe.setup_ring(self.ram, self.tx)
         except BaseException:
@@ -293,6 +296,16 @@ class EchoPeer:
             self.tx.set_desc(i, addr, length, flags, nxt)
         self.tx.post(head)
         self.tx.kick()
+
+    def restart_tx(self) -> None:
+        """What a driver does about a ring the device gave up on: stop it
+        (GET_VRING_BASE), put the indexes back in step, set it up again."""
+        self.fe.call(F.GET_VRING_BASE, VringState(self.tx.index, 0))
+        done = self.tx.used_idx()
+        self.tx.set_avail_idx(done)
+        self.tx.close()
+        self.tx.kick_fd, self.tx.call_fd = eventfd(), eventfd()
+        self.fe.setup_ring(self.ram, self.tx, base=done)
 
     def echoed(self) -> int:
         return self.rx.used_idx()
