@@ -148,7 +148,8 @@ class Gen(App):
 
     @property
     def done(self) -> bool:
-        return bool(self.gens) and all(g.done for g in self.gens)
+        gens = getattr(self, "gens", [])       # none before start (-S: prelaunch)
+        return bool(gens) and all(g.done for g in gens)
 
     def stats(self) -> dict:
         return {"sent": sum(g.sent for g in getattr(self, "gens", [])),

@@ -259,6 +259,7 @@ class VMProcess:
         self._out_path = os.path.join(run_dir, f"{name}.stdout")
         self._err_path = os.path.join(run_dir, f"{name}.stderr")
         self.exitcode: int | None = None
+        self.parent_exitcode: int | None = None     # -daemonize: the launching parent's
         self.problems: list[str] = []
         self._torn_down = False
 
@@ -319,8 +320,8 @@ class VMProcess:
             code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise LaunchError(f"{self.name}: -daemonize parent still running after {timeout} s")
+        self.parent_exitcode = code
         if code != 0:
-            self.exitcode = code
             raise LaunchError(f"{self.name}: exited with {code}:\n{self.stderr_text()}")
         with open(self.pidfile) as f:
             self._pid = int(f.read().split()[0])
@@ -555,18 +556,20 @@ class VMFactory:
     def pair(self, *, backend: str = "shm", vm2_app: str = "echo",
              vm2_params: dict | None = None, vm1_app: str = "gen",
              vm1_params: dict | None = None, ram: str = "256M",
+             vm2_extra: Sequence[str] = (), vm1_extra: Sequence[str] = (),
              connect_timeout: float = LAUNCH_TIMEOUT) -> Pair:
-        """The README's two VMs: VM2 first (it listens), then VM1; returns
-        once both report VHOST_USER_CONNECTED."""
+        """The README's two VMs (plus *vm2_extra* / *vm1_extra* options):
+        VM2 first (it listens), then VM1; returns once VM2 reports
+        VHOST_USER_CONNECTED (consumed: VM1's events are all still queued)."""
         sock = self.path("vp.sock")
         mem_path = self.path("mem") if backend == "file" else None
         if mem_path:
             os.makedirs(mem_path, exist_ok=True)
         vm2 = self(vm2_args(sock, ram=ram, backend=backend, mem_path=mem_path, app=vm2_app,
-                            params=vm2_params), name="vm2")
+                            params=vm2_params) + list(vm2_extra), name="vm2")
         wait_for_path(sock, vm2)
         vm1 = self(vm1_args(sock, ram=ram, backend=backend, mem_path=mem_path, app=vm1_app,
-                            params=vm1_params), name="vm1")
+                            params=vm1_params) + list(vm1_extra), name="vm1")
         vm2.event_wait("VHOST_USER_CONNECTED", connect_timeout)
         return Pair(vm1, vm2, sock)
 
