@@ -71,7 +71,9 @@ def run_loop(size: int, burst: int, rounds: int) -> int:
 
 
 def callgrind(size: int, burst: int, rounds: int) -> dict:
-    """Run the loop under callgrind; -> {function: inclusive Ir}, packets."""
+    """Run the loop under callgrind -> packets, inclusive Ir of the entry
+    points, self Ir per source function of _ring.c (what was inlined into
+    a caller counted where its source is) and per outside function."""
     with tempfile.TemporaryDirectory(prefix="emu-cg-") as d:
         out = os.path.join(d, "cg.out")
         p = subprocess.run(
@@ -82,13 +84,89 @@ def callgrind(size: int, burst: int, rounds: int) -> dict:
         packets = int(re.search(r"packets (\d+)", p.stdout).group(1))
         ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", out],
                              capture_output=True, text=True, check=True).stdout
+        lines, outside = _self_costs(out)
     incl = {}
     for line in ann.splitlines():
         m = re.match(r"\s*([\d,]+)\s+\(.*?\)\s+\S*?:?(\w+)(?:\s|$)", line)
         if m:
-            name = m.group(2)
-            incl.setdefault(name, int(m.group(1).replace(",", "")))
-    return {"packets": packets, "incl": incl, "annotate": ann}
+            incl.setdefault(m.group(2), int(m.group(1).replace(",", "")))
+    import emu
+    src = os.path.join(os.path.dirname(emu.__file__), "_ring.c")
+    by_fn: dict[str, int] = {}
+    defs = _c_functions(src)
+    for lineno, ir in lines.items():
+        name = "?"
+        for start, fn in defs:
+            if start > lineno:
+                break
+            name = fn
+        by_fn[name] = by_fn.get(name, 0) + ir
+    return {"packets": packets, "incl": incl, "by_function": by_fn, "outside": outside,
+            "annotate": ann}
+
+
+def _self_costs(path: str) -> tuple[dict, dict]:
+    """Self Ir from a callgrind out file: per line of _ring.c, and per
+    function for code from any other file (libc's memcpy...)."""
+    names: dict[tuple, str] = {}
+    lines: dict[int, int] = {}
+    outside: dict[str, int] = {}
+    fl = cur = fn = ""
+    last = 0
+    skip_next = False
+
+    def name(kind, rest):
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?", rest)
+        if not m:
+            return rest
+        if m.group(2) is not None:
+            names[(kind, m.group(1))] = m.group(2)
+        return names.get((kind, m.group(1)), "")
+
+    with open(path) as f:
+        for raw in f:
+            line = raw.rstrip("\n")
+            key, _, rest = line.partition("=")
+            if key in ("fl", "fi", "fe", "fn", "cfl", "cfi", "cfn", "ob", "cob") and _:
+                kind = "fn" if key in ("fn", "cfn") else ("ob" if key in ("ob", "cob") else "fl")
+                v = name(kind, rest)
+                if key == "fl":
+                    fl = cur = v
+                elif key in ("fi", "fe"):
+                    cur = v
+                elif key == "fn":
+                    fn, cur = v, fl
+                continue
+            if key == "calls" and _:
+                skip_next = True
+                continue
+            if not line or not (line[0].isdigit() or line[0] in "+-*"):
+                continue
+            parts = line.split()
+            pos = parts[0]
+            last = last if pos == "*" else (last + int(pos) if pos[0] in "+-" else int(pos))
+            if skip_next:                # the inclusive cost of a call: not self
+                skip_next = False
+                continue
+            ir = int(parts[1]) if len(parts) > 1 else 0
+            if cur.endswith("emu/_ring.c"):
+                lines[last] = lines.get(last, 0) + ir
+            else:
+                outside[fn] = outside.get(fn, 0) + ir
+    return lines, outside
+
+
+def _c_functions(path: str) -> list[tuple[int, str]]:
+    """(first line, name) of every function definition in a C file."""
+    pat = re.compile(r"^(?!#|typedef|struct \w+ \{|\s)(?:[\w*\s]*?\s\**)?(\w+)\(")
+    out = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            line = re.sub(r"__attribute__\(\(.*?\)\)", "", line)
+            m = pat.match(line)
+            if m and not line.rstrip().endswith(";"):
+                out.append((i, m.group(1)))
+    return out
 
 
 def main(argv=None) -> int:
@@ -98,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--callgrind", action="store_true", help="count instructions per stage")
     ap.add_argument("--annotate", action="store_true", help="also print callgrind_annotate")
+    ap.add_argument("--min-ir", type=float, default=0.5,
+                    help="hide functions under this many instructions per packet")
     args = ap.parse_args(argv)
     if not args.callgrind:
         print(f"packets {run_loop(args.size, args.burst, args.rounds)}")
@@ -108,6 +188,13 @@ def main(argv=None) -> int:
     for fn, what in STAGES.items():
         ir = r["incl"].get(fn)
         print(f"  {ir / n if ir else float('nan'):8.1f}  {fn:18} {what}")
+    print("by source function (self, inlined helpers counted in their own source):")
+    rows = sorted(list(r["by_function"].items()) +
+                  [(f"{k} (outside)", v) for k, v in r["outside"].items()],
+                  key=lambda kv: -kv[1])
+    for fn, ir in rows:
+        if ir / n >= args.min_ir:
+            print(f"  {ir / n:8.1f}  {fn}")
     if args.annotate:
         print(r["annotate"])
     return 0
