@@ -461,8 +461,14 @@ class VMProcess:
             return None
 
     def get_qmp_events(self, wait: bool | float = False) -> list[dict]:
-        """Every event received so far (and, with *wait*, the next), cleared."""
+        """Every event the VM sent so far (with *wait*, at least one), cleared.
+
+        A ``query-status`` first serves as a barrier: the events the VM sent
+        before answering it are read by then, not left in the socket."""
         mon = self._need_monitor()
+        if self.is_running():
+            with contextlib.suppress(Exception):
+                mon.cmd("query-status")
         events = self._events + mon.get_events(wait=False)
         self._events = []
         if not events and wait:

@@ -3,10 +3,13 @@
 One pair serves the module (VM1 generating without end at a modest rate,
 VM2 echoing, both guests in interrupt mode so the pair does not take both
 cores).  Each test starts and ends with traffic flowing, except the last
-two, which end the VMs: VM1 by ``quit``, VM2 by ``system_powerdown``.
+two, which end the VMs: VM2 by ``system_powerdown`` (VM1 sees its back-end
+go), then VM1 by ``quit``.  (VM2's side of VM1 quitting is in
+test_readme_pair.py and test_process.py.)
 """
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -238,26 +241,28 @@ def test_hmp_commands(pair):
     vm2.event_wait("RESUME")
 
 
-# -- the end: VM1 quits, VM2 powers down ----------------------------------------------------------
+# -- the end: VM2 powers down, VM1 quits ----------------------------------------------------------
 
-def test_quit_vm1_disconnects_vm2(pair):
+def test_system_powerdown_vm2_is_a_guest_shutdown_and_vm1_sees_it(pair):
     vm1, vm2 = pair.vm1, pair.vm2
-    assert vm1.cmd("quit") == {}
-    check_event(vm1.event_wait("SHUTDOWN"), "SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
-    assert vm1.wait() == 0
-    gone = vm2.event_wait("VHOST_USER_DISCONNECTED")
-    check_event(gone)
-    assert {k: gone["data"][k] for k in ("device", "chardev")} == {"device": "vp0", "chardev": "c0"}
-    assert vm2.cmd("query-status")["running"] is True
-    c0 = next(c for c in vm2.cmd("query-chardev") if c["label"] == "c0")
-    assert c0["frontend-open"] is False
-    assert "(peer disconnected)" in vm2.hmp("info network")
-
-
-def test_system_powerdown_vm2_is_a_guest_shutdown(pair):
-    vm2 = pair.vm2
     assert vm2.cmd("system_powerdown") == {}
     check_event(vm2.event_wait("POWERDOWN"), "POWERDOWN")
     check_event(vm2.event_wait("SHUTDOWN"), "SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
     assert vm2.wait() == 0
-    assert vm2.stderr_text() == "" and pair.vm1.stderr_text() == ""
+    assert not os.path.exists(pair.sock)
+
+    gone = vm1.event_wait("VHOST_USER_DISCONNECTED")
+    check_event(gone)
+    assert {k: gone["data"][k] for k in ("device", "chardev")} == {"device": "net0", "chardev": "c0"}
+    assert vm1.cmd("query-status")["running"] is True       # VM1 keeps serving
+    c0 = next(c for c in vm1.cmd("query-chardev") if c["label"] == "c0")
+    assert c0["frontend-open"] is False
+    assert vm1.hmp("info network").splitlines()[1].endswith("(disconnected)")
+
+
+def test_quit_vm1(pair):
+    vm1 = pair.vm1
+    assert vm1.cmd("quit") == {}
+    check_event(vm1.event_wait("SHUTDOWN"), "SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+    assert vm1.wait() == 0
+    assert vm1.stderr_text() == "" and pair.vm2.stderr_text() == ""

@@ -87,8 +87,9 @@ def test_daemonize_start_up_error_is_the_parents_exit_status(emu_vm_factory):
     assert not os.path.exists(pidfile)
 
 
-def test_sigterm_on_a_running_pair(emu_vm_factory):
-    pair = emu_vm_factory.pair(ram=RAM, vm1_params={"size": 64, "rate": "100k"})
+@pytest.mark.emu_pair(ram=RAM, vm1_params={"size": 64, "rate": "100k"})
+def test_sigterm_on_a_running_pair(emu_pair):
+    pair = emu_pair
     vm1, vm2 = pair.vm1, pair.vm2
     wait_until(lambda: guest(vm1).get("received", 0) > 0, 10, what="traffic")
     vm1.send_signal(signal.SIGTERM)
