@@ -29,6 +29,7 @@ import os
 import struct
 import threading
 
+from emu.errors import GuestMemoryError
 from emu.virtio import net_spec as N
 from emu.virtio.device import VirtioDevice, QueueConfig
 from emu.vhost_user.errors import VhostUserError
@@ -248,6 +249,12 @@ class VirtioNetDevice(VirtioDevice):
         q = self.transport.queues[self.ctrl_index]
         if not q.enable:
             return
+        try:
+            self._serve_ctrl_ring(q)
+        except GuestMemoryError as e:       # rings outside RAM: the guest's error, not ours
+            self.transport.errors.record("ctrl-queue", f"control queue: {e}")
+
+    def _serve_ctrl_ring(self, q: QueueConfig) -> None:
         avail_idx = int.from_bytes(self.ram.read(q.driver + 2, 2), "little")
         last = getattr(self, "_ctrl_last", 0)
         used_idx = int.from_bytes(self.ram.read(q.device + 2, 2), "little")
@@ -269,6 +276,9 @@ class VirtioNetDevice(VirtioDevice):
     def _ctrl_command(self, q: QueueConfig, head: int) -> int:
         """One command chain: {class, cmd} + data (readable), ack (writable)."""
         readable, ack_addr, i, seen = b"", None, head, 0
+        if head >= q.size:
+            self.transport.errors.record("ctrl-command", f"control command head {head} >= {q.size}")
+            return 0
         try:
             while seen < q.size and i < q.size:
                 addr, length, flags, nxt = DESC.unpack(self.ram.read(q.desc + 16 * i, 16))
@@ -287,8 +297,8 @@ class VirtioNetDevice(VirtioDevice):
             if ack_addr is not None:
                 self.ram.write(ack_addr, bytes([status]))
                 return 1
-        except Exception as e:           # guest-supplied addresses: never fatal
-            log.info("%s: bad control command: %s", self.name, e)
+        except GuestMemoryError as e:    # guest-supplied addresses: never fatal
+            self.transport.errors.record("ctrl-command", f"control command: {e}")
         return 0
 
     def _ctrl_apply(self, cls: int, cmd: int, data: bytes) -> int:
