@@ -150,7 +150,7 @@ class PeerWindow:
                       mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE)
             if self._live:
                 self.revocations += 1
-            self._revoked += self._live
+            self._revoked += [r for r in self._live if r not in self._revoked]
             self._live = []
 
     @property

@@ -408,9 +408,10 @@ class VhostPciNetDevice(VirtioDevice):
         if self._wait_ack(why):
             self.window.unmap()
         else:
+            # zero pages stay until the driver next acknowledges (then unmap
+            # releases them): a late access reads zeros instead of faulting
             self.window.revoke()
             self.window_revocations += 1
-            self.window.unmap()
             self.emit("EMU_VHOST_PCI_WINDOW_REVOKED", {"device": self.name, "reason": why})
 
     def _wait_ack(self, why: str) -> bool:
