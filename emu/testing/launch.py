@@ -443,13 +443,23 @@ class VMProcess:
             raise RuntimeError(f"{self.name} has no connected monitor")
         return self.monitor
 
+    @staticmethod
+    def _args(args_dict: dict[str, Any] | None, args: dict[str, Any]) -> dict[str, Any]:
+        # as QEMUMachine: keyword names get dashes (command_line= is command-line),
+        # an args_dict is sent as it is
+        if args_dict is not None:
+            if args:
+                raise TypeError("give arguments as args_dict or as keywords, not both")
+            return args_dict
+        return {k.replace("_", "-"): v for k, v in args.items()}
+
     def qmp(self, cmd: str, args_dict: dict[str, Any] | None = None, **args: Any) -> dict:
         """The raw response: ``{"return": ...}`` or ``{"error": ...}``."""
-        return self._need_monitor().cmd_raw(cmd, {**(args_dict or {}), **args})
+        return self._need_monitor().cmd_raw(cmd, self._args(args_dict, args))
 
     def cmd(self, cmd: str, args_dict: dict[str, Any] | None = None, **args: Any) -> Any:
         """The command's return value; raises :class:`qemu.qmp.ExecuteError`."""
-        return self._need_monitor().cmd(cmd, **{**(args_dict or {}), **args})
+        return self._need_monitor().cmd(cmd, **self._args(args_dict, args))
 
     def hmp(self, command_line: str) -> str:
         return self.cmd("human-monitor-command", {"command-line": command_line})
@@ -480,14 +490,16 @@ class VMProcess:
         self.get_qmp_events()
 
     def event_wait(self, name: str, timeout: float = 10.0, match: dict | None = None) -> dict:
-        """The first event *name* matching *match*, earlier ones included;
-        events passed over are kept for later waits."""
+        """The first event *name* (already received or still to come) that
+        matches *match* (QEMUMachine's rule, on the whole event:
+        ``match={"data": {"device": "vp0"}}``); events passed over are kept
+        for later waits."""
         return self.events_wait([(name, match)], timeout)
 
     def events_wait(self, events: Sequence[tuple[str, dict | None]], timeout: float = 10.0) -> dict:
+        """The first event matching any of the ``(name, match)`` pairs."""
         def hit(ev: dict) -> bool:
-            return any(ev["event"] == n and event_match(ev, {"data": m} if m else None)
-                       for n, m in events)
+            return any(ev["event"] == n and event_match(ev, m) for n, m in events)
         self._events += self._need_monitor().get_events(wait=False)
         for i, ev in enumerate(self._events):
             if hit(ev):

@@ -71,9 +71,9 @@ def test_start_up_events_on_both_sides(pair):
     check_event(feat2)
     assert {k: feat2["data"][k] for k in ("device", "chardev")} == {"device": "vp0", "chardev": "c0"}
     assert feat2["data"]["features"] & (1 << 32)              # VIRTIO_F_VERSION_1
-    conn1 = vm1.event_wait("VHOST_USER_CONNECTED", match={"device": "net0", "chardev": "c0"})
+    conn1 = vm1.event_wait("VHOST_USER_CONNECTED", match={"data": {"device": "net0", "chardev": "c0"}})
     check_event(conn1)
-    check_event(vm1.event_wait("VHOST_USER_FEATURES_CHANGED", match={"device": "net0"}))
+    check_event(vm1.event_wait("VHOST_USER_FEATURES_CHANGED", match={"data": {"device": "net0"}}))
     check_event(vm1.event_wait("NIC_RX_FILTER_CHANGED"),
                 "NIC_RX_FILTER_CHANGED",
                 {"name": "net0", "path": "/machine/peripheral/net0/virtio-backend"})
@@ -233,6 +233,8 @@ def test_hmp_commands(pair):
     vm2 = pair.vm2
     assert vm2.hmp("info status") == "VM status: running\r\n"
     assert vm2.hmp("info name") == "vm2\r\n"
+    # QEMUMachine's keyword convention: command_line= is sent as command-line
+    assert vm2.qmp("human-monitor-command", command_line="info name") == {"return": "vm2\r\n"}
     assert vm2.hmp("info version").startswith("7.2.0 (emu ")
     assert vm2.hmp("bogus") == "unknown command: 'bogus'\r\n"
     assert vm2.hmp("stop") == ""
