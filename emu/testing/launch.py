@@ -578,7 +578,7 @@ class VMFactory:
              connect_timeout: float = LAUNCH_TIMEOUT) -> Pair:
         """The README's two VMs (plus *vm2_extra* / *vm1_extra* options):
         VM2 first (it listens), then VM1; returns once VM2 reports
-        VHOST_USER_CONNECTED (consumed: VM1's events are all still queued)."""
+        VHOST_USER_CONNECTED (the event stays queued for the test)."""
         sock = self.path("vp.sock")
         mem_path = self.path("mem") if backend == "file" else None
         if mem_path:
@@ -588,7 +588,7 @@ class VMFactory:
         wait_for_path(sock, vm2)
         vm1 = self(vm1_args(sock, ram=ram, backend=backend, mem_path=mem_path, app=vm1_app,
                             params=vm1_params) + list(vm1_extra), name="vm1")
-        vm2.event_wait("VHOST_USER_CONNECTED", connect_timeout)
+        vm2._events.insert(0, vm2.event_wait("VHOST_USER_CONNECTED", connect_timeout))
         return Pair(vm1, vm2, sock)
 
     def close(self) -> list[str]:

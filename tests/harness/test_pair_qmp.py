@@ -66,8 +66,9 @@ def pci_device(vm: VMProcess, vendor: int, device: int) -> dict:
 
 def test_start_up_events_on_both_sides(pair):
     vm1, vm2 = pair.vm1, pair.vm2
-    # VM2's CONNECTED was consumed by pair(); its features come from VM1
-    feat2 = vm2.event_wait("VHOST_USER_FEATURES_CHANGED")
+    check_event(vm2.event_wait("VHOST_USER_CONNECTED"), "VHOST_USER_CONNECTED",
+                {"device": "vp0", "chardev": "c0"})
+    feat2 = vm2.event_wait("VHOST_USER_FEATURES_CHANGED")       # VM1's, as VM2 got them
     check_event(feat2)
     assert {k: feat2["data"][k] for k in ("device", "chardev")} == {"device": "vp0", "chardev": "c0"}
     assert feat2["data"]["features"] & (1 << 32)              # VIRTIO_F_VERSION_1

@@ -12,6 +12,8 @@ import pytest
 
 from emu.testing.launch import VMFactory, _group_alive, _pid_alive, binary_from, created_paths
 
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 FAKE = [sys.executable, os.path.join(os.path.dirname(__file__), "fake_vm.py")]
 FAST = {"quit_timeout": 0.5, "term_timeout": 0.5}
 

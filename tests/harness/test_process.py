@@ -11,6 +11,8 @@ import pytest
 
 from emu.testing.launch import LaunchError, vm1_args, vm2_args, wait_until
 
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 RAM = "64M"
 
 

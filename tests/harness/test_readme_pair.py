@@ -15,6 +15,8 @@ import pytest
 
 from emu.testing.launch import monitor_client, vm1_args, vm2_args, wait_for_path, wait_until
 
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 COUNT = 1_000_000
 SIZE = 64
 
