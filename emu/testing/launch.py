@@ -254,6 +254,7 @@ class VMProcess:
         self.greeting: dict | None = None
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
+        self._argv: list[str] = []
         self._pid: int | None = None
         self._events: list[dict] = []
         self._out_path = os.path.join(run_dir, f"{name}.stdout")
@@ -272,10 +273,13 @@ class VMProcess:
     @property
     def argv(self) -> list[str]:
         """The whole command line (binary, the caller's args, the monitor)."""
+        return list(self._argv) if self._argv else self.binary + self.args
+
+    def _command_line(self, monitor_fd: int | None) -> list[str]:
         extra = []
-        if self._sock is not None:
+        if monitor_fd is not None:
             label = f"{self.name}-mon"
-            extra = ["-chardev", f"socket,id={label},fd={self._peer_fd}",
+            extra = ["-chardev", f"socket,id={label},fd={monitor_fd}",
                      "-mon", f"chardev={label},mode=control"]
         return self.binary + self.args + extra
 
@@ -291,11 +295,11 @@ class VMProcess:
         peer = None
         if self._want_monitor:
             self._sock, peer = socket.socketpair()
-            self._peer_fd = peer.fileno()
+        self._argv = self._command_line(peer.fileno() if peer else None)
         try:
             with open(self._out_path, "wb") as out, open(self._err_path, "wb") as err:
                 self._proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     pass_fds=self.pass_fds + ((peer.fileno(),) if peer else ()),
                     env=self.env, start_new_session=True)
         except BaseException:
