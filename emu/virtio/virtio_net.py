@@ -80,6 +80,7 @@ class VirtioNetDevice(VirtioDevice):
         self._worker: asyncio.Task | None = None
         self._reset_done = threading.Event()
         self._reset_done.set()
+        self._start_queued = False        # a start op submitted and not finished
         self._write_config()
         netdev.call_fds = dict(self.call_fds)
         netdev.attach(self)
@@ -110,6 +111,8 @@ class VirtioNetDevice(VirtioDevice):
             finally:
                 if op == self._op_stop:
                     self._reset_done.set()
+                elif op == self._op_start:
+                    self._start_queued = False
 
     def _on_call(self, index: int) -> None:
         try:
@@ -157,11 +160,14 @@ class VirtioNetDevice(VirtioDevice):
 
     def driver_ok(self) -> None:
         self.active_pairs = 1
+        self._start_queued = True
         self._submit(self._op_start)
 
     def reset(self):
         self.reneg_mask_applied = self.reneg_mask
-        if not self.started and self._reset_done.is_set():
+        # a start still queued or in flight counts as started: its rings
+        # must be stopped once it is done, before the driver re-uses them
+        if not self.started and not self._start_queued and self._reset_done.is_set():
             return None
         self._reset_done.clear()
         self._submit(self._op_stop)
@@ -228,6 +234,7 @@ class VirtioNetDevice(VirtioDevice):
         """Connected again (or for the first time, late): link up, rings back."""
         self._set_link(True)
         if self.transport.status & 0x4:
+            self._start_queued = True
             self._submit(self._op_start)
 
     def backend_lost(self) -> None:
