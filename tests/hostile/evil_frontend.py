@@ -165,7 +165,7 @@ class EvilFrontend:
             msg = self.dec.next_message()
             if msg is not None:
                 return msg
-            data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(8 * 4))
+            data, anc, _, _ = self.sock.recvmsg(self.dec.wanted(), socket.CMSG_SPACE(8 * 4))
             fds = [fd for lvl, kind, d in anc if kind == socket.SCM_RIGHTS
                    for fd in array.array("i", d[:len(d) - len(d) % 4])]
             if not data:
