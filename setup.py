@@ -33,5 +33,7 @@ setup(
     },
     entry_points={
         "console_scripts": ["emu=emu.__main__:main"],
+        # the plugin's name must be its module: tests/conftest.py names it too
+        "pytest11": ["emu.testing.pytest_plugin = emu.testing.pytest_plugin"],
     },
 )

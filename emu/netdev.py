@@ -59,6 +59,7 @@ class VhostUserNetdev:
         self._listener: socket.socket | None = None
         self.up = asyncio.Event()
         self.connects = 0
+        self._pending_features: int | None = None
         self.counters = PeerCounters()        # what the back-end cost us, over all connections
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -133,6 +134,9 @@ class VhostUserNetdev:
         self.up.set()
         self.emit("VHOST_USER_CONNECTED", {**self._who(), "vhost-pci": self.negotiated.vhost_pci,
                                            "features": self.negotiated.features})
+        pending, self._pending_features = self._pending_features, None
+        if pending is not None:           # pushed during the handshake: report it in order
+            self._on_backend_features(pending)
 
     def wait_up(self, timeout: float):
         return asyncio.wait_for(self.up.wait(), timeout)
@@ -143,6 +147,11 @@ class VhostUserNetdev:
 
     # -- events from the front-end ---------------------------------------------------------------
     def _on_backend_features(self, features: int) -> None:
+        if self.negotiated is None or not self.up.is_set():
+            # a vhost-pci back-end pushes right after SET_PROTOCOL_FEATURES,
+            # before our handshake is over: report (and apply) it after CONNECTED
+            self._pending_features = features
+            return
         self.emit("VHOST_USER_FEATURES_CHANGED", {
             **self._who(), "features": features,
             "protocol-features": self.negotiated.protocol_features if self.negotiated else 0})
