@@ -142,6 +142,12 @@ class VhostPCINet:
     indirect_desc: bool = True
     ack_timeout_ms: int = 1000
     vhost_pci: str = "auto"
+    # what one peer may cost (docs/security.md)
+    peer_vqs: int = 8                   # vrings a peer may use
+    max_connections: int = 1            # front-ends connected at once (one served)
+    max_payload: int = 4096             # bytes of one vhost-user message
+    max_regions: int = 8                # memory regions
+    max_mem: int = 0                    # bytes of peer memory mapped; 0: the window
     origin: str = _origin()
 
 
@@ -417,7 +423,12 @@ DEVICES: dict[str, tuple[Schema, str]] = {
         Param("window", _window, "peer-memory BAR size (power of two, default 4G)"),
         Param("queues", integer(1, 256), "max_virtqueue_pairs"),
         Param("ack-timeout", integer(0, 60000), "ms the driver has to release the window"),
-        Param("vhost-pci", _VHOST_PCI_MODE, "vhost-pci extension: auto, seed or off")),
+        Param("vhost-pci", _VHOST_PCI_MODE, "vhost-pci extension: auto, seed or off"),
+        Param("peer-vqs", integer(2, 176), "vrings a peer may use (default 8)"),
+        Param("max-connections", integer(1, 64), "front-ends connected at once, one served (default 1)"),
+        Param("max-payload", integer(268, 1 << 20), "bytes of one vhost-user message (default 4096)"),
+        Param("max-regions", integer(1, 32), "peer memory regions (default 8)"),
+        Param("max-mem", size, "peer memory mapped at once (default: the window)")),
         "vhost-pci-net: a vhost-user back-end that exposes the peer VM's memory in a BAR"),
 }
 DEVICE_ALIASES = {"virtio-net": "virtio-net-pci"}
@@ -457,7 +468,9 @@ _HELP_WORDS = ("help", "?")
 _MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
                 "iommu_platform": "emu has no IOMMU",
                 "packed": "emu implements split virtqueues only"}
-_FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci"}
+_FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
+                "max-connections": "max_connections", "max-payload": "max_payload",
+                "max-regions": "max_regions", "max-mem": "max_mem"}
 
 
 def _wants_help(pairs: list[tuple[str, str | None]]) -> bool:

@@ -61,6 +61,7 @@ def build_machine(cfg: MachineConfig, emit):
     """Everything the command line describes, not started yet."""
     from emu.machine import Machine
     from emu.netdev import SocketSpec
+    from emu.virtio.vhost_pci_net import PeerLimits
     wire_log = None
     if "vhost_user_wire" in cfg.trace.events:
         from emu.vhost_user.wirelog import WireLog
@@ -101,7 +102,10 @@ def build_machine(cfg: MachineConfig, emit):
                     m.add_vhost_pci_net(d.id or f"vp{i}", d.chardev, mac=_mac(d.mac, i),
                                         addr=slot, queue_pairs=d.queues, window=d.window,
                                         vhost_pci=d.vhost_pci,
-                                        ack_timeout=d.ack_timeout_ms / 1000)
+                                        ack_timeout=d.ack_timeout_ms / 1000,
+                                        peer_vq_max=d.peer_vqs,
+                                        limits=PeerLimits(d.max_connections, d.max_payload,
+                                                          d.max_regions, d.max_mem))
             except Exception as e:
                 raise StartupError(d.origin, str(e)) from None
         for obj in cfg.objects:

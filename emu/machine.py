@@ -127,11 +127,13 @@ class Machine:
     def add_vhost_pci_net(self, id: str, chardev: str, *, mac: bytes, addr=None,
                           queue_pairs: int = 1, peer_vq_max: int = 8,
                           window: int = 4 << 30, queue_size: int = 256,
-                          vhost_pci: str = "auto", ack_timeout: float = 1.0) -> DeviceEntry:
-        from emu.virtio.vhost_pci_net import VhostPciNetDevice, VhostPciNetFunction
+                          vhost_pci: str = "auto", ack_timeout: float = 1.0,
+                          limits=None) -> DeviceEntry:
+        from emu.virtio.vhost_pci_net import PeerLimits, VhostPciNetDevice, VhostPciNetFunction
         model = VhostPciNetDevice(mac=mac, queue_pairs=queue_pairs, peer_vq_max=peer_vq_max,
                                   window_size=window, queue_size=queue_size,
-                                  ack_timeout=ack_timeout, name=id, events=self.emit)
+                                  ack_timeout=ack_timeout, name=id, events=self.emit,
+                                  limits=limits or PeerLimits())
         model.configure_socket(self.chardevs[chardev], vhost_pci=vhost_pci,
                                wire_log=self.wire_log)
         fn = VhostPciNetFunction(model, name=id)

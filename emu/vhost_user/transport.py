@@ -372,14 +372,22 @@ def _listening_socket(path: str | None, fd: int | None) -> socket.socket:
 
 
 class BackendServer:
-    """Listen for front-ends; one connection at a time, each with a fresh
-    :class:`Backend` from ``backend_factory``."""
+    """Listen for front-ends; one connection served at a time, each with a
+    fresh :class:`Backend` from ``backend_factory``.  ``max_connections``
+    caps the front-ends connected at once: beyond the one served, up to
+    ``max_connections - 1`` wait (held open, served in order as the current
+    one ends); any more are closed at once and counted in ``rejected``."""
 
     def __init__(self, backend_factory: Callable[[], Backend], *, path: str | None = None,
                  fd: int | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 max_fds: int = MAX_FDS, counters: PeerCounters | None = None):
+                 max_fds: int = MAX_FDS, counters: PeerCounters | None = None,
+                 max_connections: int = 1):
+        if max_connections < 1:
+            raise UsageError(f"max_connections {max_connections} < 1")
         self.backend_factory = backend_factory
         self.counters = counters
+        self.max_connections = max_connections
+        self._waiting: collections.deque[socket.socket] = collections.deque()
         self.path = path
         self._fd = fd
         self.max_payload, self.max_fds = max_payload, max_fds
@@ -404,13 +412,19 @@ class BackendServer:
             log.warning("vhost-user accept failed: %s", e)
             return
         if self.connection is not None and not self.connection.done.is_set():
+            if 1 + len(self._waiting) < self.max_connections:
+                self._waiting.append(conn)          # served when the current one ends
+                return
             self.rejected += 1
             if self.counters is not None:
                 self.counters.rejected += 1
-            log.warning("vhost-user %s: a front-end is already connected; closing the new one",
-                        self.path or self._fd)
+            log.warning("vhost-user %s: a front-end is already connected (max-connections %d); "
+                        "closing the new one", self.path or self._fd, self.max_connections)
             conn.close()
             return
+        self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
         try:
             backend = self.backend_factory()
         except Exception:
@@ -420,7 +434,12 @@ class BackendServer:
         self.connection = BackendConnection(conn, backend, max_payload=self.max_payload,
                                             max_fds=self.max_fds,
                                             name=f"{self.path or self._fd}#{self.connections}")
+        self.connection.task.add_done_callback(self._serve_next)
         self._connected.set()
+
+    def _serve_next(self, _task) -> None:
+        if self._waiting and self.sock is not None and self.connection.done.is_set():
+            self._serve(self._waiting.popleft())
 
     async def wait_connection(self, timeout: float | None = None) -> BackendConnection:
         """The next connection accepted (or the current one)."""
@@ -430,6 +449,8 @@ class BackendServer:
         return self.connection
 
     async def close(self) -> None:
+        while self._waiting:
+            self._waiting.popleft().close()
         if self.sock is not None:
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()

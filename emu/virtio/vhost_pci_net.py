@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 import mmap
 import os
 import struct
@@ -36,11 +37,13 @@ import threading
 
 import numpy as np
 
+from emu.errors import RegionTableError
 from emu.pci.bar import RamBacking
 from emu.pci.errors import GuestAccessError
 from emu.virtio import net_spec as N
 from emu.virtio.device import VirtioDevice, NO_VECTOR, ISR_QUEUE
 from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
+from emu.vhost_user.codec import close_fds
 from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice
 from emu.window import PeerWindow
@@ -76,6 +79,24 @@ VRING = struct.Struct("<HHBBHQQQQ")         # num, base, enabled, ready, epoch, 
 PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
 
 OWN_FEATURES = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
+MAX_PEER_VQS = (METADATA_SIZE - M_VRINGS) // VRING_SIZE     # what the metadata page holds
+
+
+@dataclass(frozen=True)
+class PeerLimits:
+    """What one peer may cost the device (``-device vhost-pci-net``
+    properties; docs/security.md).  Beyond a limit a request is refused or
+    the connection dropped, counted in query-emu-stats."""
+
+    max_connections: int = 1       # front-ends connected at once: one served, the rest wait
+    max_payload: int = 4096        # bytes of one vhost-user message
+    max_regions: int = 8           # memory regions (GET_MAX_MEM_SLOTS)
+    max_mem: int = 0               # bytes of peer memory mapped at once; 0: the window size
+
+    def check(self) -> None:
+        if self.max_connections < 1 or self.max_regions not in range(1, MAX_REGIONS + 1) \
+                or self.max_payload < 12 or self.max_mem < 0:
+            raise ValueError(f"bad peer limits {self}")
 
 
 class Metadata:
@@ -125,6 +146,10 @@ class _WindowMapper:
         self.current = None
 
     def map(self, specs, fds):
+        total, cap = sum(s[1] for s in specs), self.dev.max_mem
+        if total > cap:
+            close_fds(fds)               # refused before anything changes: the old table stays
+            raise RegionTableError(f"memory table of 0x{total:x} bytes exceeds max-mem 0x{cap:x}")
         self.dev._retire_window("memory table replaced")
         self.current = None
         self.current = self.dev.window.map_table(specs, fds, max_regions=MAX_REGIONS)
@@ -198,8 +223,13 @@ class VhostPciNetDevice(VirtioDevice):
 
     def __init__(self, *, mac: bytes, queue_pairs: int = 1, peer_vq_max: int = 8,
                  window_size: int = 4 << 30, queue_size: int = 256, ack_timeout: float = 1.0,
-                 name: str = "vp0", events=None):
+                 name: str = "vp0", events=None, limits: PeerLimits = PeerLimits()):
         super().__init__(CFG.size)
+        limits.check()
+        if not 2 <= peer_vq_max <= MAX_PEER_VQS:
+            raise ValueError(f"peer-vqs {peer_vq_max} not in 2..{MAX_PEER_VQS}")
+        self.limits = limits
+        self.max_mem = limits.max_mem or window_size
         self.name = name
         self.emit = events or (lambda name, data: None)
         self.mac = mac
@@ -505,8 +535,8 @@ class VhostPciNetDevice(VirtioDevice):
         from emu.vhost_user.backend import Backend
         wl = self.wire_log() if callable(self.wire_log) else self.wire_log
         return Backend(self.peer, memory_mapper=self.mapper, max_queues=self.peer_vq_max,
-                       max_regions=8, wire_log=wl, vhost_pci=self.vhost_pci_mode,
-                       counters=self.peer_counters)
+                       max_regions=self.limits.max_regions, wire_log=wl,
+                       vhost_pci=self.vhost_pci_mode, counters=self.peer_counters)
 
     async def start_loop_side(self) -> None:
         import asyncio
@@ -518,10 +548,13 @@ class VhostPciNetDevice(VirtioDevice):
             return
         if s.server or s.path is None:
             self.server = BackendServer(self._new_backend, path=s.path if s.fd is None else None,
-                                        fd=s.fd, counters=self.peer_counters)
+                                        fd=s.fd, counters=self.peer_counters,
+                                        max_payload=self.limits.max_payload,
+                                        max_connections=self.limits.max_connections)
         else:
             self.server = BackendClient(s.path, self._new_backend,
-                                        reconnect=s.reconnect or None)
+                                        reconnect=s.reconnect or None,
+                                        max_payload=self.limits.max_payload)
         await self.server.start()
 
     async def aclose(self) -> None:
