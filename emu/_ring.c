@@ -726,19 +726,29 @@ struct rcache {
     uint8_t *host;
 };
 
-static inline uint8_t *rc_xlate(struct rcache *rc, const struct emu_mem *m, uint64_t gpa,
-                                uint32_t len)
+/* The region holding [gpa, gpa+len), or size 0 if no region holds it all. */
+static __attribute__((noinline)) struct rcache rc_find(const struct emu_mem *m, uint64_t gpa,
+                                                       uint32_t len)
+{
+    uint32_t hint = 0;
+    if (!xlate(m, gpa, len, &hint))
+        return (struct rcache){0, 0, NULL};
+    const struct emu_region *r = &m->regions[hint];   /* xlate left hint on it */
+    return (struct rcache){r->gpa, r->size, r->host};
+}
+
+/* Host address of [gpa, gpa+len) (len >= 1), or NULL if it does not lie
+ * inside one region. */
+HOT uint8_t *rc_xlate(struct rcache *rc, const struct emu_mem *m, uint64_t gpa, uint32_t len)
 {
     uint64_t off = gpa - rc->gpa;
-    if (likely(off < rc->size && len <= rc->size - off))
-        return rc->host + off;
-    uint32_t hint = 0;
-    uint8_t *h = xlate(m, gpa, len, &hint);
-    if (h) {                             /* xlate left hint on the region */
-        const struct emu_region *r = &m->regions[hint];
-        *rc = (struct rcache){r->gpa, r->size, r->host};
+    if (unlikely(off >= rc->size || len > rc->size - off)) {
+        *rc = rc_find(m, gpa, len);
+        if (!rc->size)
+            return NULL;
+        off = gpa - rc->gpa;
     }
-    return h;
+    return rc->host + off;
 }
 
 /* One packet the fast path will move: both chains are a single direct
@@ -755,49 +765,64 @@ struct fast_pkt {
  * packets the fast path can move: stop at the first chain that is not a
  * single valid descriptor, whose frame would not fit, or when dst has no
  * more buffers.  The general path then handles that packet, rereading
- * both rings itself; nothing read here is used for it.  Prefetches the
- * TX buffers (written on the producer's core) so their misses overlap. */
+ * both rings itself; nothing read here is used for it.  The TX side goes
+ * first, prefetching the TX buffers (written on the producer's core) so
+ * their misses overlap with each other and with the RX side's work; two
+ * short loops also keep their values in registers. */
 static inline uint32_t copy_gather(struct emu_devq *src, struct emu_devq *dst, uint32_t n,
                                    struct rcache *rs_io, struct rcache *rd_io,
                                    struct fast_pkt *pk)
 {
-    struct rcache rs = *rs_io, rd = *rd_io;   /* in registers across the stores to pk */
-    const uint16_t snum = src->num, dnum = dst->num;
-    const uint16_t s0 = src->last_avail_idx, d0 = dst->last_avail_idx;
-    const uint32_t shl = src->hdr_len, dhl = dst->hdr_len;
-    const uint8_t *savail = src->avail, *davail = dst->avail;
-    const uint8_t *sdesc = src->desc, *ddesc = dst->desc;
-    const struct emu_mem *sm = src->mem, *dm = dst->mem;
-    uint32_t k;
-    for (k = 0; k < n; k++) {
+    const uint16_t *ring = AVAIL_RING(src->avail, 0);
+    const uint8_t *table = src->desc;
+    const struct emu_mem *m = src->mem;
+    uint16_t num = src->num, idx = src->last_avail_idx;
+    uint32_t hl = src->hdr_len, k;
+    struct rcache rc = *rs_io;   /* in registers across the stores to pk */
+    for (k = 0; k < n; k++, idx++) {
         struct vdesc d;
-        uint16_t sh = READ_ONCE(*AVAIL_RING(savail, (uint16_t)(s0 + k) & (snum - 1)));
-        if (unlikely(sh >= snum))
+        uint16_t head = READ_ONCE(ring[idx & (num - 1)]);
+        if (unlikely(head >= num))
             break;
-        desc_fetch(&d, sdesc + 16 * (size_t)sh);
+        desc_fetch(&d, table + 16 * (size_t)head);
         if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
-                                 EMU_VRING_DESC_F_WRITE)) || d.len < shl))
+                                 EMU_VRING_DESC_F_WRITE)) || d.len < hl))
             break;
-        const uint8_t *in = rc_xlate(&rs, sm, d.addr, d.len);
+        const uint8_t *in = rc_xlate(&rc, m, d.addr, d.len);
         if (unlikely(!in))
             break;
         __builtin_prefetch(in);
-        uint32_t frame_len = d.len - shl;
-        uint16_t dh = READ_ONCE(*AVAIL_RING(davail, (uint16_t)(d0 + k) & (dnum - 1)));
-        if (unlikely(dh >= dnum))
+        pk[k].in = in;
+        pk[k].frame_len = d.len - hl;
+        pk[k].src_head = head;
+    }
+    *rs_io = rc;
+    n = k;
+    ring = AVAIL_RING(dst->avail, 0);
+    table = dst->desc;
+    m = dst->mem;
+    num = dst->num;
+    idx = dst->last_avail_idx;
+    hl = dst->hdr_len;
+    rc = *rd_io;
+    for (k = 0; k < n; k++, idx++) {
+        struct vdesc d;
+        uint16_t head = READ_ONCE(ring[idx & (num - 1)]);
+        if (unlikely(head >= num))
             break;
-        desc_fetch(&d, ddesc + 16 * (size_t)dh);
+        desc_fetch(&d, table + 16 * (size_t)head);
         if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
                                  EMU_VRING_DESC_F_WRITE)) != EMU_VRING_DESC_F_WRITE ||
-                     d.len < (uint64_t)dhl + frame_len))
+                     d.len < (uint64_t)hl + pk[k].frame_len))
             break;
-        uint8_t *out = rc_xlate(&rd, dm, d.addr, d.len);
+        uint8_t *out = rc_xlate(&rc, m, d.addr, d.len);
         if (unlikely(!out))
             break;
-        pk[k] = (struct fast_pkt){in, out, d.addr, frame_len, sh, dh};
+        pk[k].out = out;
+        pk[k].out_gpa = d.addr;
+        pk[k].dst_head = head;
     }
-    *rs_io = rs;
-    *rd_io = rd;
+    *rd_io = rc;
     return k;
 }
 
