@@ -54,6 +54,44 @@ def run_eventfd(exe: str, mode: str, count: int, cpus: tuple[int, int]) -> dict:
     return json.loads(out.stdout)
 
 
+def python_floor(size: int, count: int) -> dict:
+    """The Python engine's own cost: the same tx_post / rx_recv calls with
+    the device's copy done in-line (ring.copy, one C call) on rings in one
+    private memory -- no second process, no cross-core traffic.  What is
+    left of the emu round trip above this is the peer and the caches."""
+    import time as _t
+
+    from emu import memory, ring
+    from emu.guest import apps, packets
+    mem = memory.allocate(4 << 20, "memfd", name="lat-floor")
+    try:
+        feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+        table = ring.RegionTable(mem)
+        pairs = []
+        for base in (0, 2 << 20):
+            d, a, u, nbytes = ring.ring_layout(base, 256)
+            drv = ring.DriverQueue(mem, 256, d, a, u, base + nbytes, 4096, features=feats)
+            pairs.append((drv, ring.DeviceQueue.from_gpa(table, 256, d, a, u, features=feats)))
+        (txq, txdev), (rxq, rxdev) = pairs
+        rxq.rx_refill()
+        frame = bytearray(packets.udp_frame(size))
+        rtts = []
+        for seq in range(count + 100):
+            frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = seq.to_bytes(8, "little")
+            t0 = _t.perf_counter_ns()
+            txq.tx_post((frame,))
+            ring.copy(txdev, rxdev, 1)
+            got = rxq.rx_recv(4)
+            t1 = _t.perf_counter_ns()
+            if len(got) != 1:
+                raise RuntimeError(f"loopback lost a frame at {seq}")
+            if seq >= 100:
+                rtts.append(t1 - t0)
+        return {k: v / 1e3 for k, v in apps.percentiles(rtts).items()}
+    finally:
+        mem.close()
+
+
 def run_emu(status, mode: str, sizes: list[int], count: int, warmup: int) -> list[dict]:
     from emu.testing import procs
     rows = []
@@ -129,7 +167,7 @@ def summarize(rows: list[dict], key_fields: tuple[str, ...]) -> list[dict]:
     return out
 
 
-def table(emu, efd):
+def table(emu, efd, floor):
     from rich.table import Table
     t = Table(title="round-trip time, microseconds (medians of runs; emu includes Python "
                     "per-packet overhead)", title_justify="left")
@@ -141,6 +179,9 @@ def table(emu, efd):
     for e in efd:
         t.add_row(f"eventfd {e['mode']} (C)", "-", *(f"{e['rtt_us'][p]:.2f}" for p in PCTS + ("min",)),
                   str(e["samples"]))
+    for size, f in floor.items():
+        t.add_row("Python engine floor (in-line copy)", size,
+                  *(f"{f[p]:.2f}" for p in PCTS + ("min",)), "-")
     return t
 
 
@@ -186,6 +227,12 @@ def main(argv=None) -> int:
     with procs.signals_raise(), tempfile.TemporaryDirectory(prefix="emu-lat-") as tmp, \
             _util.Status(con, "latency: emu ping-pong vs eventfd", args.no_live) as st:
         exe = build_eventfd(tmp)
+        floor = {}
+        for size in sizes:
+            st.set(f"Python engine floor, {size} B ...")
+            floor[str(size)] = python_floor(size, count)
+            st.note(f"Python engine floor (in-line copy, one process) {size} B: "
+                    f"p50 {floor[str(size)]['p50']:.2f} us")
         for run in range(runs):
             for mode in MODES:
                 emu_rows += [{"run": run, **r} for r in run_emu(st, mode, sizes, count,
@@ -210,10 +257,11 @@ def main(argv=None) -> int:
         "quick": q, "runs": runs, "count": count, "sizes": sizes, "cpus": list(cpus),
         "note": "emu round trips are driven from Python (engine 'python'): they include "
                 "Python's per-packet overhead (tx_post + rx_recv through cffi)",
-        "emu": emu, "eventfd": efd, "raw": {"emu": emu_rows, "eventfd": efd_rows},
+        "emu": emu, "eventfd": efd, "python_floor_us": floor,
+        "raw": {"emu": emu_rows, "eventfd": efd_rows},
         "eventfd_built": exe is not None}, args.out)
     png = plot(emu, efd, args.out)
-    con.print(table(emu, efd))
+    con.print(table(emu, efd, floor))
     con.print(f"wrote {path} and {png}")
     bad = [e for e in emu if e["lost"] or e["received"] != e["sent"]]
     return 1 if bad else 0

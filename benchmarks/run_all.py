@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 import time
 import traceback
 
@@ -130,8 +131,8 @@ def markdown(tgts: list[dict], out_dir: str) -> str:
 
 def plot(tgts, out_dir) -> str:
     plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    names = [t["target"] for t in tgts if t["value"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    names = [textwrap.fill(t["target"], 38) for t in tgts if t["value"] is not None]
     vals = [(t["value"] / t["goal"]) if t["unit"] != "us" else t["goal"] / t["value"]
             for t in tgts if t["value"] is not None]
     ax.barh(names, vals, color=["tab:green" if v >= 1 else "tab:red" for v in vals])

@@ -96,10 +96,13 @@ def summarize(emu_rows, dpdk_rows, memcpy) -> list[dict]:
         if mem:
             e["memcpy_gbps"] = mem
             e["share_of_memcpy"] = e["gbps"]["median"] / mem
-        d = [r["mpps"] for r in dpdk_rows if r["size"] == size]
+        d = {r["run"]: r["mpps"] for r in dpdk_rows if r["size"] == size}
         if d:
-            e["dpdk_mpps"] = _util.median(d)
-            e["ratio_vs_dpdk"] = e["mpps"]["median"] / e["dpdk_mpps"]
+            e["dpdk_mpps"] = _util.median(list(d.values()))
+            # each run against the reference of the same run, then the median
+            ratios = [r["mpps"] / d[r["run"]] for r in runs if d.get(r["run"])]
+            e["ratio_vs_dpdk"] = _util.median(ratios)
+            e["ratio_vs_dpdk_runs"] = ratios
         out.append(e)
     return out
 

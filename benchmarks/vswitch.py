@@ -73,13 +73,20 @@ def summarize(rows) -> list[dict]:
             e.update({k: sum(r[k] for r in runs) for k in ("sent", "received", "drops", "errors")})
             e["balanced"] = all(r["balanced"] for r in runs)
         out.append(e)
-    ref = {e["size"]: e for e in out if e["path"] == DPDK_PATH}
+    # each run against the vswitch of the same run, then the median
+    ref = {(r["size"], r["run"]): r for r in rows if r["path"] == DPDK_PATH}
     for e in out:
-        d = ref.get(e["size"])
-        if d is not None and e is not d and d["mpps"]["median"]:
-            e["ratio_mpps_vs_vswitch"] = e["mpps"]["median"] / d["mpps"]["median"]
-            if e["mpps_per_core"] and d["mpps_per_core"]:
-                e["ratio_per_core_vs_vswitch"] = e["mpps_per_core"] / d["mpps_per_core"]
+        if e["path"] == DPDK_PATH:
+            continue
+        pairs = [(r, ref[(r["size"], r["run"])]) for r in rows
+                 if (r["path"], r["size"]) == (e["path"], e["size"])
+                 and (r["size"], r["run"]) in ref]
+        if pairs:
+            e["ratio_mpps_vs_vswitch"] = _util.median([r["mpps"] / d["mpps"] for r, d in pairs])
+            per_core = [d["cpu_ns_per_packet"] / r["cpu_ns_per_packet"] for r, d in pairs
+                        if r["cpu_ns_per_packet"]]
+            if per_core:
+                e["ratio_per_core_vs_vswitch"] = _util.median(per_core)
     return out
 
 
