@@ -19,7 +19,7 @@
 # libasan (Python is not instrumented), so this stage replays the corpus the
 # coverage-guided ring stage grew and mutates it blind.  One engine bug is
 # known and suppressed (asan.supp below) so the run can look for others:
-# overlapping memcpy in cursor_read when a hostile driver makes an RX
+# overlapping memcpy in rx_fill (cursor_read) when a hostile driver makes an RX
 # buffer alias a TX buffer (see docs/security.md, "Known limits").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +54,7 @@ asan_build() {
         cat "$work/build.log" >&2
         exit 1
     fi
-    echo "interceptor_via_fun:cursor_read" >"$work/asan.supp"
+    echo "interceptor_via_fun:rx_fill" >"$work/asan.supp"
     echo "$work"
 }
 
@@ -69,7 +69,9 @@ for target in "$@"; do
     pyflags=()
     if [ "$target" = ring-asan ]; then
         work=$(asan_build)
-        env=(LD_PRELOAD="$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc
+        # libstdc++ too: else ASan's __cxa_throw interceptor is unresolved when atheris exits
+        env=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"
+             PYTHONMALLOC=malloc
              ASAN_OPTIONS="detect_leaks=0:suppressions=$work/asan.supp"
              UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" PYTHONPATH="$work")
         pyflags=(-P)
