@@ -189,7 +189,8 @@ struct emu_sink {
 /* The pump: a data-path thread that runs jobs until *stop. */
 #define EMU_JOB_COPY      1   /* src devq (TX chains) -> dst devq (RX chains) */
 #define EMU_JOB_DRAIN     2   /* src devq: complete TX chains, count (and verify) */
-#define EMU_JOB_GEN       3   /* drv: reclaim + post generator packets */
+#define EMU_JOB_GEN       3   /* drv: reclaim + post generator packets, in whole
+                               * bursts (min(burst, ring / 2) free slots) */
 #define EMU_JOB_SINK      4   /* drv: receive, count (and verify), refill */
 
 struct emu_job {

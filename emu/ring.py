@@ -545,6 +545,9 @@ class Pump:
         self._jobs.append((JOB_DRAIN, burst, flags, q, None, None, None, sink))
 
     def add_gen(self, q: DriverQueue, gen: Generator, burst: int = 64) -> None:
+        """Generate into ``q``.  The job posts only when ``min(burst, slots / 2)``
+        slots are free (fewer near ``gen.count``; any for a paced generator),
+        so both cores keep working in bursts rather than packet by packet."""
         self._jobs.append((JOB_GEN, burst, 0, None, None, q, gen, None))
 
     def add_sink(self, q: DriverQueue, sink: Sink, burst: int = 256) -> None:
