@@ -245,13 +245,13 @@ class EchoPeer:
     writable buffers, TX ring 1 for frames (good or not)."""
 
     def __init__(self, path: str, *, num: int = 64, layout=((0, 2 << 20),), features=FEATURES,
-                 rx_prefill: int | None = None):
+                 rx_prefill: int | None = None, rx_buf_size: int = 2048):
         self.ram = PeerRAM(layout)
         self.fe = EvilFrontend(path)
         ring_bytes = ring.ring_layout(0, num)[3]
         self.rx = DriverRing(self.ram, 0, num, 0x0)
         self.tx = DriverRing(self.ram, 1, num, ring_bytes)
-        self.rx_bufs = [self.ram.alloc(2048) for _ in range(min(num, 64))]
+        self.rx_bufs = [self.ram.alloc(rx_buf_size) for _ in range(min(num, 64))]
         self.num = num
         self.tx_next = 0                    # next free TX descriptor
         try:
@@ -259,7 +259,7 @@ class EchoPeer:
             self.fe.send(F.SET_FEATURES, U64(features))
             assert self.fe.set_mem_table(self.ram) == 0
             for i, b in enumerate(self.rx_bufs):
-                self.rx.set_desc(i, b, 2048, WRITE)
+                self.rx.set_desc(i, b, rx_buf_size, WRITE)
                 if rx_prefill is None or i < rx_prefill:
                     self.rx.post(i)
             self.fe.setup_ring(self.ram, self.rx)

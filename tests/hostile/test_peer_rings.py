@@ -13,13 +13,16 @@ engine's own guard-page tests are tests/ring/test_ring_hostile.py).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import pytest
 
 from .conftest import Expect
-from .evil_frontend import HDR, INDIRECT, NEXT, WRITE, EchoPeer
+from emu.vhost_user.messages import VirtioFeature as VF
+
+from .evil_frontend import FEATURES, HDR, INDIRECT, NEXT, WRITE, EchoPeer
 
 MiB = 1 << 20
 NUM = 64
@@ -123,14 +126,14 @@ CASES = [
              tx(lambda p, s, b: [(s[0], b, 5, NEXT, s[1]), (s[1], b + 5, 4, 0, 0)])),
     RingCase("more-segments-than-the-engine-takes", 12, "TOO_MANY_SEGS",
              lambda p: _many_segments(p, 1025), peer_kw={"num": 2048}),
-    RingCase("rx-read-only-descriptor", 13, "DIRECTION",
+    RingCase("rx-readable-after-writable", 13, "DIRECTION",
              rx(lambda p, bad: [(bad, p.ram.alloc(64), HDR, WRITE | NEXT, bad - 1),
                                 (bad - 1, p.ram.alloc(2048), 2048, 0, 0)]),
              queue="peer0", peer_kw={"rx_prefill": 0}),
     RingCase("rx-buffer-outside-memory", 12, "ADDR",
              rx(lambda p, bad: [(bad, 5 * MiB, 2048, WRITE, 0)]),
              queue="peer0", peer_kw={"rx_prefill": 0}),
-    RingCase("rx-writable-before-readable", 13, "DIRECTION",
+    RingCase("rx-chain-read-only", 13, "DIRECTION",
              rx(lambda p, bad: [(bad, p.ram.alloc(64), HDR, 0, 0)]),
              queue="peer0", peer_kw={"rx_prefill": 0}),
 ]
@@ -261,3 +264,30 @@ def test_rings_hold_no_fd_and_no_mapping_after_many_bad_sessions(victim):
         victim.wait_disconnected()
     victim.after(before, Expect(queue_errors={"peer1": 20}))
     assert os.path.exists(victim.sock)
+
+
+def test_merged_rx_buffers_running_dry_mid_packet(victim):
+    """Row 15: with MRG_RXBUF a 300-byte frame needs five 64-byte RX
+    buffers; the peer posts two.  VM2 must not deliver part of it (it
+    leaves the frame in the TX ring: nothing is lost either); once the
+    peer posts more, the frame arrives whole, num_buffers right."""
+    before = victim.before()
+    p = EchoPeer(victim.sock, features=FEATURES | VF.NET_MRG_RXBUF, rx_prefill=2, rx_buf_size=64)
+    try:
+        p.send(5, 300)
+        time.sleep(0.5)
+        assert p.rx.used_idx() == 0                     # nothing partial delivered ...
+        assert p.tx.used_idx() == 0                     # ... and the frame is still the peer's
+        for i in range(2, 8):
+            p.rx.post(i)
+        p.rx.kick()
+        p.rx.wait_used(5)
+        assert p.rx.used_idx() == 5 and p.tx.wait_used(1) == 1
+        parts = [p.rx.used_elem(k) for k in range(5)]
+        data = b"".join(p.ram.read(p.rx_bufs[head], length) for head, length in parts)
+        assert int.from_bytes(data[10:12], "little") == 5          # num_buffers
+        want = p.frame(5, 300)
+        assert data[HDR:] == want[6:12] + want[:6] + want[12:]
+    finally:
+        p.close()
+    victim.after(before, Expect())
