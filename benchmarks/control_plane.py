@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-mode", default="interrupt", choices=("interrupt", "poll"))
     args = ap.parse_args(argv)
     q = args.quick
-    runs = args.runs or (3 if q else 10)
+    runs = args.runs or (2 if q else 10)
     pairs = [int(x) for x in args.pairs.split(",")] if args.pairs else ([1, 2] if q else
                                                                       [1, 2, 4, 8, 16])
     seconds = args.seconds or (1.0 if q else 3.0)
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     con = _util.console(args.no_live)
     with procs.signals_raise(), _util.Status(con, "control plane and scale", args.no_live) as st:
         start = startup(st, runs)
-        fps = [first_packet(st) for _ in range(runs if not q else 2)]
+        fps = [first_packet(st) for _ in range(runs if not q else 1)]
         sc = [scale(st, n, args.scale_mode, seconds, 0.3 if q else 0.5) for n in pairs]
     fp_med = {k: _util.median([f[k] for f in fps]) for k in fps[0]}
     data = {"startup": start, "first_packet": {"median": fp_med, "runs": fps}, "scale": sc}

@@ -51,6 +51,8 @@ def main(argv=None) -> int:
         print("profile_path: perf not installed (apt-get install linux-perf)")
         return 2
     seconds = args.seconds or (1.0 if args.quick else 3.0)
+    from rich.markup import escape
+
     from emu.testing import procs, traffic
     con = _util.console(args.no_live)
     with procs.signals_raise(), procs.Fleet() as fleet, \
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     for name, rows in profiles.items():
         con.print(f"[bold]{name}[/bold]")
         for r in rows:
-            con.print(f"  {r['percent']:6.2f}%  {r['dso']:<24} {r['symbol']}")
+            con.print(escape(f"  {r['percent']:6.2f}%  {r['dso']:<24} {r['symbol']}"))
     con.print(f"wrote {path}")
     return 0
 

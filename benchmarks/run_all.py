@@ -53,7 +53,7 @@ def targets(out_dir: str) -> list[dict]:
                     "reference": ref, "how": how})
 
     for size in (64, 1518):
-        e = _find(tp and tp["summary"], queues=1, mode="poll", size=size)
+        e = _find(tp and tp["summary"], app="echo", queues=1, mode="poll", size=size)
         add(f"vhost-pci {size} B vs DPDK one copy", e and e.get("ratio_vs_dpdk"), 1.2, "x",
             e and e.get("dpdk_mpps"),
             "emu echo 1 queue pair, polling, Mpps / testpmd virtio-user->vhost Mpps")
@@ -65,7 +65,7 @@ def targets(out_dir: str) -> list[dict]:
     add("vhost-pci chain 64 B vs two-copy vswitch, per core (same topology)",
         e and e.get("ratio_per_core_vs_vswitch"), 2.0, "x", None,
         "VM1 -> VM2 forward -> VM3 vs VM1 -> vswitch -> VM3, both polling, 3 loops on 2 cores")
-    e = _find(tp and tp["summary"], queues=1, mode="poll", size=1518)
+    e = _find(tp and tp["summary"], app="echo", queues=1, mode="poll", size=1518)
     add("vhost-pci 1518 B share of hot memcpy", e and e.get("share_of_memcpy"), 0.5, "share",
         e and e.get("memcpy_gbps"), "emu echo Gbit/s / memcpy Gbit/s of 1518 B, same run")
     e = _find(lat and lat["emu"], mode="poll", size=64)
@@ -79,7 +79,7 @@ def markdown(tgts: list[dict], out_dir: str) -> str:
                                                    "control_plane"))
     lines = ["| figure (medians, same run) | emu | reference | ratio |", "| --- | --- | --- | --- |"]
     for size in (64, 1518):
-        e = _find(tp and tp["summary"], queues=1, mode="poll", size=size)
+        e = _find(tp and tp["summary"], app="echo", queues=1, mode="poll", size=size)
         if e:
             ref = f"{e['dpdk_mpps']:.2f} Mpps DPDK testpmd" if "dpdk_mpps" in e else "-"
             ratio = f"{e['ratio_vs_dpdk']:.2f}x" if "ratio_vs_dpdk" in e else "-"

@@ -14,7 +14,7 @@ balance once traffic stopped (sent == received + drops, no errors).
 
 Writes results/throughput.json and throughput.png.
     python benchmarks/throughput.py [--quick] [--runs N] [--seconds S] [--sizes 64,1518]
-                                    [--configs 1:poll,2:interrupt] [--no-dpdk]
+                                    [--configs 1:poll,2:interrupt,1:poll:sink] [--no-dpdk]
 """
 from __future__ import annotations
 
@@ -27,16 +27,22 @@ import common  # noqa: E402
 
 FULL_SIZES = [64, 256, 512, 1024, 1518, 4096, 9000]
 QUICK_SIZES = [64, 1518]
-FULL_CONFIGS = [(1, "poll"), (1, "interrupt"), (2, "poll"), (2, "interrupt")]
-QUICK_CONFIGS = [(1, "poll"), (1, "interrupt"), (2, "poll")]
+# (queue pairs, mode, VM2 app); sink: VM1 only generates, VM2 copies into its
+# own RX and consumes -- the split of work of DPDK's txonly -> rxonly pair
+FULL_CONFIGS = [(1, "poll", "echo"), (1, "interrupt", "echo"), (2, "poll", "echo"),
+                (2, "interrupt", "echo"), (1, "poll", "sink")]
+QUICK_CONFIGS = [(1, "poll", "echo"), (1, "interrupt", "echo"), (2, "poll", "echo")]
 DPDK_MAX = 1518          # testpmd txonly: one 2 KiB mbuf per frame
 
 
-def _configs(text: str) -> list[tuple[int, str]]:
+def _configs(text: str) -> list[tuple[int, str, str]]:
+    """``1:poll,2:interrupt:sink`` -> [(1, 'poll', 'echo'), (2, 'interrupt', 'sink')]."""
     out = []
     for item in text.split(","):
-        q, _, mode = item.partition(":")
-        out.append((int(q), mode or "poll"))
+        parts = item.split(":")
+        mode = parts[1] if len(parts) > 1 and parts[1] else "poll"
+        app = parts[2] if len(parts) > 2 and parts[2] else "echo"
+        out.append((int(parts[0]), mode, app))
     return out
 
 
@@ -47,15 +53,16 @@ def _groups(sizes: list[int]) -> list[list[int]]:
     return [g for g in (small, big) if g]
 
 
-def run_emu(status, q: int, mode: str, sizes: list[int], seconds: float, warmup: float) -> list:
+def run_emu(status, q: int, mode: str, app: str, sizes: list[int], seconds: float,
+            warmup: float) -> list:
     from emu.testing import procs, traffic
     rows = []
     for group in _groups(sizes):
         with procs.Fleet() as fleet:
-            topo = traffic.Topology(fleet, "echo", queues=q, mode=mode,
+            topo = traffic.Topology(fleet, app, queues=q, mode=mode,
                                     max_size=max(group)).start()
             for size in group:
-                label = f"emu echo {q}q {mode}"
+                label = f"emu {app} {q}q {mode}"
                 r = topo.measure(size, seconds, warmup=warmup,
                                  on_tick=_util.tick_status(status, label))
                 status.note(f"{label} {size:5d} B: {r['mpps']:.2f} Mpps {r['gbps']:.1f} Gbps, "
@@ -84,10 +91,11 @@ def run_dpdk(status, sizes: list[int], seconds: float, warmup: float) -> list:
 
 def summarize(emu_rows, dpdk_rows, memcpy) -> list[dict]:
     out = []
-    keys = sorted({(r["queues"], r["mode"], r["size"]) for r in emu_rows})
-    for q, mode, size in keys:
-        runs = [r for r in emu_rows if (r["queues"], r["mode"], r["size"]) == (q, mode, size)]
-        e = {"queues": q, "mode": mode, "size": size,
+    keys = sorted({(r["app"], r["queues"], r["mode"], r["size"]) for r in emu_rows})
+    for app, q, mode, size in keys:
+        runs = [r for r in emu_rows
+                if (r["app"], r["queues"], r["mode"], r["size"]) == (app, q, mode, size)]
+        e = {"app": app, "queues": q, "mode": mode, "size": size,
              "mpps": _util.stats_of(runs, "mpps"), "gbps": _util.stats_of(runs, "gbps"),
              "cpu_ns_per_packet": _util.stats_of(runs, "cpu_ns_per_packet"),
              **{k: sum(r[k] for r in runs) for k in ("sent", "received", "drops", "errors")},
@@ -109,13 +117,13 @@ def summarize(emu_rows, dpdk_rows, memcpy) -> list[dict]:
 
 def table(summary):
     from rich.table import Table
-    t = Table(title="vhost-pci one copy (emu echo) vs DPDK one copy and memcpy, same run (medians)",
+    t = Table(title="vhost-pci one copy (emu) vs DPDK one copy and memcpy, same run (medians)",
               title_justify="left")
-    for c in ("queues", "mode", "size", "Mpps", "Gbps", "CPU ns/pkt", "DPDK Mpps", "vs DPDK",
+    for c in ("app", "queues", "mode", "size", "Mpps", "Gbps", "CPU ns/pkt", "DPDK Mpps", "vs DPDK",
               "memcpy Gbps", "share", "balanced"):
         t.add_column(c, justify="right")
     for e in summary:
-        t.add_row(str(e["queues"]), e["mode"], str(e["size"]), f"{e['mpps']['median']:.2f}",
+        t.add_row(e["app"], str(e["queues"]), e["mode"], str(e["size"]), f"{e['mpps']['median']:.2f}",
                   f"{e['gbps']['median']:.1f}", f"{e['cpu_ns_per_packet']['median'] or 0:.0f}",
                   f"{e['dpdk_mpps']:.2f}" if "dpdk_mpps" in e else "-",
                   f"{e['ratio_vs_dpdk']:.2f}x" if "ratio_vs_dpdk" in e else "-",
@@ -128,13 +136,14 @@ def table(summary):
 def plot(summary, out_dir):
     plt = common.pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for q, mode in sorted({(e["queues"], e["mode"]) for e in summary}):
-        es = [e for e in summary if (e["queues"], e["mode"]) == (q, mode)]
+    for app, q, mode in sorted({(e["app"], e["queues"], e["mode"]) for e in summary}):
+        es = [e for e in summary if (e["app"], e["queues"], e["mode"]) == (app, q, mode)]
         xs = [e["size"] for e in es]
-        a1.plot(xs, [e["mpps"]["median"] for e in es], "o-", label=f"emu vhost-pci {q}q {mode}")
-        a2.plot(xs, [e["gbps"]["median"] for e in es], "o-", label=f"emu vhost-pci {q}q {mode}")
-    first = [e for e in summary if (e["queues"], e["mode"]) == (summary[0]["queues"],
-                                                                summary[0]["mode"])]
+        label = f"emu vhost-pci {app} {q}q {mode}"
+        a1.plot(xs, [e["mpps"]["median"] for e in es], "o-", label=label)
+        a2.plot(xs, [e["gbps"]["median"] for e in es], "o-", label=label)
+    first = [e for e in summary if (e["app"], e["queues"], e["mode"]) ==
+             (summary[0]["app"], summary[0]["queues"], summary[0]["mode"])]
     dp = [(e["size"], e["dpdk_mpps"]) for e in first if "dpdk_mpps" in e]
     if dp:
         a1.plot(*zip(*dp), "^k", ms=9, label="DPDK testpmd virtio-user->vhost")
@@ -160,7 +169,8 @@ def plot(summary, out_dir):
 def main(argv=None) -> int:
     ap = _util.arg_parser(__doc__)
     ap.add_argument("--sizes", default=None, help="comma list of frame sizes")
-    ap.add_argument("--configs", default=None, help="queues:mode list, e.g. 1:poll,2:interrupt")
+    ap.add_argument("--configs", default=None,
+                    help="queues:mode[:app] list, e.g. 1:poll,2:interrupt,1:poll:sink")
     ap.add_argument("--no-dpdk", action="store_true", help="skip the DPDK reference")
     args = ap.parse_args(argv)
     q = args.quick
@@ -178,8 +188,8 @@ def main(argv=None) -> int:
     with procs.signals_raise(), _util.Status(con, "throughput: emu vhost-pci vs DPDK vs memcpy",
                                              args.no_live) as st:
         for run in range(runs):
-            for nq, mode in configs:
-                for r in run_emu(st, nq, mode, sizes, seconds, warmup):
+            for nq, mode, app in configs:
+                for r in run_emu(st, nq, mode, app, sizes, seconds, warmup):
                     emu_rows.append({"run": run, **r})
             for r in run_dpdk(st, dpdk_sizes, max(seconds, 1.5), 1.5 if q else 2.0):
                 dpdk_rows.append({"run": run, **r})
@@ -188,7 +198,7 @@ def main(argv=None) -> int:
     summary = summarize(emu_rows, dpdk_rows, memcpy)
     path = common.write_json("throughput", {
         "quick": q, "runs": runs, "seconds": seconds, "warmup": warmup, "sizes": sizes,
-        "configs": [{"queues": n, "mode": m} for n, m in configs],
+        "configs": [{"queues": n, "mode": m, "app": a} for n, m, a in configs],
         "dpdk_available": dpdk.available(), "dpdk_sizes": dpdk_sizes,
         "layout": "VM2 (copy loop) on CPU 0, VM1 on CPU 1; testpmd vhost forwards on CPU 0, "
                   "virtio-user on CPU 1",

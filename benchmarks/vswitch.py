@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     q = args.quick
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([64] if q else [64, 1518])
     runs = args.runs or (1 if q else 3)
-    seconds = args.seconds or (1.5 if q else 3.0)
+    seconds = args.seconds or (1.0 if q else 3.0)
     warmup = 0.3 if q else 0.5
     from emu.testing import dpdk, procs
     use_dpdk = not args.no_dpdk and dpdk.available()

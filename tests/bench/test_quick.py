@@ -58,9 +58,10 @@ def _pcts_ordered(r):
 def test_throughput_complete_and_balanced(results):
     d = results("throughput")
     assert d["quick"] is True and os.path.getsize(results.dir / "throughput.png") > 0
-    want = {(c["queues"], c["mode"], s) for c in d["configs"] for s in d["sizes"]}
-    assert {(1, "poll"), (1, "interrupt"), (2, "poll")} <= {(q, m) for q, m, _ in want}
-    got = {(e["queues"], e["mode"], e["size"]): e for e in d["summary"]}
+    want = {(c["app"], c["queues"], c["mode"], s) for c in d["configs"] for s in d["sizes"]}
+    assert {("echo", 1, "poll"), ("echo", 1, "interrupt"), ("echo", 2, "poll")} <= \
+        {(a, q, m) for a, q, m, _ in want}
+    got = {(e["app"], e["queues"], e["mode"], e["size"]): e for e in d["summary"]}
     assert set(got) == want and {64, 1518} <= set(d["sizes"])
     for e in got.values():
         _balanced(e)
