@@ -162,6 +162,10 @@ def run(args) -> dict:
                                 max_size=max(args.sizes)).start()
         console.print(f"{len(topo.vms)} VMs up in {topo.started_s:.2f} s "
                       f"(pids {', '.join(str(p) for p in topo.pids)})")
+        if len(topo.vms) > procs.cpu_count() and args.mode == "poll":
+            console.print(f"[yellow]note: {len(topo.vms)} polling VMs on {procs.cpu_count()} "
+                          "cores share cores by scheduler time slices (a ring per slice); "
+                          "--mode interrupt lets idle loops sleep[/yellow]")
         live_cm = _Static() if args.no_live else Live(display.render(), console=console,
                                                       refresh_per_second=4, transient=False)
         with live_cm as live:

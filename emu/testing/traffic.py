@@ -12,7 +12,8 @@ VM, ``/proc`` for CPU time.  :meth:`Topology.measure` runs one frame size:
 switch VM1's app to ``gen``, warm up, count over a window, switch back to
 ``sink`` and wait until every packet is accounted for
 (sent == received + drops).  Placement on 2+ cores: VM2's copy loop on
-CPU 0, the VM1/VM3 loops on CPU 1 (DPDK's testpmd layout).
+CPU 0, VM1 on CPU 1 (DPDK's testpmd layout), VM3 on CPU 2 if there is one,
+else beside VM1.
 """
 from __future__ import annotations
 
@@ -93,9 +94,10 @@ class Topology:
         for s in socks:
             f.wait_socket(s, vm2)
         if self.app == "forward":
+            # a third core if there is one; else VM3 shares VM1's
             vm3 = f.emu(procs.virtio_net_args(socks[1], "sink", drv, queues=self.queues,
                                               ram=self.ram, name=f"{tag}vm3", mac=MAC3),
-                        name=f"{tag}vm3", cpus=f.cpus(1))
+                        name=f"{tag}vm3", cpus=f.cpus(min(2, procs.cpu_count() - 1)))
             self.vms.append(vm3)
         vm1 = f.emu(procs.virtio_net_args(socks[0], "sink", drv, queues=self.queues,
                                           ram=self.ram, name=f"{tag}vm1", mac=MAC1),
