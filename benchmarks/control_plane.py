@@ -112,7 +112,7 @@ def first_packet(status) -> dict:
     return r
 
 
-# -- scale ------------------------------------------------------------------------------------------
+# -- scale -----------------------------------------------------------------------------------------
 
 def scale(status, n: int, mode: str, seconds: float, warmup: float) -> dict:
     from emu.testing import procs, traffic
@@ -190,7 +190,8 @@ def plot(data, out_dir):
     a1.set_title("start -> QMP ready")
     for mode in sorted({r["mode"] for r in data["scale"]}):
         rs = [r for r in data["scale"] if r["mode"] == mode]
-        a2.plot([r["pairs"] for r in rs], [r["mpps"] for r in rs], "o-", label=f"aggregate Mpps ({mode})")
+        a2.plot([r["pairs"] for r in rs], [r["mpps"] for r in rs], "o-",
+                label=f"aggregate Mpps ({mode})")
     a2.set_xscale("log", base=2)
     a2.set_xlabel("VM pairs")
     a2.set_ylabel("Mpps")

@@ -59,8 +59,6 @@ def python_floor(size: int, count: int) -> dict:
     the device's copy done in-line (ring.copy, one C call) on rings in one
     private memory -- no second process, no cross-core traffic.  What is
     left of the emu round trip above this is the peer and the caches."""
-    import time as _t
-
     from emu import memory, ring
     from emu.guest import apps, packets
     mem = memory.allocate(4 << 20, "memfd", name="lat-floor")
@@ -78,11 +76,11 @@ def python_floor(size: int, count: int) -> dict:
         rtts = []
         for seq in range(count + 100):
             frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = seq.to_bytes(8, "little")
-            t0 = _t.perf_counter_ns()
+            t0 = time.perf_counter_ns()
             txq.tx_post((frame,))
             ring.copy(txdev, rxdev, 1)
             got = rxq.rx_recv(4)
-            t1 = _t.perf_counter_ns()
+            t1 = time.perf_counter_ns()
             if len(got) != 1:
                 raise RuntimeError(f"loopback lost a frame at {seq}")
             if seq >= 100:
@@ -177,7 +175,8 @@ def table(emu, efd, floor):
         t.add_row(f"emu vhost-pci {e['mode']}", str(e["size"]),
                   *(f"{e['rtt_us'][p]:.1f}" for p in PCTS + ("min",)), str(e["received"]))
     for e in efd:
-        t.add_row(f"eventfd {e['mode']} (C)", "-", *(f"{e['rtt_us'][p]:.2f}" for p in PCTS + ("min",)),
+        t.add_row(f"eventfd {e['mode']} (C)", "-",
+                  *(f"{e['rtt_us'][p]:.2f}" for p in PCTS + ("min",)),
                   str(e["samples"]))
     for size, f in floor.items():
         t.add_row("Python engine floor (in-line copy)", size,

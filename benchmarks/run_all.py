@@ -77,7 +77,8 @@ def targets(out_dir: str) -> list[dict]:
 def markdown(tgts: list[dict], out_dir: str) -> str:
     tp, vs, lat, cp = (_load(out_dir, n) for n in ("throughput", "vswitch", "latency",
                                                    "control_plane"))
-    lines = ["| figure (medians, same run) | emu | reference | ratio |", "| --- | --- | --- | --- |"]
+    lines = ["| figure (medians, same run) | emu | reference | ratio |",
+             "| --- | --- | --- | --- |"]
     for size in (64, 1518):
         e = _find(tp and tp["summary"], app="echo", queues=1, mode="poll", size=size)
         if e:

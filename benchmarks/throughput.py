@@ -123,7 +123,8 @@ def table(summary):
               "memcpy Gbps", "share", "balanced"):
         t.add_column(c, justify="right")
     for e in summary:
-        t.add_row(e["app"], str(e["queues"]), e["mode"], str(e["size"]), f"{e['mpps']['median']:.2f}",
+        t.add_row(e["app"], str(e["queues"]), e["mode"], str(e["size"]),
+                  f"{e['mpps']['median']:.2f}",
                   f"{e['gbps']['median']:.1f}", f"{e['cpu_ns_per_packet']['median'] or 0:.0f}",
                   f"{e['dpdk_mpps']:.2f}" if "dpdk_mpps" in e else "-",
                   f"{e['ratio_vs_dpdk']:.2f}x" if "ratio_vs_dpdk" in e else "-",

@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
                     help="frame sizes in bytes, comma separated (default 64,1518; up to 9000)")
     ap.add_argument("--duration", type=float, default=3.0,
                     help="seconds measured per size, after the warm-up (default 3)")
-    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before counting (default 0.5)")
+    ap.add_argument("--warmup", type=float, default=0.5,
+                    help="seconds before counting (default 0.5)")
     ap.add_argument("--queues", type=int, default=1, help="queue pairs (default 1)")
     ap.add_argument("--mode", choices=("poll", "interrupt"), default="poll",
                     help="guest drivers poll their rings or sleep on interrupts (default poll)")
@@ -77,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-# -- live display ------------------------------------------------------------------------------------
+# -- live display ----------------------------------------------------------------------------------
 
 def _queue_label(key: str) -> tuple[str, str]:
     """('VM1', 'TX0 ->') for 'vm1.net0.tx0'; VM2's peer queues by role."""
@@ -142,7 +143,7 @@ class _Static:
         pass
 
 
-# -- the run ---------------------------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------------------
 
 def run(args) -> dict:
     from rich.live import Live

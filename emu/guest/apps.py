@@ -259,7 +259,7 @@ class Responder(_PacketLoop):
         return s
 
 
-# -- ping-pong latency --------------------------------------------------------------------------------
+# -- ping-pong latency -----------------------------------------------------------------------------
 def _used_idx(q: ring.DriverQueue):
     """The device's used->idx of ``q`` (what a driver's virtqueue_poll reads)."""
     return ffi.cast("uint16_t *", q.q.used) + 1

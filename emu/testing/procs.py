@@ -71,7 +71,7 @@ def command(argv: Sequence[str], cpus: Sequence[int] | None = None,
     return out
 
 
-# -- argument lists ------------------------------------------------------------------------------------
+# -- argument lists --------------------------------------------------------------------------------
 
 def _guest(driver: str, app: str, params: dict | None) -> str:
     return ",".join([driver, f"app={app}"] + [f"{k}={v}" for k, v in (params or {}).items()])

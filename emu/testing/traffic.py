@@ -60,7 +60,8 @@ class Snapshot:
 
 
 def _sum_queues(dev: dict, prefix: str) -> tuple[int, int]:
-    qs = [q for q in dev["queues"] if q["name"].startswith(prefix) and q["name"][len(prefix):].isdigit()]
+    qs = [q for q in dev["queues"]
+          if q["name"].startswith(prefix) and q["name"][len(prefix):].isdigit()]
     return sum(q["packets"] for q in qs), sum(q["bytes"] for q in qs)
 
 
@@ -86,7 +87,9 @@ class Topology:
     def start(self) -> "Topology":
         f, t0, tag = self.fleet, time.monotonic(), self.tag
         drv = procs.driver_params(self.max_size, self.mode)
-        socks = [f.path(f"{tag}a.sock")] + ([f.path(f"{tag}b.sock")] if self.app == "forward" else [])
+        socks = [f.path(f"{tag}a.sock")]
+        if self.app == "forward":
+            socks.append(f.path(f"{tag}b.sock"))
         vm2 = f.emu(procs.vhost_pci_args(socks, self.app, {"mode": self.mode}, queues=self.queues,
                                          ram=self.ram, name=f"{tag}vm2"),
                     name=f"{tag}vm2", cpus=f.cpus(0))

@@ -145,7 +145,7 @@ def test_summary_targets_from_the_same_run(results):
     assert "| target | measured | goal | met |" in md
 
 
-# -- the main job ------------------------------------------------------------------------------------
+# -- the main job ----------------------------------------------------------------------------------
 
 def _bench(args, **kw):
     return subprocess.Popen([PY, "-m", "emu", "bench", "--no-live", *args], cwd=ROOT,
