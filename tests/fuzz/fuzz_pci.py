@@ -189,7 +189,7 @@ def _one_op(fdp, rig) -> None:
     fn = rig.fns[fdp.ConsumeIntInRange(0, 1)]
     size = fdp.PickValueInList(SIZES)
     if op == 0:
-        off = fdp.ConsumeIntInRange(0, 0x100) if fdp.ConsumeBool() else fdp.ConsumeIntInRange(0, 0x1100)
+        off = fdp.ConsumeIntInRange(0, 0x100 if fdp.ConsumeBool() else 0x1100)
         rig.bus.config_write(fn.bdf, off, size, _value(fdp))
     elif op == 1:
         rig.bus.config_read(fn.bdf, fdp.ConsumeIntInRange(0, 0x1100), size)
@@ -208,7 +208,8 @@ def _one_op(fdp, rig) -> None:
         else:
             fn.bar_read(bar, off, size if size else 4)
     elif op == 4:
-        port = fdp.PickValueInList([0xCF8, 0xCFC, 0xCFD, 0xCFE, 0xC000]) + fdp.ConsumeIntInRange(0, 3)
+        port = fdp.PickValueInList([0xCF8, 0xCFC, 0xCFD, 0xCFE, 0xC000])
+        port += fdp.ConsumeIntInRange(0, 3)
         if fdp.ConsumeBool():
             rig.bus.pio_write(port, size, _value(fdp))
         else:

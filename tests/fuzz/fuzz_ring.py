@@ -150,7 +150,8 @@ def _write_ring(fdp, mem, base: int, num: int, writable: bool) -> int:
         head = fdp.ConsumeIntInRange(0, num) if fdp.ConsumeBool() else k % num
         mem.write(avail + 4 + 2 * ((start + k) % num), struct.pack("<H", head))
     mem.write(avail, struct.pack("<HH", fdp.ConsumeIntInRange(0, 1), (start + posted) & 0xFFFF))
-    mem.write(avail + 4 + 2 * num, struct.pack("<H", fdp.ConsumeIntInRange(0, 0xFFFF)))  # used_event
+    used_event = fdp.ConsumeIntInRange(0, 0xFFFF)
+    mem.write(avail + 4 + 2 * num, struct.pack("<H", used_event))
     mem.write(used, struct.pack("<HH", 0, start))
     return start
 
@@ -212,7 +213,8 @@ def _device_side(fdp, mem) -> None:
                 ring.copy(tx, rx, fdp.ConsumeIntInRange(1, 8), swap_mac=fdp.ConsumeBool(),
                           drop_full=fdp.ConsumeBool())
         elif op == 3:
-            frames = [bytes(fdp.ConsumeIntInRange(0, 3000)) for _ in range(fdp.ConsumeIntInRange(0, 4))]
+            n = fdp.ConsumeIntInRange(0, 4)
+            frames = [bytes(fdp.ConsumeIntInRange(0, 3000)) for _ in range(n)]
             with _Tracked(rx, mem, RX_RING):
                 rx.push(frames, drop_full=fdp.ConsumeBool())
         elif op == 4:                       # the driver changes the ring under the device
@@ -237,7 +239,8 @@ def _driver_side(fdp, mem) -> None:
     if fdp.ConsumeBool():
         q.rx_refill()
     else:
-        q.tx_post([bytes(fdp.ConsumeIntInRange(1, 400)) for _ in range(fdp.ConsumeIntInRange(0, num))])
+        n = fdp.ConsumeIntInRange(0, num)
+        q.tx_post([bytes(fdp.ConsumeIntInRange(1, 400)) for _ in range(n)])
     for _ in range(fdp.ConsumeIntInRange(1, 6)):
         # the hostile device completes whatever it likes
         idx = _used_idx(mem, DRV_RING, num)

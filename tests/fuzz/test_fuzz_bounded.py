@@ -74,7 +74,8 @@ def _asan_build(tmp_path) -> dict:
         shutil.copy(os.path.join(ROOT, item), work)
     shutil.copytree(os.path.join(ROOT, "emu"), work / "emu",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    env = dict(os.environ, EMU_RING_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1")
+    flags = "-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1"
+    env = dict(os.environ, EMU_RING_CFLAGS=flags)
     subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=work,
                    env=env, check=True, capture_output=True)
     # libasan first (Python is not instrumented); libstdc++ too, or ASan's

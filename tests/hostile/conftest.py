@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -130,6 +129,3 @@ def victim(run_dir):
         code = vm2.quit()
         assert code == 0, vm2.log()[-3000:]
 
-
-def settle(seconds: float = 0.05) -> None:
-    time.sleep(seconds)

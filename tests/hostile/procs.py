@@ -158,7 +158,7 @@ class Emu:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    # -- ending -------------------------------------------------------------------------------------
+    # -- ending ---------------------------------------------------------------------------------
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)

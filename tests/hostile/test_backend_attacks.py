@@ -197,7 +197,8 @@ def channel_abuse(e: EvilBackend):
         ch.sendall(channel_message(B.IOTLB_MSG, Iotlb(0, 4096, 0, 1, 1), need_reply=True))
         ch.settimeout(5)
         data = ch.recv(64)
-        assert struct.unpack_from("<III", data)[1] == 5 and struct.unpack_from("<Q", data, 12)[0] == 1
+        flags, status = struct.unpack_from("<III", data)[1], struct.unpack_from("<Q", data, 12)[0]
+        assert (flags, status) == (5, 1)                  # IOTLB refused, as asked: a reply
         ch.sendall(b"\xff" * 64)
     finally:
         ch.close()
@@ -242,7 +243,8 @@ CASES = [
     Case("reply-of-the-wrong-size", reply_of_the_wrong_size,
          Expect(dropped="MalformedMessage", log=("wrong size",))),
     Case("oversized-reply", oversized_reply, Expect(dropped="MalformedMessage", log=("exceeds",))),
-    Case("reply-carrying-an-fd", reply_with_an_fd, Expect(dropped="MalformedMessage", log=("fds",))),
+    Case("reply-carrying-an-fd", reply_with_an_fd,
+         Expect(dropped="MalformedMessage", log=("fds",))),
     Case("closes-mid-reply", closes_mid_reply, Expect(dropped="TruncatedMessage")),
     Case("never-replies", never_replies, Expect(dropped="PeerTimeout", log=("no reply to",))),
     Case("unsolicited-flood", unsolicited_flood, Expect(refused=("SET_FEATURES",))),

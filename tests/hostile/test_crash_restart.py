@@ -134,7 +134,7 @@ def test_hundred_kills(run_dir, which):
     print(f"\n100 kills of {which}: {r}")
 
 
-# -- real peers ---------------------------------------------------------------------------------------
+# -- real peers ----------------------------------------------------------------------------
 @pytest.mark.peers
 def test_testpmd_killed_mid_traffic(run_dir):
     """testpmd net_virtio_user -> VM2: SIGKILL testpmd three times; VM2

@@ -240,7 +240,8 @@ def test_header_split_over_descriptors_is_legal(victim):
         buf = _frame_buf(p, 64)
         a, b, c = p.descs(3)
         echoed = p.echoed()
-        p.post_chain([(a, buf, 5, NEXT, b), (b, buf + 5, HDR - 5, NEXT, c), (c, buf + HDR, 64, 0, 0)], a)
+        p.post_chain([(a, buf, 5, NEXT, b), (b, buf + 5, HDR - 5, NEXT, c),
+                      (c, buf + HDR, 64, 0, 0)], a)
         p.rx.wait_used(echoed + 1)
         want = p.frame(0xBAD, 64)
         assert p.echo_of(echoed) == want[6:12] + want[:6] + want[12:]
