@@ -372,8 +372,10 @@ static inline uint32_t dev_avail(struct emu_devq *q, int *first_err)
  * none here; whoever pops next finds it and marks the ring broken. */
 static inline uint32_t dev_avail_peek(struct emu_devq *q)
 {
+    if (q->broken)
+        return 0;
     uint16_t n = (uint16_t)(q->avail_idx_cache - q->last_avail_idx);
-    if (n || q->broken)
+    if (n)
         return n;
     uint16_t idx = LOAD_ACQ16(AVAIL_IDX(q->avail));
     n = (uint16_t)(idx - q->last_avail_idx);
