@@ -161,21 +161,24 @@ def _used_idx(mem, base: int, num: int) -> int:
 
 
 class _Tracked:
-    """A device queue with the accounting invariant checked around each call."""
+    """A device queue with the accounting invariant checked around each call:
+    what the device published (its own used index, not the ring's copy --
+    a driver may point a writable buffer at its own used ring and have the
+    packet overwrite it) equals the chains it consumed."""
 
-    def __init__(self, q, mem, base: int):
-        self.q, self.mem, self.base = q, mem, base
+    def __init__(self, q):
+        self.q = q
 
     def __enter__(self):
         self.last = self.q.last_avail_idx
-        self.used = _used_idx(self.mem, self.base, self.q.num)
+        self.used = self.q.used_idx
         return self
 
     def __exit__(self, *exc):
         if exc[0] is not None:
             return False
         consumed = (self.q.last_avail_idx - self.last) & 0xFFFF
-        completed = (_used_idx(self.mem, self.base, self.q.num) - self.used) & 0xFFFF
+        completed = (self.q.used_idx - self.used) & 0xFFFF
         num = self.q.num
         assert consumed <= num, f"popped {consumed} chains from a ring of {num}"
         assert completed == consumed, f"consumed {consumed} chains, completed {completed}"
@@ -203,19 +206,19 @@ def _device_side(fdp, mem) -> None:
         op = fdp.ConsumeIntInRange(0, 7)
         q, base = queues[fdp.ConsumeIntInRange(0, 1)]
         if op == 0:
-            with _Tracked(q, mem, base):
+            with _Tracked(q):
                 q.pop(fdp.ConsumeIntInRange(1, 8), fdp.PickValueInList([1, 60, 1500, 1 << 16]))
         elif op == 1:
-            with _Tracked(q, mem, base):
+            with _Tracked(q):
                 q.drain(fdp.ConsumeIntInRange(1, 8))
         elif op == 2:
-            with _Tracked(tx, mem, TX_RING), _Tracked(rx, mem, RX_RING):
+            with _Tracked(tx), _Tracked(rx):
                 ring.copy(tx, rx, fdp.ConsumeIntInRange(1, 8), swap_mac=fdp.ConsumeBool(),
                           drop_full=fdp.ConsumeBool())
         elif op == 3:
             n = fdp.ConsumeIntInRange(0, 4)
             frames = [bytes(fdp.ConsumeIntInRange(0, 3000)) for _ in range(n)]
-            with _Tracked(rx, mem, RX_RING):
+            with _Tracked(rx):
                 rx.push(frames, drop_full=fdp.ConsumeBool())
         elif op == 4:                       # the driver changes the ring under the device
             off = fdp.ConsumeIntInRange(0, 0x4000 - 2)
