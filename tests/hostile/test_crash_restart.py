@@ -135,15 +135,14 @@ def test_hundred_kills(run_dir, which):
 
 
 # -- real peers ----------------------------------------------------------------------------
-@pytest.mark.peers
-def test_testpmd_killed_mid_traffic(run_dir):
-    """testpmd net_virtio_user -> VM2: SIGKILL testpmd three times; VM2
+def kill_testpmd_loop(run_dir: str, kills: int) -> dict:
+    """testpmd net_virtio_user -> VM2: SIGKILL testpmd mid-traffic; VM2
     lets go of DPDK's memory every time and takes the next testpmd."""
     sock = os.path.join(run_dir, "dpdk.sock")
     vm2 = Emu("vm2", vm2_args([sock], guest="vhost-pci-net,app=sink"), run_dir)
     base = None
     try:
-        for i in range(3):
+        for i in range(kills):
             tp = dpdk.Testpmd("virtio-user", sock, "txonly", size=64).start()
             try:
                 got = vm2.guest().get("received", 0)
@@ -153,40 +152,64 @@ def test_testpmd_killed_mid_traffic(run_dir):
                 os.killpg(tp.proc.pid, signal.SIGKILL)
                 tp.stop()
             vm2.wait(vm2_peer_gone(vm2, i + 1), 15, "VM2 to let the dead testpmd go")
+            assert events(vm2, "VHOST_USER_DISCONNECTED") == i + 1
             assert not foreign_memory(vm2), foreign_memory(vm2)
             fds = len(vm2.fds())
             base = fds if base is None else base
-            assert fds == base
+            assert fds == base, (i, base, fds)
             assert vm2.device("vp0")["vhost_user"]["dropped_total"] == 0
-        assert vm2.alive() and vm2.guest().get("error") is None
+            assert vm2.alive() and vm2.guest().get("error") is None
+        return {"kills": kills, "vm2_fds": base, "received": vm2.guest()["received"]}
     finally:
         assert vm2.quit() == 0, vm2.log()[-3000:]
 
 
-@pytest.mark.peers
-def test_qemu_killed_mid_ping_then_boots_again(run_dir):
+def kill_qemu_loop(run_dir: str, kills: int) -> dict:
     """QEMU 7.2 + Linux pinging VM2's responder: SIGKILL QEMU mid-ping;
-    VM2 releases QEMU's memory; a fresh QEMU boots and gets every reply."""
+    VM2 releases QEMU's memory; at the end a fresh QEMU gets every reply."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import linux_guest
     sock = os.path.join(run_dir, "qemu.sock")
     vm2 = Emu("vm2", vm2_args([sock], guest="vhost-pci-net,app=responder,ip=10.0.0.2"), run_dir)
     try:
-        qemu = subprocess.Popen(linux_guest.qemu_cmd(sock, mode="ping", count=100),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            vm2.wait(lambda: vm2.guest().get("icmp_replies", 0) >= 2, 90, "the guest's pings")
-        finally:
-            os.killpg(qemu.pid, signal.SIGKILL)
-            qemu.wait()
-        vm2.wait(vm2_peer_gone(vm2, 1), 15, "VM2 to let the dead QEMU go")
-        assert not foreign_memory(vm2), foreign_memory(vm2)
-        assert events(vm2, "VHOST_USER_DISCONNECTED") == 1
+        for i in range(kills):
+            before = vm2.guest().get("icmp_replies", 0)
+            qemu = subprocess.Popen(linux_guest.qemu_cmd(sock, mode="ping", count=100),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                vm2.wait(lambda: vm2.guest().get("icmp_replies", 0) >= before + 2, 90,
+                         "the guest's pings")
+            finally:
+                os.killpg(qemu.pid, signal.SIGKILL)
+                qemu.wait()
+            vm2.wait(vm2_peer_gone(vm2, i + 1), 15, "VM2 to let the dead QEMU go")
+            assert not foreign_memory(vm2), foreign_memory(vm2)
+            assert events(vm2, "VHOST_USER_DISCONNECTED") == i + 1
         before = vm2.guest()["icmp_replies"]
         res = linux_guest.run_guest(sock, timeout=120, mode="ping", count=3)
         assert res.ping_replies() == (3, 3), res.console[-2000:]
         assert vm2.guest()["icmp_replies"] == before + 3
         assert vm2.alive() and vm2.guest().get("error") is None
+        return {"kills": kills, "icmp_replies": vm2.guest()["icmp_replies"]}
     finally:
         assert vm2.quit() == 0, vm2.log()[-3000:]
+
+
+@pytest.mark.peers
+def test_testpmd_killed_mid_traffic(run_dir):
+    kill_testpmd_loop(run_dir, 3)
+
+
+@pytest.mark.peers
+def test_qemu_killed_mid_ping_then_boots_again(run_dir):
+    kill_qemu_loop(run_dir, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+@pytest.mark.skipif(not LONG, reason="opt-in: EMU_HOSTILE_LONG=1 (the short loops always run)")
+@pytest.mark.parametrize("which,kills", [("testpmd", 100), ("qemu", 100)])
+def test_hundred_kills_of_real_peers(run_dir, which, kills):
+    r = (kill_testpmd_loop if which == "testpmd" else kill_qemu_loop)(run_dir, kills)
+    print(f"\n{kills} kills of {which}: {r}")
