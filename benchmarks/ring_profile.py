@@ -10,7 +10,9 @@ are stable on a noisy machine, unlike timings.
     python benchmarks/ring_profile.py --callgrind [--size 64] [--burst 32]
 
 runs itself under ``valgrind --tool=callgrind`` and prints the table;
-without ``--callgrind`` it only runs the loop (and prints the packets).
+``--time S`` instead runs the three stages in one pump thread for S seconds
+and reports CPU nanoseconds per packet (CPU time, so other load on the
+machine does not count; nothing crosses cores).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +38,9 @@ STAGES = {
 }
 
 
-def run_loop(size: int, burst: int, rounds: int) -> int:
+def run_loop(size: int, burst: int, rounds: int, seconds: float = 0.0) -> dict:
+    """gen + copy + sink in one thread: ``rounds`` Python-driven rounds, or
+    (``seconds`` > 0) a pump thread for that long, timed by its CPU time."""
     from emu import memory, ring
     from ring_copy import _frame, _layout
 
@@ -57,17 +62,36 @@ def run_loop(size: int, burst: int, rounds: int) -> int:
         pump.add_gen(txq, gen, burst=burst)
         pump.add_copy(peer_tx, local_rx, burst=burst)
         pump.add_sink(rxq, sink, burst=max(burst, 64))
-        for _ in range(rounds):
-            pump.run_once()
+        cpu = 0.0
+        if seconds > 0:
+            pump.start()
+            time.sleep(0.2)
+            tid = pump._thread.native_id
+            n0, c0 = sink.received, _thread_cpu(tid)
+            time.sleep(seconds)
+            n1, c1 = sink.received, _thread_cpu(tid)
+            pump.stop()
+            cpu = c1 - c0
+            packets = n1 - n0
+        else:
+            for _ in range(rounds):
+                pump.run_once()
+            packets = sink.received
         errors = (txq.stats()["errors"] + rxq.stats()["errors"] +
                   peer_tx.stats()["errors"] + local_rx.stats()["errors"])
         if errors or not 0 < sink.received == peer_tx.stats()["packets"] <= gen.sent:
             raise SystemExit(f"profile loop unbalanced: sent {gen.sent} received "
                              f"{sink.received} errors {errors}")
-        return sink.received
+        return {"packets": packets, "cpu_s": cpu}
     finally:
         vm1.close()
         vm2.close()
+
+
+def _thread_cpu(tid: int) -> float:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def callgrind(size: int, burst: int, rounds: int) -> dict:
@@ -175,12 +199,21 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--callgrind", action="store_true", help="count instructions per stage")
+    ap.add_argument("--time", type=float, default=0.0, metavar="S",
+                    help="instead: run the three stages in one pump thread for S seconds "
+                         "and report CPU ns per packet")
     ap.add_argument("--annotate", action="store_true", help="also print callgrind_annotate")
     ap.add_argument("--min-ir", type=float, default=0.5,
                     help="hide functions under this many instructions per packet")
     args = ap.parse_args(argv)
+    if args.time:
+        r = run_loop(args.size, args.burst, 0, args.time)
+        print(f"{args.size} B frames, burst {args.burst}: gen + copy + sink on one core, "
+              f"{r['cpu_s'] * 1e9 / r['packets']:.1f} ns of CPU per packet "
+              f"({r['packets'] / r['cpu_s'] / 1e6:.2f} Mpps per core)")
+        return 0
     if not args.callgrind:
-        print(f"packets {run_loop(args.size, args.burst, args.rounds)}")
+        print(f"packets {run_loop(args.size, args.burst, args.rounds)['packets']}")
         return 0
     r = callgrind(args.size, args.burst, args.rounds)
     n = r["packets"]
