@@ -127,6 +127,7 @@ def test_vm2_killed_mid_traffic_vm1_reconnects_every_time(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not LONG, reason="opt-in: EMU_HOSTILE_LONG=1 (the 10-kill loops always run)")
 @pytest.mark.parametrize("which", ["vm1", "vm2"])
 def test_hundred_kills(run_dir, which):
@@ -208,6 +209,7 @@ def test_qemu_killed_mid_ping_then_boots_again(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.peers
+@pytest.mark.timeout(3600)          # QEMU: a Linux boot (~15 s here) per kill
 @pytest.mark.skipif(not LONG, reason="opt-in: EMU_HOSTILE_LONG=1 (the short loops always run)")
 @pytest.mark.parametrize("which,kills", [("testpmd", 100), ("qemu", 100)])
 def test_hundred_kills_of_real_peers(run_dir, which, kills):

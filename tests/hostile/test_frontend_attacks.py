@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
@@ -33,7 +33,7 @@ class Conn:
     fe: EvilFrontend
     ram: PeerRAM | None = None
     peer: EchoPeer | None = None
-    fds: list | None = None
+    fds: list[int] = field(default_factory=list)      # ours to close when the case ends
 
     def fd(self, kind: str = "eventfd") -> int:
         """An fd to send (closed when the case ends)."""
@@ -444,9 +444,9 @@ def _open(victim, level: str) -> Conn:
     if level == "echo":
         peer = EchoPeer(victim.sock)
         peer.roundtrip(0)
-        return Conn(peer.fe, peer.ram, peer, [])
+        return Conn(peer.fe, peer.ram, peer)
     fe = EvilFrontend(victim.sock)
-    c = Conn(fe, None, None, [])
+    c = Conn(fe)
     if level in ("hello", "mem"):
         fe.handshake()
         fe.send(F.SET_FEATURES, U64(FEATURES))

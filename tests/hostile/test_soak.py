@@ -108,6 +108,7 @@ def test_soak_30_seconds(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(not LONG, reason="opt-in: EMU_HOSTILE_LONG=1 (the 30 s soak always runs)")
 def test_soak_10_minutes(run_dir):
     r = soak(run_dir, 600)
