@@ -200,6 +200,7 @@ def plot(data, out_dir):
     a3.plot([r["pairs"] for r in rs], [r["rss_median_kib"]["vm2"] / 1024 for r in rs], "s--",
             color="tab:gray", label="RSS per VM2 (MiB)")
     a3.set_ylabel("MiB")
+    a3.set_ylim(0, max(r["rss_median_kib"]["vm2"] for r in rs) / 1024 * 1.3)
     a2.legend(loc="upper left", fontsize=7)
     a3.legend(loc="upper right", fontsize=7)
     a2.set_title("pairs at once on this machine")
