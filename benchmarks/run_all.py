@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     names = [n for n in ORDER if (not args.only or n in args.only.split(","))
              and n not in args.skip.split(",")]
     con = _util.console(args.no_live)
-    status = {}
+    # a partial run (--only) keeps the status of the benchmarks it did not run
+    status = (_load(out_dir, "summary") or {}).get("benchmarks", {}) if args.only else {}
     t_all = time.monotonic()
     for name in names:
         sub = (["--quick"] if args.quick else []) + ["--out", out_dir] + \
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
         except Exception:
             con.print(traceback.format_exc())
             rc = "exception"
-        status[name] = {"rc": rc, "seconds": time.monotonic() - t0}
+        status[name] = {"rc": rc, "seconds": time.monotonic() - t0,
+                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tgts = targets(out_dir)
     md = markdown(tgts, out_dir)
     with open(os.path.join(out_dir, "summary.md"), "w") as f:

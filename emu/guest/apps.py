@@ -265,18 +265,20 @@ def _used_idx(q: ring.DriverQueue):
     return ffi.cast("uint16_t *", q.q.used) + 1
 
 
-def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytearray,
-                      seq: int, interrupt: bool, timeout_s: float) -> int | None:
-    """One stamped frame out on ``txq``, its echo back on ``rxq``: the RTT in
-    ns, or None if it did not come back within ``timeout_s``.
+def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes,
+                      seq: int, interrupt: bool, timeout_s: float,
+                      sink: ring.Sink) -> int | None:
+    """``frame`` (stamped ``seq``) out on ``txq``, its echo back on ``rxq``:
+    the RTT in ns, or None if it did not come back within ``timeout_s``.
 
-    Python drives the C ring through the DriverQueue API (tx_post, then
-    rx_recv), so the figure includes Python's per-packet overhead (a few
-    microseconds: two cffi calls, an rx buffer allocation, bytes objects)
-    on top of what the devices and the peer cost."""
-    frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = seq.to_bytes(8, "little")
+    Python drives the C ring through the DriverQueue API: ``tx_post``, a
+    poll of the used index, ``rx_sink`` (the C sink checks the stamp and
+    the payload pattern; an older, late echo only moves ``next_seq``
+    back).  So the figure includes Python's per-packet overhead (two cffi
+    calls and the loop, about 1-2 us) on top of the devices and the peer."""
     used = _used_idx(rxq)
     fds = [rxq.q.irq_fd] if interrupt and rxq.q.irq_fd >= 0 else []
+    sink.s.next_seq = seq
     t0 = time.perf_counter_ns()
     deadline = t0 + int(timeout_s * 1e9)
     txq.tx_post((frame,))
@@ -292,15 +294,14 @@ def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytea
             spins += 1
             if (fds or spins & 1023 == 0) and time.perf_counter_ns() > deadline:
                 return None
-        for f in rxq.rx_recv(4):
-            if f[packets.STAMP_OFF:packets.STAMP_OFF + 8] == frame[packets.STAMP_OFF:
-                                                                   packets.STAMP_OFF + 8]:
-                return time.perf_counter_ns() - t0
+        if rxq.rx_sink(sink, 4).packets and sink.next_seq == seq + 1:
+            return time.perf_counter_ns() - t0
         if time.perf_counter_ns() > deadline:     # only stale echoes came back
             return None
 
 
-# Round-trip engines: fn(txq, rxq, frame, seq, interrupt, timeout_s) -> ns | None.
+# Round-trip engines: fn(txq, rxq, frame, seq, interrupt, timeout_s, sink) -> ns | None,
+# ``frame`` already stamped with ``seq`` and carrying the generator's pattern.
 # A C implementation (one call per round trip, timed inside C, so without
 # Python's overhead) registers here and is chosen with engine=NAME.
 PINGPONG_ENGINES: dict[str, Callable] = {"python": python_round_trip}
@@ -347,8 +348,13 @@ class PingPong(App):
         if self.size > room:
             raise ValueError(f"pingpong: size {self.size} does not fit a {room + 12}-byte "
                              f"TX buffer (set tx_buf_size)")
-        self.frame = bytearray(packets.udp_frame(self.size, src_mac=drv.mac,
-                                                 dst_mac=p.get("dst", "ff:ff:ff:ff:ff:ff")))
+        self.template = packets.udp_frame(self.size, src_mac=drv.mac,
+                                          dst_mac=p.get("dst", "ff:ff:ff:ff:ff:ff"))
+        # the generator's payload pattern repeats every 256 sequence numbers
+        self.patterns = [bytearray(ring.expected_frame(self.template, self.size,
+                                                       packets.STAMP_OFF, k))
+                         for k in range(256)]
+        self.sink = ring.Sink(stamp_off=packets.STAMP_OFF, verify=True)
         interrupt = self.mode == "interrupt"
         self.txq.irq_enable(False)                  # TX completions are reclaimed inline
         self.rxq.irq_enable(interrupt)
@@ -372,7 +378,10 @@ class PingPong(App):
         interrupt = self.mode == "interrupt"
         end = time.monotonic() + timeout
         while not self.done and time.monotonic() < end:
-            rtt = self.engine(self.txq, self.rxq, self.frame, self.seq, interrupt, self.timeout_s)
+            frame = self.patterns[self.seq & 0xFF]
+            frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = self.seq.to_bytes(8, "little")
+            rtt = self.engine(self.txq, self.rxq, frame, self.seq, interrupt, self.timeout_s,
+                              self.sink)
             self.seq += 1
             if self.seq <= self.warmup:
                 continue

@@ -47,7 +47,7 @@ def test_engine_hook_replaces_the_round_trip(tmp_path, monkeypatch):
     would plug in); its figures are what the app reports."""
     calls = []
 
-    def fixed(txq, rxq, frame, seq, interrupt, timeout_s):
+    def fixed(txq, rxq, frame, seq, interrupt, timeout_s, sink):
         calls.append(seq)
         return None if seq % 10 == 0 else 1000 + seq
     monkeypatch.setitem(apps.PINGPONG_ENGINES, "fixed", fixed)
