@@ -341,15 +341,27 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, adapter.signal)
     await server.wait_for_clients()
-    try:
-        await machine.start(paused=cfg.start_paused)
-    except Exception as e:
+    # start-up may wait (a reconnect= netdev waits for its first back-end,
+    # as QEMU does): a quit or a signal meanwhile still ends the process
+    starting = loop.create_task(machine.start(paused=cfg.start_paused))
+    stopper = loop.create_task(done.wait())
+    await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        try:
+            await starting
+        except (asyncio.CancelledError, Exception):
+            pass
+    elif starting.exception() is not None:
+        e = starting.exception()
+        stopper.cancel()
         await machine.close()
         await server.close()
         die(f"{_origin_of(cfg, e)}{e}")
-    if ready is not None:
+    if ready is not None and not done.is_set():
         ready()
     await done.wait()
+    stopper.cancel()
     await machine.close()
     await server.close()
     return 0
