@@ -5,7 +5,9 @@ The command lines are the ones that work on this 2-core machine
 lcore on the other process's forwarding core, so each forwarding loop owns
 one core).  testpmd gets SIGINT, never SIGKILL first, so it sends
 GET_VRING_BASE and closes cleanly; each run has its own ``--file-prefix``;
-``setpriv --pdeathsig KILL`` takes it down if the harness dies.
+``setpriv --pdeathsig KILL`` takes it down if the harness dies (the signal
+follows the thread that started it: start testpmd from a thread that
+outlives it, normally the main thread).
 
 Reference set-ups for the benchmarks (:func:`one_copy`, :func:`vswitch`)
 report the receiver's Rx-pps (median over a window after a warm-up) and
