@@ -210,7 +210,7 @@ static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
 {
     const struct emu_mem *m = q->mem;
     const uint8_t *table = q->desc;
-    uint32_t table_size = q->num, steps = 0, idx;
+    uint32_t table_size = q->num, steps = 0;
     int in_table = 0;
 
     for (;;) {
@@ -231,7 +231,6 @@ static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
             table_size = d.len / 16;
             in_table = 1;
             steps = 0;
-            idx = 0;
             desc_fetch(&d, table);
             continue;
         }
@@ -268,8 +267,7 @@ static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
             return EMU_OK;
         if (d.next >= table_size)
             return EMU_E_NEXT;
-        idx = d.next;
-        desc_fetch(&d, table + 16 * (size_t)idx);
+        desc_fetch(&d, table + 16 * (size_t)d.next);
     }
 }
 
