@@ -198,7 +198,10 @@ class VirtioNetDevice(VirtioDevice):
         return out
 
     async def _op_start(self) -> None:
-        if not self.netdev.connected or not self.transport.status & 0x4:
+        # a reset queued behind this start makes it obsolete (and while it is
+        # pending the status still reads the old DRIVER_OK, features read 0)
+        if not self.netdev.connected or not self.transport.status & 0x4 \
+                or not self._reset_done.is_set():
             return
         features = self._backend_features_for(self.transport.guest_features)
         vrings = self._vrings()
