@@ -19,7 +19,7 @@ TARGETS = {
     "codec": (os.path.join(ROOT, "tests", "vhost_user", "fuzz_codec.py"), 5000),
     "frontend": (os.path.join(HERE, "fuzz_frontend.py"), 20000),
     "ring": (os.path.join(HERE, "fuzz_ring.py"), 20000),
-    "pci": (os.path.join(HERE, "fuzz_pci.py"), 1000),
+    "pci": (os.path.join(HERE, "fuzz_pci.py"), 500),
 }
 # found by fuzz_ring under ASan, an engine bug reported to its owners
 # (emu/_ring.c is not this suite's to change): an RX buffer that aliases a
