@@ -48,9 +48,20 @@ class Listener:
         self.path = path
 
     def accept(self, timeout: float = 15.0) -> "EvilBackend":
-        self.sock.settimeout(timeout)
-        conn, _ = self.sock.accept()
-        return EvilBackend(conn)
+        """The next live connection: VM1 opens it and speaks first
+        (GET_FEATURES); one it already gave up on may still sit in the
+        listen backlog (closed by then) and is skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            conn, _ = self.sock.accept()
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                if conn.recv(1, socket.MSG_PEEK):
+                    return EvilBackend(conn)
+            except (ConnectionResetError, socket.timeout, TimeoutError):
+                pass
+            conn.close()
 
     def close(self) -> None:
         self.sock.close()
