@@ -451,7 +451,10 @@ def _plot(summary, main_burst, out_dir):
     by_size = sorted((e for e in summary if e["burst"] == main_burst), key=lambda e: e["size"])
     xs = [e["size"] for e in by_size]
     a1.plot(xs, [e["gbps_median"] for e in by_size], "o-", label="emu copy loop")
-    a1.plot(xs, [e["memcpy_gbps"] for e in by_size], "s--", label="hot memcpy")
+    a1.plot(xs, [e["memcpy_gbps"] for e in by_size], "s--", label="hot memcpy (64 pairs)")
+    if all("memcpy_ring_gbps" in e for e in by_size):
+        a1.plot(xs, [e["memcpy_ring_gbps"] for e in by_size], "d:",
+                label=f"memcpy over {NUM} pairs")
     dp = [(e["size"], e["dpdk_mpps"] * e["size"] / 1e3) for e in by_size if "dpdk_mpps" in e]
     if dp:
         a1.plot(*zip(*dp), "^", label="DPDK virtio-user->vhost")
