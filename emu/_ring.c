@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -173,6 +174,53 @@ static inline void log_range(const struct emu_mem *m, struct emu_stats *st,
         }
         __atomic_fetch_or(&m->log[p / 8], (uint8_t)(1u << (p % 8)), __ATOMIC_RELAXED);
     }
+}
+
+/* ---- frame capture (filter-dump) ---------------------------------------- */
+
+#define CAP_IOV 64
+
+/* iov[0] is filled here with the pcap record header; iov[1..n) hold the
+ * frame's bytes, already cut at snaplen. */
+static __attribute__((noinline)) void cap_write(struct emu_capture *c, struct iovec *iov,
+                                                int n, uint32_t orig_len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint32_t caplen = 0;
+    for (int i = 1; i < n; i++)
+        caplen += (uint32_t)iov[i].iov_len;
+    uint32_t hdr[4] = {(uint32_t)ts.tv_sec, (uint32_t)(ts.tv_nsec / 1000), caplen, orig_len};
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof hdr;
+    ssize_t r = writev(c->fd, iov, n);
+    if (r != (ssize_t)(sizeof hdr + caplen)) {
+        __atomic_fetch_add(&c->errors, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    __atomic_fetch_add(&c->frames, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->bytes, caplen, __ATOMIC_RELAXED);
+}
+
+/* Append [p, p+n) (clipped to what is left of the snap length). */
+static inline int cap_add(struct iovec *iov, int k, uint32_t *room, const uint8_t *p, uint32_t n)
+{
+    if (n > *room)
+        n = *room;
+    if (!n || k >= CAP_IOV)
+        return k;
+    iov[k].iov_base = (void *)p;
+    iov[k].iov_len = n;
+    *room -= n;
+    return k + 1;
+}
+
+static void cap_flat(struct emu_capture *c, const uint8_t *p, uint32_t len)
+{
+    struct iovec iov[2];
+    uint32_t room = c->snaplen;
+    int k = cap_add(iov, 1, &room, p, len);
+    cap_write(c, iov, k, len);
 }
 
 /* ---- chains ------------------------------------------------------------- */
@@ -339,6 +387,38 @@ static inline void cursor_skip(struct cursor *cur, uint32_t n)
             cur->off = 0;
         }
     }
+}
+
+/* Capture a frame: the first pl bytes from prefix (swapped MACs), the rest
+ * from flat or from the chain at cur (positioned at the frame's start). */
+static __attribute__((noinline)) void cap_frame(struct emu_capture *c, const uint8_t *flat,
+                                                struct cursor cur, uint32_t len,
+                                                const uint8_t *prefix, uint32_t pl)
+{
+    struct iovec iov[CAP_IOV];
+    uint32_t room = c->snaplen;
+    int k = 1;
+    if (pl > len)
+        pl = len;
+    if (pl)
+        k = cap_add(iov, k, &room, prefix, pl);
+    if (flat) {
+        k = cap_add(iov, k, &room, flat + pl, len - pl);
+    } else {
+        uint32_t left = len - pl;
+        cursor_skip(&cur, pl);
+        while (left && cur.seg < cur.c->nsegs) {
+            const struct seg *sg = &cur.c->segs[cur.seg];
+            uint32_t take = sg->len - cur.off;
+            if (take > left)
+                take = left;
+            k = cap_add(iov, k, &room, sg->host + cur.off, take);
+            left -= take;
+            cur.seg++;
+            cur.off = 0;
+        }
+    }
+    cap_write(c, iov, k, len);
 }
 
 /* ---- device side -------------------------------------------------------- */
@@ -915,7 +995,8 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
             break;
         /* as many packets as possible the fast way ... */
         n = min_u32(min_u32(n, max - res->packets - res->drops - res->errors), COPY_BATCH);
-        uint32_t k = copy_gather(src, dst, min_u32(n, dev_avail_peek(dst)), &rs, &rd, batch);
+        uint32_t k = (src->cap || dst->cap) ? 0 :      /* a capture takes the general path */
+            copy_gather(src, dst, min_u32(n, dev_avail_peek(dst)), &rs, &rd, batch);
         if (k) {
             bytes += copy_batch(src, dst, batch, k, swap_mac);
             res->packets += k;
@@ -953,6 +1034,10 @@ int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
         } else {
             res->packets++;
             bytes += ps.len;
+            if (unlikely(src->cap != NULL))
+                cap_frame(src->cap, ps.flat, ps.cur, ps.len, NULL, 0);
+            if (unlikely(dst->cap != NULL))
+                cap_frame(dst->cap, ps.flat, ps.cur, ps.len, ps.prefix, ps.prefix_len);
         }
     }
     src->st.packets += res->packets;
@@ -1046,6 +1131,11 @@ int emu_dev_drain(struct emu_devq *q, uint32_t max, uint32_t flags,
             if (!ok && first == EMU_OK)
                 first = EMU_E_VERIFY;
         }
+        if (unlikely(q->cap != NULL)) {
+            struct cursor fc = {c, 0, 0};
+            cursor_skip(&fc, q->hdr_len);
+            cap_frame(q->cap, NULL, fc, c->total - q->hdr_len, NULL, 0);
+        }
         dev_used(q, head, 0);
         bytes += c->total - q->hdr_len;
         res->packets++;
@@ -1107,6 +1197,8 @@ int emu_dev_pop(struct emu_devq *q, uint8_t *out, uint32_t cap, uint32_t *lens,
         struct cursor cur = {c, 0, 0};
         cursor_skip(&cur, q->hdr_len);
         cursor_read(&cur, out + used_bytes, flen);
+        if (unlikely(q->cap != NULL))
+            cap_flat(q->cap, out + used_bytes, flen);
         lens[res->packets++] = flen;
         used_bytes += flen;
         dev_used(q, head, 0);
@@ -1154,6 +1246,8 @@ int emu_dev_push(struct emu_devq *q, const uint8_t *in, const uint32_t *lens,
             q->st.packets++;
             res->packets++;
             bytes += lens[i];
+            if (unlikely(q->cap != NULL))
+                cap_flat(q->cap, in + off - lens[i], lens[i]);
         }
     }
     q->st.bytes += bytes;
@@ -1481,6 +1575,8 @@ int emu_drv_tx_gen(struct emu_drvq *q, struct emu_gen *g, uint32_t max,
     while (n < max && d.num_free) {
         uint16_t s = drv_alloc(&d);
         gen_fill(&d, g, &h, s, seq);
+        if (unlikely(q->cap != NULL))
+            cap_flat(q->cap, d.buf_host + (size_t)s * d.buf_size + d.hdr_len, h.frame_len);
         d.slot_len[s] = len;
         drv_post(&d, s, len, 0);
         seq++;
@@ -1534,6 +1630,8 @@ int emu_drv_tx_post(struct emu_drvq *q, const uint8_t *in, const uint32_t *lens,
         uint8_t *buf = d.buf_host + (size_t)s * d.buf_size;
         memset(buf, 0, d.hdr_len);
         memcpy(buf + d.hdr_len, in + off, lens[i]);
+        if (unlikely(q->cap != NULL))
+            cap_flat(q->cap, buf + d.hdr_len, lens[i]);
         d.slot_gen[s] = 0;
         off += lens[i];
         bytes += lens[i];
@@ -1704,6 +1802,8 @@ int emu_drv_rx_recv(struct emu_drvq *q, uint8_t *out, uint32_t cap, uint32_t *le
             }
             continue;
         }
+        if (unlikely(q->cap != NULL))
+            cap_flat(q->cap, out + c.start, (uint32_t)l);
         lens[res->packets++] = (uint32_t)l;
         bytes += (uint64_t)l;
     }
@@ -1776,6 +1876,59 @@ HOT uint64_t sink_loop(struct drv *d, uint16_t n, uint32_t max, struct emu_sink 
     return bytes;
 }
 
+/* The sink's loop while capturing: each frame's pieces (still in their RX
+ * buffers, which are reposted only after the burst) go out in one writev. */
+struct cap_ctx {
+    struct verify_ctx v;
+    int verify;
+    int k;
+    uint32_t room;
+    struct iovec iov[CAP_IOV];
+};
+
+static inline void piece_cap(void *vctx, const uint8_t *p, uint32_t n)
+{
+    struct cap_ctx *c = vctx;
+    if (c->verify)
+        piece_verify(&c->v, p, n);
+    c->k = cap_add(c->iov, c->k, &c->room, p, n);
+}
+
+static __attribute__((noinline)) uint64_t
+sink_loop_cap(struct drv *d, uint16_t n, uint32_t max, struct emu_sink *sink, int verify,
+              struct emu_burst *res, int *first)
+{
+    struct emu_capture *cap = d->q->cap;
+    uint64_t bytes = 0;
+    uint32_t packets = 0, errors = 0;
+    struct cap_ctx cc;
+    while (n && packets < max) {
+        cc.v = (struct verify_ctx){verify ? sink->stamp_off : 0, 0, 0, {0}, 1};
+        cc.verify = verify;
+        cc.k = 1;
+        cc.room = cap->snaplen;
+        int64_t l = drv_rx_one(d, &n, first, piece_cap, &cc);
+        if (l == -2)
+            continue;
+        if (l < 0) {
+            errors++;
+            continue;
+        }
+        cap_write(cap, cc.iov, cc.k, (uint32_t)l);
+        if (verify) {
+            int ok = cc.v.ok && (uint64_t)l >= (uint64_t)sink->stamp_off + 8;
+            sink_account(sink, &d->q->st, ok, cc.v.seq);
+            if (!ok && *first == EMU_OK)
+                *first = EMU_E_VERIFY;
+        }
+        packets++;
+        bytes += (uint64_t)l;
+    }
+    res->packets = packets;
+    res->errors = errors;
+    return bytes;
+}
+
 int emu_drv_rx_sink(struct emu_drvq *q, uint32_t max, uint32_t flags,
                     struct emu_sink *sink, struct emu_burst *res)
 {
@@ -1789,7 +1942,11 @@ int emu_drv_rx_sink(struct emu_drvq *q, uint32_t max, uint32_t flags,
     drv_begin(&d, q);
     uint16_t n = drv_used_ready(&d, &first);
     uint64_t bytes;
-    if ((flags & EMU_CF_VERIFY) && sink && sink->stamp_off != NO_STAMP)
+    if (unlikely(q->cap != NULL))
+        bytes = sink_loop_cap(&d, n, max, sink,
+                              (flags & EMU_CF_VERIFY) && sink && sink->stamp_off != NO_STAMP,
+                              res, &first);
+    else if ((flags & EMU_CF_VERIFY) && sink && sink->stamp_off != NO_STAMP)
         bytes = sink_loop(&d, n, max, sink, piece_verify, 1, res, &first);
     else
         bytes = sink_loop(&d, n, max, sink, piece_nop, 0, res, &first);

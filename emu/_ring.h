@@ -14,7 +14,7 @@
 #define EMU_RING_H
 #include <stdint.h>
 /* CDEF-BEGIN */
-#define EMU_RING_ABI 4
+#define EMU_RING_ABI 5
 
 /* ---- errors (per queue: last_error, and the count in errors) ---------- */
 #define EMU_OK                   0
@@ -89,6 +89,18 @@ struct emu_stats {
 };
 
 /* Device side of one split ring. */
+/* A frame capture (``-object filter-dump``): every frame a queue moves is
+ * appended to fd as a pcap record with one writev (fd opened O_APPEND, so
+ * records from two data-path threads never interleave).  Lossless and
+ * slow by design, as QEMU's filter-dump: a capture costs a syscall a frame. */
+struct emu_capture {
+    int fd;
+    uint32_t snaplen;
+    uint64_t frames;
+    uint64_t bytes;          /* bytes written into records (after snaplen) */
+    uint64_t errors;         /* failed or short writes */
+};
+
 struct emu_devq {
     uint8_t *desc;
     uint8_t *avail;
@@ -108,6 +120,7 @@ struct emu_devq {
     uint64_t inflight_counter;
     struct emu_mem *mem;
     struct emu_stats st;
+    struct emu_capture *cap;      /* frames this queue moves, or NULL */
     uint16_t signalled_used;      /* used idx at the last call decision */
     uint16_t _pad16[3];
 };
@@ -146,6 +159,7 @@ struct emu_drvq {
     uint16_t kicked_avail;        /* avail idx at the last kick decision */
     uint16_t _pad16[3];
     struct emu_stats st;
+    struct emu_capture *cap;      /* frames this queue moves, or NULL */
 };
 
 /* One burst's outcome. */

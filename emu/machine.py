@@ -39,6 +39,7 @@ class DeviceEntry:
     bdf: int = 0
     netdev: object | None = None
     props: dict = field(default_factory=dict)
+    taps: list = field(default_factory=list)     # emu.pcap.PcapCapture (filter-dump)
 
 
 class Machine:
@@ -147,8 +148,25 @@ class Machine:
         return entry
 
     def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
-                        queue: str = "all") -> None:
-        raise NotImplementedError("filter-dump capture is not available yet")
+                        queue: str = "all"):
+        """Capture the frames crossing a NIC into a pcap file.  ``netdev``:
+        a -netdev id (its virtio-net-pci) or a vhost-pci-net device id.
+        ``queue``: rx (into this VM), tx (out of it) or all."""
+        from emu.pcap import PcapCapture
+        entry = next((e for e in self.devices.values()
+                      if (e.netdev is not None and e.netdev.id == netdev)
+                      or (e.driver == "vhost-pci-net" and e.id == netdev)), None)
+        if entry is None:
+            raise ValueError(f"filter-dump: netdev '{netdev}' is not used by a NIC"
+                             if netdev in self.netdevs else
+                             f"filter-dump: no netdev or vhost-pci-net device '{netdev}'")
+        for d in ("rx", "tx"):
+            if queue in ("all", d) and any(t.wants(d) for t in entry.taps):
+                raise ValueError(f"filter-dump: '{netdev}' {d} frames are already captured")
+        cap = PcapCapture(file, maxlen, queue, name=id)
+        entry.taps.append(cap)
+        self.captures.append(cap)
+        return cap
 
     def set_guest(self, driver: str, app: str, params: dict | None = None) -> None:
         self.guest_spec = (driver, app, dict(params or {}))
@@ -171,7 +189,9 @@ class Machine:
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
             self.guest = GuestProgram(self.bus, self.ram, driver, app, params, paused=paused,
-                                      name=f"{self.name or 'vm'}-guest", on_event=self.emit)
+                                      name=f"{self.name or 'vm'}-guest", on_event=self.emit,
+                                      taps={e.bdf: e.taps for e in self.devices.values()
+                                            if e.taps})
             self.guest.start()
         self.run_state = "paused" if paused else "running"
 
@@ -265,6 +285,8 @@ class Machine:
             if hasattr(e.model, "device_stats"):
                 dev.update(e.model.device_stats())
             dev["guest_errors"] = e.function.errors.as_dict()
+            if e.taps:
+                dev["captures"] = [t.stats() for t in e.taps]
             out[e.id] = dev
         if self.guest is not None:
             out["guest"] = {"app": guest.get("app"), "paused": guest.get("paused"),

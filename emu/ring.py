@@ -252,6 +252,12 @@ class DeviceQueue:
             self.q.last_avail_idx = last_avail_idx & 0xFFFF
         lib.emu_devq_reset(self.q)
 
+    def set_capture(self, capture) -> None:
+        """Record every frame this queue moves (an emu.pcap.PcapCapture, or None).
+        Set it only while no data path runs the queue."""
+        self._capture = capture
+        self.q.cap = capture.c if capture is not None else ffi.NULL
+
     def set_fds(self, call_fd: int | None = None, kick_fd: int | None = None) -> None:
         if call_fd is not None:
             self.q.call_fd = call_fd
@@ -384,6 +390,12 @@ class DriverQueue:
 
     def stats(self) -> dict:
         return _stats(self.q.st, self.q.last_error)
+
+    def set_capture(self, capture) -> None:
+        """Record every frame this queue moves (an emu.pcap.PcapCapture, or None).
+        Set it only while no data path runs the queue."""
+        self._capture = capture
+        self.q.cap = capture.c if capture is not None else ffi.NULL
 
     def set_fds(self, kick_fd: int | None = None, irq_fd: int | None = None) -> None:
         if kick_fd is not None:

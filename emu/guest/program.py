@@ -56,7 +56,8 @@ def _drivers_for(kind: str):
 
 class GuestProgram:
     def __init__(self, bus, ram, driver: str, app: str, params: dict | None = None, *,
-                 paused: bool = False, name: str = "guest", on_event=None):
+                 paused: bool = False, name: str = "guest", on_event=None,
+                 taps: dict | None = None):
         self.bus = bus
         self.ram = ram
         self.kind = driver
@@ -71,6 +72,9 @@ class GuestProgram:
                              f"(have {', '.join(sorted(self.apps))})")
         self.name = name
         self.emit = on_event or (lambda name, data: None)
+        # host-side frame captures per device (filter-dump): instrumentation
+        # the machine attaches to whatever queues move that device's frames
+        self.taps = taps or {}
         self.drivers = []
         self.app = None
         self.paused = paused
@@ -139,6 +143,7 @@ class GuestProgram:
         for dev in devices:
             if self.matches(dev):
                 drv = self.driver_cls(dev, self.ram, dma, name=f"{self.kind}@{dev.bdf:02x}", **kw)
+                drv.taps = self.taps.get(dev.bdf, [])
                 drv.start()
                 self.drivers.append(drv)
         if not self.drivers:

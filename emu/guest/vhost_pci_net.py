@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
+from emu.guest.taps import tap
 from emu.guest.virtio_pci import NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID, VirtioPCIDriver
 from emu.virtio import net_spec as N
 
@@ -120,6 +121,7 @@ class VhostPciNetDriver:
         self.acked = 0
         self.resets = 0
         self.stale_reads = 0
+        self.taps = []      # host-side captures (filter-dump), set by the guest program
         self.live_peer: dict[int, tuple] = {}                 # index -> (key, DeviceQueue)
         self.peer_totals: dict[int, dict] = {}                # stats of earlier ones
 
@@ -260,6 +262,8 @@ class VhostPciNetDriver:
         except Exception as e:       # the peer's addresses are untrusted
             log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
             return None
+        # the peer's TX ring carries frames into this VM, its RX ring frames out
+        tap(q, self.taps, "rx" if index % 2 else "tx")
         self.live_peer[index] = (key, q)
         return q
 

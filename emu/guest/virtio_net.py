@@ -11,6 +11,7 @@ import os
 
 from emu import ring
 from emu.guest.dma import DmaPool
+from emu.guest.taps import tap
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
                                   VirtioPCIDriver)
@@ -58,6 +59,7 @@ class VirtioNetDriver:
         self.vectors = []
         self._areas: dict[int, tuple] = {}
         self.resets = 0
+        self.taps = []          # host-side captures (filter-dump), set by the guest program
 
     # -- bring-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,10 +121,12 @@ class VirtioNetDriver:
         num = info.size
         irq = self.vectors[1 + index].eventfd if vector != NO_VECTOR else -1
         kick = self.vp.notify_eventfd(index)
-        return ring.DriverQueue(self.ram, num, desc, avail, used, bufs, self._bufsize(index),
-                                layout=self.layout, ind_gpa=ind, features=self.features,
-                                kick_fd=kick if kick is not None else -1, irq_fd=irq,
-                                name=f"{self.name}.q{index}")
+        q = ring.DriverQueue(self.ram, num, desc, avail, used, bufs, self._bufsize(index),
+                             layout=self.layout, ind_gpa=ind, features=self.features,
+                             kick_fd=kick if kick is not None else -1, irq_fd=irq,
+                             name=f"{self.name}.q{index}")
+        tap(q, self.taps, "tx" if index % 2 else "rx")
+        return q
 
     def _ctrl_queue(self, index: int):
         desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)

@@ -32,7 +32,7 @@ import threading
 from emu.errors import GuestMemoryError
 from emu.virtio import net_spec as N
 from emu.virtio.device import VirtioDevice, QueueConfig
-from emu.vhost_user.errors import VhostUserError
+from emu.vhost_user.errors import PeerClosed, VhostUserError
 from emu.vhost_user.messages import FrontendRequest as F, VringState
 from emu.vhost_user.frontend import FrontendVring, eventfd
 
@@ -104,6 +104,9 @@ class VirtioNetDevice(VirtioDevice):
             op, args = await self._queue.get()
             try:
                 await op(*args)
+            except PeerClosed as e:
+                # the back-end went away meanwhile: its disconnect is reported already
+                log.info("%s: vhost-user %s: %s", self.name, op.__name__, e)
             except (VhostUserError, OSError) as e:
                 log.warning("%s: vhost-user %s failed: %s", self.name, op.__name__, e)
             except Exception:
