@@ -247,6 +247,10 @@ class VhostPciNetDriver:
         if v is None:
             self._drop_peer(index)
             return None
+        if not v.enabled:
+            # SET_VRING_ENABLE 0: a disabled net ring carries nothing.  The
+            # queue (and its position) is kept for when it is enabled again.
+            return None
         key = (v.num, v.epoch, v.desc, v.avail, v.used, v.base, p.features, p.regions, mode)
         cached = self.live_peer.get(index)
         if cached is not None and cached[0] == key:

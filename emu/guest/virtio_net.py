@@ -92,8 +92,9 @@ class VirtioNetDriver:
         vp.driver_ok()
         for q in self.rx:
             q.rx_refill()
-        if self.pairs > 1:
-            self.set_pairs(self.pairs)
+        if self.pairs > 1 and not self.set_pairs(self.pairs):
+            # as Linux does: a device that refuses keeps one pair working
+            log.warning("%s: the device did not accept %d queue pairs", self.name, self.pairs)
 
     def _bufsize(self, index: int) -> int:
         return self.tx_buf_size if index % 2 else self.buf_size

@@ -72,6 +72,7 @@ class VirtioNetDevice(VirtioDevice):
         self.reneg_mask: int | None = None   # vhost-pci: back-end's pushed features
         self.link_up = False
         self.active_pairs = 1
+        self._ctrl_last = 0            # control queue: next avail index to serve
         self.call_fds = {i: eventfd() for i in range(2 * queue_pairs)}
         self.calls = {i: 0 for i in self.call_fds}
         self.renegotiations = 0
@@ -158,7 +159,9 @@ class VirtioNetDevice(VirtioDevice):
         return True
 
     def queue_enabled(self, index: int, queue: QueueConfig) -> None:
-        if index != self.ctrl_index:
+        if index == self.ctrl_index:
+            self._ctrl_last = 0                    # a freshly enabled ring starts at 0
+        else:
             self.transport.kick_eventfd(index)     # kicks go straight to the back-end
 
     def driver_ok(self) -> None:
@@ -269,7 +272,7 @@ class VirtioNetDevice(VirtioDevice):
 
     def _serve_ctrl_ring(self, q: QueueConfig) -> None:
         avail_idx = int.from_bytes(self.ram.read(q.driver + 2, 2), "little")
-        last = getattr(self, "_ctrl_last", 0)
+        last = self._ctrl_last
         used_idx = int.from_bytes(self.ram.read(q.device + 2, 2), "little")
         served = 0
         while last != avail_idx and served < q.size:

@@ -49,3 +49,37 @@ def test_two_queue_pairs_both_carry_traffic(tmp_path, no_fd_leak):
         assert q2[f"peer{2 * k}"]["packets"] == sent
     for dev in (q1, q2):
         assert all(st["errors"] == 0 and st["drops"] == 0 for st in dev.values()), dev
+
+
+def test_both_pairs_come_back_after_a_guest_reboot(tmp_path):
+    """Regression: the device kept its control-queue position across a
+    reset, so a rebooted driver's VQ_PAIRS_SET (avail index 1 again) was
+    never served and pair 1 stayed disabled at the back-end."""
+    async def body():
+        sock = str(tmp_path / "vp.sock")
+        b = Machine(name="vm2", ram_size=64 << 20, backend="shm")
+        b.add_chardev(SocketSpec("c0", path=sock, server=True, wait=False))
+        b.add_vhost_pci_net("vp0", "c0", mac=vms.MAC2, queue_pairs=PAIRS)
+        b.set_guest("vhost-pci-net", "echo", {})
+        a = Machine(name="vm1", ram_size=64 << 20, backend="memfd")
+        a.add_chardev(SocketSpec("c0", path=sock))
+        a.add_netdev_vhost_user("n0", "c0", queues=PAIRS)
+        a.add_virtio_net("net0", "n0", mac=vms.MAC1, mq=True)
+        a.set_guest("virtio-net", "gen", {"count": "0", "rate": "50000"})
+        await b.start()
+        try:
+            await a.start()
+
+            def peer(k):
+                return b.emu_stats()["vp0"]["queues"].get(f"peer{k}", {}).get("packets", 0)
+            for boot in ("first boot", "reboot"):
+                if boot == "reboot":
+                    a.system_reset()
+                    await a.guest_settled()
+                start = [peer(1), peer(3)]             # the TX ring of each pair
+                await vms.wait_for(lambda: peer(1) > start[0] + 1000 and peer(3) > start[1] + 1000,
+                                   timeout=20, what=f"traffic on both pairs after the {boot}")
+        finally:
+            await a.close()
+            await b.close()
+    asyncio.run(asyncio.wait_for(body(), 60))

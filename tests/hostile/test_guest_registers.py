@@ -30,7 +30,8 @@ from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
 from emu.virtio import net_spec as N
-from emu.virtio.vhost_pci_net import CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET
+from emu.virtio.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
+                                      M_VRINGS, PS_MEM_READY, VRING, VRING_SIZE)
 
 MAC1, MAC2 = bytes.fromhex("525400000001"), bytes.fromhex("525400000002")
 COMMON, ISR, DEVCFG, NOTIFY = 0x0, 0x1000, 0x2000, 0x3000
@@ -364,12 +365,26 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
         p.start()
         return p
 
+    epochs = list(dev.vring_epoch[:2])
     drv = vm1_driver()                   # VM1 brings its device up: its memory is in the window
+    # Acknowledge only a generation that describes VM1's finished bring-up
+    # (both its vrings started afresh on the new table).  Acking a generation
+    # read in the middle of a re-map would promise the device that we let go
+    # of the old window while we still read it: the device would then unmap
+    # it under us, which is a broken driver's fault, not a revocation.
     deadline = time.monotonic() + 10
-    while not dev.window.mapped:
-        assert time.monotonic() < deadline, "peer memory never mapped"
+    while True:
+        assert time.monotonic() < deadline, "VM1's bring-up never settled in the metadata"
+        gen = dev.metadata.generation
+        vrings = [VRING.unpack_from(dev.metadata.mm, M_VRINGS + VRING_SIZE * i) for i in (0, 1)]
+        state = dev.peer_state
+        if (gen % 2 == 0 and dev.window.mapped and state & PS_MEM_READY
+                and all(v[2] and v[3] and v[4] != e for v, e in zip(vrings, epochs))
+                and dev.metadata.generation == gen):
+            break
         time.sleep(0.02)
-    g.w(0, DEVCFG + CFG_DRIVER_ACK, 4, dev.metadata.generation)    # "I use the window"...
+    g.w(0, DEVCFG + CFG_DRIVER_ACK, 4, gen)                       # "I use the window"...
+    assert dev.metadata.generation == gen, "the peer changed the table while we acknowledged"
     window = vm2.bus.map_ram(g.dev.bars[2].address, 1 << 20)
     assert bytes(window.view[0:16]) == vm1.ram.read(0, 16)          # it is the peer's memory
     revoked = dev.window_revocations
