@@ -31,7 +31,8 @@ QUICK_SIZES = [64, 1518]
 # own RX and consumes -- the split of work of DPDK's txonly -> rxonly pair
 FULL_CONFIGS = [(1, "poll", "echo"), (1, "interrupt", "echo"), (2, "poll", "echo"),
                 (2, "interrupt", "echo"), (1, "poll", "sink")]
-QUICK_CONFIGS = [(1, "poll", "echo"), (1, "interrupt", "echo"), (2, "poll", "echo")]
+QUICK_CONFIGS = [(1, "poll", "echo"), (1, "interrupt", "echo"), (2, "poll", "echo"),
+                 (1, "poll", "sink")]
 DPDK_MAX = 1518          # testpmd txonly: one 2 KiB mbuf per frame
 
 
