@@ -148,6 +148,7 @@ class VhostPCINet:
     max_payload: int = 4096             # bytes of one vhost-user message
     max_regions: int = 8                # memory regions
     max_mem: int = 0                    # bytes of peer memory mapped; 0: the window
+    message_timeout_ms: int = 10000     # first to last byte of one vhost-user message
     origin: str = _origin()
 
 
@@ -428,7 +429,9 @@ DEVICES: dict[str, tuple[Schema, str]] = {
         Param("max-connections", integer(1, 64), "front-ends connected at once, one served (default 1)"),
         Param("max-payload", integer(268, 1 << 20), "bytes of one vhost-user message (default 4096)"),
         Param("max-regions", integer(1, 32), "peer memory regions (default 8)"),
-        Param("max-mem", size, "peer memory mapped at once (default: the window)")),
+        Param("max-mem", size, "peer memory mapped at once (default: the window)"),
+        Param("message-timeout", integer(1, 3600000),
+              "ms a front-end may take to send one whole message (default 10000)")),
         "vhost-pci-net: a vhost-user back-end that exposes the peer VM's memory in a BAR"),
 }
 DEVICE_ALIASES = {"virtio-net": "virtio-net-pci"}
@@ -470,7 +473,8 @@ _MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
                 "packed": "emu implements split virtqueues only"}
 _FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
                 "max-connections": "max_connections", "max-payload": "max_payload",
-                "max-regions": "max_regions", "max-mem": "max_mem"}
+                "max-regions": "max_regions", "max-mem": "max_mem",
+                "message-timeout": "message_timeout_ms"}
 
 
 def _wants_help(pairs: list[tuple[str, str | None]]) -> bool:

@@ -105,7 +105,8 @@ def build_machine(cfg: MachineConfig, emit):
                                         ack_timeout=d.ack_timeout_ms / 1000,
                                         peer_vq_max=d.peer_vqs,
                                         limits=PeerLimits(d.max_connections, d.max_payload,
-                                                          d.max_regions, d.max_mem))
+                                                          d.max_regions, d.max_mem,
+                                                          d.message_timeout_ms / 1000))
             except Exception as e:
                 raise StartupError(d.origin, str(e)) from None
         for obj in cfg.objects:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RECV_BATCH = 64          # messages decoded per wake-up before yielding to the loop
 QUEUE_HIGH_WATER = 256   # decoded, unprocessed messages before reading pauses
 OUT_HIGH_WATER = 1 << 20  # queued output bytes before drain() waits
+DEFAULT_MESSAGE_TIMEOUT = 10.0  # s from a message's first byte to its last
 
 
 def _fds_from(ancdata) -> list[int]:
@@ -58,10 +59,16 @@ class MessageStream:
     """Messages over one unix stream socket.  Takes ownership of ``sock``."""
 
     def __init__(self, sock: socket.socket, requests=FrontendRequest, *,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, max_fds: int = MAX_FDS, name: str = ""):
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, max_fds: int = MAX_FDS, name: str = "",
+                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT):
         self.sock = sock
         self.name = name or f"fd{sock.fileno()}"
         self.max_fds = max_fds
+        # a peer may be idle between messages for as long as it likes, but
+        # once a message has begun the whole of it must arrive in this time
+        # (slowloris: a trickled header would hold the one served slot)
+        self.message_timeout = message_timeout
+        self._partial_timer: asyncio.TimerHandle | None = None
         sock.setblocking(False)
         self.decoder = Decoder(requests, max_payload=max_payload, max_fds=max_fds)
         self._loop = asyncio.get_running_loop()
@@ -116,16 +123,37 @@ class MessageStream:
                     self._fail(PeerClosed(f"{self.name}: peer closed the connection"))
                 return
             self.decoder.feed(data, fds)
+            completed = False
             try:
                 while (msg := self.decoder.next_message()) is not None:
                     self._inbox.append(msg)
+                    completed = True
             except MalformedMessage as e:
                 self._fail(e)
                 return
+            self._watch_partial(completed)
             if len(self._inbox) >= QUEUE_HIGH_WATER:
                 self._stop_reading()          # back-pressure: a flood waits in the kernel
                 break
         self._wake()
+
+    def _watch_partial(self, completed: bool) -> None:
+        """Time the message in progress from its first byte."""
+        if self._partial_timer is not None and (completed or not self.decoder.has_partial):
+            self._partial_timer.cancel()
+            self._partial_timer = None
+        if self._partial_timer is None and self.decoder.has_partial and self.message_timeout:
+            self._partial_timer = self._loop.call_later(self.message_timeout, self._partial_expired)
+
+    def _partial_expired(self) -> None:
+        self._partial_timer = None
+        if self.closed or self._error is not None or not self.decoder.has_partial:
+            return
+        if not self._reading:           # we paused reading (back-pressure): not its fault
+            self._watch_partial(False)
+            return
+        self._fail(PeerTimeout(f"{self.name}: the peer began a message and did not finish it "
+                               f"within {self.message_timeout:g} s"))
 
     def _fail(self, err: BaseException) -> None:
         if self._error is None:
@@ -219,6 +247,9 @@ class MessageStream:
     def close(self) -> None:
         if self.closed:
             return
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
         self._stop_reading()
         if self._writing:
             self._loop.remove_writer(self.sock.fileno())
@@ -238,10 +269,12 @@ class BackendConnection:
 
     def __init__(self, sock: socket.socket, backend: Backend, *,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, max_fds: int = MAX_FDS,
-                 reply_timeout: float = 10.0, name: str = ""):
+                 reply_timeout: float = 10.0, name: str = "",
+                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT):
         self.backend = backend
         self.stream = MessageStream(sock, FrontendRequest, max_payload=max_payload,
-                                    max_fds=max_fds, name=name or "vhost-user")
+                                    max_fds=max_fds, name=name or "vhost-user",
+                                    message_timeout=message_timeout)
         self.reply_timeout = reply_timeout
         self.channel: MessageStream | None = None
         self._channel_fd: int | None = None
@@ -381,7 +414,8 @@ class BackendServer:
     def __init__(self, backend_factory: Callable[[], Backend], *, path: str | None = None,
                  fd: int | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                  max_fds: int = MAX_FDS, counters: PeerCounters | None = None,
-                 max_connections: int = 1):
+                 max_connections: int = 1,
+                 message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT):
         if max_connections < 1:
             raise UsageError(f"max_connections {max_connections} < 1")
         self.backend_factory = backend_factory
@@ -391,6 +425,7 @@ class BackendServer:
         self.path = path
         self._fd = fd
         self.max_payload, self.max_fds = max_payload, max_fds
+        self.message_timeout = message_timeout
         self.sock: socket.socket | None = None
         self.connection: BackendConnection | None = None
         self.connections = 0            # accepted and served
@@ -433,6 +468,7 @@ class BackendServer:
         self.connections += 1
         self.connection = BackendConnection(conn, backend, max_payload=self.max_payload,
                                             max_fds=self.max_fds,
+                                            message_timeout=self.message_timeout,
                                             name=f"{self.path or self._fd}#{self.connections}")
         self.connection.task.add_done_callback(self._serve_next)
         self._connected.set()
@@ -498,8 +534,9 @@ class BackendClient:
 
     def __init__(self, path: str, backend_factory: Callable[[], Backend], *,
                  reconnect: float | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 max_fds: int = MAX_FDS):
+                 max_fds: int = MAX_FDS, message_timeout: float | None = DEFAULT_MESSAGE_TIMEOUT):
         self.path = path
+        self.message_timeout = message_timeout
         self.backend_factory = backend_factory
         self.reconnect = reconnect
         self.max_payload, self.max_fds = max_payload, max_fds
@@ -518,6 +555,7 @@ class BackendClient:
         self.connections += 1
         self.connection = BackendConnection(sock, self.backend_factory(),
                                             max_payload=self.max_payload, max_fds=self.max_fds,
+                                            message_timeout=self.message_timeout,
                                             name=f"{self.path}#{self.connections}")
         self._connected.set()
 

@@ -92,10 +92,11 @@ class PeerLimits:
     max_payload: int = 4096        # bytes of one vhost-user message
     max_regions: int = 8           # memory regions (GET_MAX_MEM_SLOTS)
     max_mem: int = 0               # bytes of peer memory mapped at once; 0: the window size
+    message_timeout: float = 10.0  # s from the first byte of a message to its last
 
     def check(self) -> None:
         if self.max_connections < 1 or self.max_regions not in range(1, MAX_REGIONS + 1) \
-                or self.max_payload < 12 or self.max_mem < 0:
+                or self.max_payload < 12 or self.max_mem < 0 or not self.message_timeout > 0:
             raise ValueError(f"bad peer limits {self}")
 
 
@@ -550,11 +551,13 @@ class VhostPciNetDevice(VirtioDevice):
             self.server = BackendServer(self._new_backend, path=s.path if s.fd is None else None,
                                         fd=s.fd, counters=self.peer_counters,
                                         max_payload=self.limits.max_payload,
-                                        max_connections=self.limits.max_connections)
+                                        max_connections=self.limits.max_connections,
+                                        message_timeout=self.limits.message_timeout)
         else:
             self.server = BackendClient(s.path, self._new_backend,
                                         reconnect=s.reconnect or None,
-                                        max_payload=self.limits.max_payload)
+                                        max_payload=self.limits.max_payload,
+                                        message_timeout=self.limits.message_timeout)
         await self.server.start()
 
     async def aclose(self) -> None:

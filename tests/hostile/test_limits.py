@@ -2,7 +2,7 @@
 and tested at its edge (the value itself is allowed, one more is not):
 
     -device vhost-pci-net,...,max-connections=N,max-payload=BYTES,
-            max-regions=N,max-mem=SIZE,peer-vqs=N
+            max-regions=N,max-mem=SIZE,peer-vqs=N,message-timeout=MS
 
 Beyond a limit the request is refused (REPLY_ACK 1) or the connection
 dropped / turned away, counted in query-emu-stats (vp0.vhost_user) and
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,7 +26,7 @@ from .evil_frontend import FEATURES, EchoPeer, EvilFrontend, PeerRAM
 from .procs import Emu, vm2_args
 
 MiB = 1 << 20
-LIMITS = ",max-connections=2,max-payload=268,max-regions=2,max-mem=4M,peer-vqs=2"
+LIMITS = ",max-connections=2,max-payload=268,max-regions=2,max-mem=4M,peer-vqs=2,message-timeout=800"
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +140,39 @@ def test_peer_vqs(vm2):
     assert "out of range (device has 2)" in vm2.log()
 
 
+def test_message_timeout_a_slow_message_is_served_a_stalled_one_is_dropped(vm2):
+    """Slowloris: a front-end may sit idle between messages for as long as
+    it likes, but a message it has begun must be whole within
+    message-timeout (800 ms here), or the one served slot would be held by
+    a trickle forever while the next front-end waits."""
+    idle(vm2)
+    dropped = counters(vm2)["dropped"].get("PeerTimeout", 0)
+    with EvilFrontend(vm2.sock) as fe:
+        time.sleep(1.2)                                  # idle longer than the timeout: fine
+        raw = struct.pack("<III", F.GET_FEATURES, 1, 0)
+        for b in raw:                                    # 12 bytes over ~0.4 s: served
+            fe.send_raw(bytes([b]))
+            time.sleep(0.035)
+        reply = fe.recv(5)
+        assert reply is not None and reply.request == F.GET_FEATURES
+        fe.send_raw(raw[:5])                             # then a header that stops
+        waiting = EvilFrontend(vm2.sock)                 # the next front-end waits for the slot
+        t0 = time.monotonic()
+        assert fe.wait_closed(5)
+        assert 0.6 < time.monotonic() - t0 < 3.0
+        assert waiting.u64(F.GET_FEATURES)               # ... and is served once it is freed
+        waiting.close()
+    idle(vm2)
+    assert counters(vm2)["dropped"]["PeerTimeout"] == dropped + 1
+    assert "did not finish it within 0.8 s" in vm2.log()
+    assert vm2.execute("query-status")["status"] == "running"
+
+
 @pytest.mark.parametrize("prop,message", [
     ("peer-vqs=1", "peer-vqs"), ("peer-vqs=177", "peer-vqs"),
     ("max-connections=0", "max-connections"), ("max-payload=267", "max-payload"),
     ("max-regions=33", "max-regions"), ("max-regions=0", "max-regions"),
-    ("max-mem=xyz", "max-mem"),
+    ("max-mem=xyz", "max-mem"), ("message-timeout=0", "message-timeout"),
 ])
 def test_limits_out_of_range_stop_start_up(run_dir, prop, message):
     sock = os.path.join(run_dir, "bad.sock")
