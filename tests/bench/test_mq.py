@@ -13,7 +13,8 @@ PAIRS = 2
 COUNT = 20000
 
 
-async def _mq_echo(sock: str):
+def _mq_pair(sock: str, gen: dict) -> tuple[Machine, Machine]:
+    """VM1 (virtio-net-pci, mq=on, PAIRS pairs, gen) and VM2 (vhost-pci-net, echo)."""
     b = Machine(name="vm2", ram_size=64 << 20, backend="shm")
     b.add_chardev(SocketSpec("c0", path=sock, server=True, wait=False))
     b.add_vhost_pci_net("vp0", "c0", mac=vms.MAC2, queue_pairs=PAIRS)
@@ -22,7 +23,12 @@ async def _mq_echo(sock: str):
     a.add_chardev(SocketSpec("c0", path=sock))
     a.add_netdev_vhost_user("n0", "c0", queues=PAIRS)
     a.add_virtio_net("net0", "n0", mac=vms.MAC1, mq=True)
-    a.set_guest("virtio-net", "gen", {"count": str(COUNT), "verify": "on"})
+    a.set_guest("virtio-net", "gen", gen)
+    return a, b
+
+
+async def _mq_echo(sock: str):
+    a, b = _mq_pair(sock, {"count": str(COUNT), "verify": "on"})
     await b.start()
     try:
         await a.start()
@@ -56,16 +62,7 @@ def test_both_pairs_come_back_after_a_guest_reboot(tmp_path):
     reset, so a rebooted driver's VQ_PAIRS_SET (avail index 1 again) was
     never served and pair 1 stayed disabled at the back-end."""
     async def body():
-        sock = str(tmp_path / "vp.sock")
-        b = Machine(name="vm2", ram_size=64 << 20, backend="shm")
-        b.add_chardev(SocketSpec("c0", path=sock, server=True, wait=False))
-        b.add_vhost_pci_net("vp0", "c0", mac=vms.MAC2, queue_pairs=PAIRS)
-        b.set_guest("vhost-pci-net", "echo", {})
-        a = Machine(name="vm1", ram_size=64 << 20, backend="memfd")
-        a.add_chardev(SocketSpec("c0", path=sock))
-        a.add_netdev_vhost_user("n0", "c0", queues=PAIRS)
-        a.add_virtio_net("net0", "n0", mac=vms.MAC1, mq=True)
-        a.set_guest("virtio-net", "gen", {"count": "0", "rate": "50000"})
+        a, b = _mq_pair(str(tmp_path / "vp.sock"), {"count": "0", "rate": "50000"})
         await b.start()
         try:
             await a.start()
