@@ -26,7 +26,8 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
-from emu.guest.virtio_pci import NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID, VirtioPCIDriver
+from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
+                                  DeviceLifecycle, VirtioPCIDriver)
 from emu.virtio import net_spec as N
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class PeerView:
         return None
 
 
-class VhostPciNetDriver:
+class VhostPciNetDriver(DeviceLifecycle):
     def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
                  queue_size: int = 256, buf_size: int = 2048, layout: int = 0,
                  msix: bool = True, name: str = "vhost-pci-net"):
@@ -315,16 +316,8 @@ class VhostPciNetDriver:
         return True
 
     def reinit(self) -> None:
-        self.resets += 1
-        self.vp.reset()
-        self.start()
+        super().reinit()
         self.ack()
-
-    def stop(self) -> None:
-        try:
-            self.vp.reset()
-        except DriverError as e:
-            log.warning("%s: %s", self.name, e)
 
     def queue_stats(self) -> dict:
         out = {}

@@ -7,14 +7,13 @@ the apps in :mod:`emu.guest.apps` decide what flows.
 from __future__ import annotations
 
 import logging
-import os
 
 from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.taps import tap
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
-                                  VirtioPCIDriver)
+                                  DeviceLifecycle, VirtioPCIDriver)
 from emu.virtio import net_spec as N
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ def matches(dev: PCIDevice) -> bool:
     return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
 
 
-class VirtioNetDriver:
+class VirtioNetDriver(DeviceLifecycle):
     """One virtio-net device.  ``features``: what to ask for (masked with
     :data:`SUPPORTED` and the device's offer); ``layout``: descriptor layout
     of this driver's buffers (0 one descriptor like Linux, 1 header+data
@@ -175,19 +174,6 @@ class VirtioNetDriver:
         if self.vp.status & STATUS_NEEDS_RESET:
             return "needs-reset"
         return "link"
-
-    def reinit(self) -> None:
-        """Reset and bring the device up again (after NEEDS_RESET)."""
-        self.resets += 1
-        self.vp.reset()
-        self.start()
-
-    def stop(self) -> None:
-        """Reset the device: the back-end stops using our rings."""
-        try:
-            self.vp.reset()
-        except DriverError as e:
-            log.warning("%s: %s", self.name, e)
 
     def queue_stats(self) -> dict:
         out = {}

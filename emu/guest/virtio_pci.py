@@ -19,6 +19,7 @@ the spec asks for it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 from emu.guest.pci import DriverError, PCIDevice
 from emu.pci import regs
+
+log = logging.getLogger(__name__)
 
 VIRTIO_PCI_VENDOR_ID = 0x1AF4
 CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG, CAP_DEVICE_CFG, CAP_PCI_CFG = 1, 2, 3, 4, 5
@@ -90,6 +93,24 @@ def find_virtio_caps(dev: PCIDevice) -> dict[int, VirtioCap]:
         mult = dev.cfg_read(off + 16, 4) if cfg_type == CAP_NOTIFY_CFG and cap_len >= 20 else 0
         found[cfg_type] = VirtioCap(cfg_type, bar, offset, length, off, mult)
     return found
+
+
+class DeviceLifecycle:
+    """Reset and restart, shared by the device drivers built on a
+    :class:`VirtioPCIDriver` (``self.vp``) with a ``start`` of their own."""
+
+    def reinit(self) -> None:
+        """Reset and bring the device up again (after NEEDS_RESET)."""
+        self.resets += 1
+        self.vp.reset()
+        self.start()
+
+    def stop(self) -> None:
+        """Reset the device: its back-end stops using our rings."""
+        try:
+            self.vp.reset()
+        except DriverError as e:
+            log.warning("%s: %s", self.name, e)
 
 
 class VirtioPCIDriver:

@@ -102,7 +102,11 @@ class PeerLimits:
 
 class Metadata:
     """The metadata page (BAR4): written by the device under a sequence
-    lock (``generation`` odd while updating), read by the driver."""
+    lock (``generation`` odd while updating), read by the driver.  Only the
+    generation word needs single aligned stores (it has them); the fields
+    are written between its two stores with ``struct.pack_into``, and a
+    driver that read while they changed sees an odd or moved generation and
+    reads again, so a torn field is never used.  No ring index lives here."""
 
     def __init__(self, peer_vq_max: int, window_size: int):
         if M_VRINGS + VRING_SIZE * peer_vq_max > METADATA_SIZE:
