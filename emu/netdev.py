@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.vhost_user.counters import PeerCounters
-from emu.vhost_user.frontend import Frontend, FrontendClient, Negotiated
+from emu.vhost_user.client import FrontendClient, Negotiated
+from emu.vhost_user.frontend import Frontend
 from emu.vhost_user.errors import VhostUserError
 
 log = logging.getLogger(__name__)

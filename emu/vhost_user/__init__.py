@@ -10,14 +10,16 @@ See docs/vhost-user.md.  Layout (one job per module):
 * ``vring``     -- the back-end's view of a ring (translation, checks)
 * ``shm``       -- fd checks, dirty log, inflight area
 * ``backend``   -- Backend: one connection's back-end state machine
-* ``frontend``  -- Frontend (sans-IO) and FrontendClient (asyncio)
+* ``frontend``  -- Frontend, the front-end's sans-IO state machine
+* ``client``    -- FrontendClient: a Frontend on a socket (asyncio)
 * ``transport`` -- MessageStream, BackendConnection, BackendServer/Client, connect_unix
 * ``wirelog``   -- per-connection JSON-lines wire log
 """
 from emu.vhost_user.backend import Backend
 from emu.vhost_user.codec import Decoder, Message, encode, request
 from emu.vhost_user.device import BackendDevice, DefaultMapper, MemoryMapper
-from emu.vhost_user.frontend import Frontend, FrontendClient, FrontendVring
+from emu.vhost_user.client import FrontendClient, FrontendVring
+from emu.vhost_user.frontend import Frontend
 from emu.vhost_user.messages import (BackendRequest, Flags, FrontendRequest, ProtocolFeature,
                                      VirtioFeature)
 from emu.vhost_user.transport import BackendClient, BackendConnection, BackendServer

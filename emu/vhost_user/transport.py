@@ -17,7 +17,7 @@ a read belong to exactly that message.  ``MSG_CTRUNC`` (more fds than
   with QEMU's ``reconnect=SECONDS`` behaviour (retry with back-off; every
   new connection starts from scratch, so the peer redoes the handshake).
 
-The front-end's asyncio client lives in :mod:`emu.vhost_user.frontend`.
+The front-end's asyncio client lives in :mod:`emu.vhost_user.client`.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from emu.virtio import net_spec as N
 from emu.virtio.device import VirtioDevice, QueueConfig
 from emu.vhost_user.errors import PeerClosed, VhostUserError
 from emu.vhost_user.messages import FrontendRequest as F, VringState
-from emu.vhost_user.frontend import FrontendVring, eventfd
+from emu.vhost_user.client import FrontendVring, eventfd
 
 log = logging.getLogger(__name__)
 
