@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -180,10 +181,17 @@ def refuses_the_memory_table(e: EvilBackend):
 
 def vring_base_for_another_ring(e: EvilBackend, survivor: Survivor):
     e.serve_until_started()
-    survivor.vm1.execute("system_reset")            # the guest reboots: VM1 stops its rings
-    msg = e.serve(until=at(F.GET_VRING_BASE))
-    e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
-    time.sleep(0.5)
+    # The guest reboots: VM1 stops its rings.  system_reset answers once the
+    # guest has carried the reset out, and the reset waits for this back-end's
+    # replies (SET_VRING_ENABLE 0, GET_VRING_BASE): ask from another thread
+    # and serve meanwhile, as a back-end in its own process would (asked
+    # first and served after, both sides waited 5 s for each other).
+    with ThreadPoolExecutor(1) as pool:
+        reset = pool.submit(survivor.vm1.execute, "system_reset")
+        msg = e.serve(until=at(F.GET_VRING_BASE))
+        assert msg is not None, "VM1 closed before GET_VRING_BASE"
+        e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
+        reset.result(30)       # the reset is over: VM1 has judged the reply
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
