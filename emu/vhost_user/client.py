@@ -12,11 +12,11 @@ import asyncio
 import collections
 import inspect
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from emu.eventfd import new as new_eventfd
 from emu.memory import GuestMemory
 from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Message
 from emu.vhost_user.errors import (PeerClosed, PeerTimeout, ProtocolViolation, UsageError,
@@ -401,6 +401,4 @@ class FrontendClient:
             self.frontend.wire_log.close()
 
 
-def eventfd() -> int:
-    """A non-blocking, close-on-exec eventfd (kick/call)."""
-    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+eventfd = new_eventfd     # a non-blocking, close-on-exec eventfd (kick/call)
