@@ -69,6 +69,9 @@ class MessageStream:
         # (slowloris: a trickled header would hold the one served slot)
         self.message_timeout = message_timeout
         self._partial_timer: asyncio.TimerHandle | None = None
+        # O_NONBLOCK belongs to the open file description, which a peer may
+        # share (SET_BACKEND_REQ_FD hands over a socket the front-end can keep
+        # a copy of, and clear the flag on): every call says MSG_DONTWAIT too
         sock.setblocking(False)
         self.decoder = Decoder(requests, max_payload=max_payload, max_fds=max_fds)
         self._loop = asyncio.get_running_loop()
@@ -102,7 +105,8 @@ class MessageStream:
         for _ in range(RECV_BATCH):
             try:
                 data, anc, flags, _ = self.sock.recvmsg(
-                    self.decoder.wanted(), self._cmsg_space, socket.MSG_CMSG_CLOEXEC)
+                    self.decoder.wanted(), self._cmsg_space,
+                    socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -204,7 +208,7 @@ class MessageStream:
             data, fds = self._out[0]
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
             try:
-                n = self.sock.sendmsg([data], anc)
+                n = self.sock.sendmsg([data], anc, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
