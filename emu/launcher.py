@@ -369,6 +369,10 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
 
 
 def _origin_of(cfg: MachineConfig, err: Exception) -> str:
+    path = getattr(err, "path", None)       # a socket error names its path: its -chardev
+    for c in cfg.chardevs if path else ():
+        if c.path == path:
+            return f"{c.origin}: "
     for n in cfg.netdevs:
         if n.id in str(err) or (cfg.chardev(n.chardev) and str(cfg.chardev(n.chardev).path) in str(err)):
             return f"{n.origin}: "

@@ -20,6 +20,7 @@ from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.client import FrontendClient, Negotiated
 from emu.vhost_user.frontend import Frontend
 from emu.vhost_user.errors import VhostUserError
+from emu.vhost_user.sockets import backlog_for, listen_unix
 
 log = logging.getLogger(__name__)
 
@@ -179,17 +180,14 @@ class VhostUserNetdev:
 
 
 def _listen(s: SocketSpec) -> socket.socket:
+    """The netdev's listening socket: one back-end at a time, a few more
+    may knock (they are turned away by the handshake, not by the kernel).
+    Errors name the path (SocketSetupError); the launcher names the option."""
     if s.fd is not None:
-        ls = socket.socket(fileno=os.dup(s.fd))
-    else:
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd = os.dup(s.fd)
         try:
-            if os.path.exists(s.path):
-                os.unlink(s.path)
-            ls.bind(s.path)
-        except OSError:
-            ls.close()
+            return listen_unix(fd=fd, backlog=backlog_for(1))
+        except BaseException:
+            os.close(fd)
             raise
-    ls.listen(1)
-    ls.setblocking(False)
-    return ls
+    return listen_unix(s.path, backlog=backlog_for(1))

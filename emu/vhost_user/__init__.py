@@ -12,7 +12,8 @@ See docs/vhost-user.md.  Layout (one job per module):
 * ``backend``   -- Backend: one connection's back-end state machine
 * ``frontend``  -- Frontend, the front-end's sans-IO state machine
 * ``client``    -- FrontendClient: a Frontend on a socket (asyncio)
-* ``transport`` -- MessageStream, BackendConnection, BackendServer/Client, connect_unix
+* ``transport`` -- MessageStream, BackendConnection, BackendServer/Client
+* ``sockets``   -- listening and connecting unix sockets, reconnect back-off
 * ``wirelog``   -- per-connection JSON-lines wire log
 """
 from emu.vhost_user.backend import Backend

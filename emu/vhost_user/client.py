@@ -27,7 +27,8 @@ from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequ
                                      FrontendRequest as F, MemoryRegion, MemoryTable,
                                      ProtocolFeature as PF, SingleMemRegion, U64,
                                      VirtioFeature, VringAddr, VringFd, VringState)
-from emu.vhost_user.transport import MessageStream, connect_unix
+from emu.vhost_user.sockets import Backoff, connect_unix
+from emu.vhost_user.transport import MessageStream
 from emu.vhost_user.vring import ring_sizes
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class FrontendClient:
         self._vrings: list[FrontendVring] = []
         self._closing = False
         self.connected: asyncio.Event | None = None
+        self.backoff = Backoff(reconnect or 0)
 
     # -- connection ----------------------------------------------------------------------------
     async def connect(self) -> FrontendClient:
@@ -125,7 +127,7 @@ class FrontendClient:
         if self._sock is not None:
             sock, self._sock = self._sock, None
         else:
-            sock = await connect_unix(self.path, reconnect=self.reconnect)
+            sock = await connect_unix(self.path, reconnect=self.reconnect, backoff=self.backoff)
         self._attach(sock)
         return self
 
@@ -140,6 +142,7 @@ class FrontendClient:
         self.error = None
         self._vrings = []
         self._reader = self._spawn(self._read_main(self.stream))
+        self.backoff.up()
         self.connected.set()
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -219,7 +222,13 @@ class FrontendClient:
             self._reconnector = self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
-        sock = await connect_unix(self.path, reconnect=self.reconnect)
+        # after every loss, not only a failed connect: a back-end whose
+        # socket is there but that drops (or never completes) each
+        # connection would otherwise be retried thousands of times a second
+        await asyncio.sleep(self.backoff.down())
+        if self._closing:
+            return
+        sock = await connect_unix(self.path, reconnect=self.reconnect, backoff=self.backoff)
         if self._closing:
             sock.close()
             return
