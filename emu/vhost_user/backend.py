@@ -196,6 +196,14 @@ class Backend:
             reply = handler(msg)
         except PeerError as e:
             return self._refuse(msg, e)
+        except OSError as e:
+            # The root of every OSError here is a peer's fd (a mapping or an
+            # fd check a mapper or device made without typing it): a refusal
+            # like any other, never an internal error that drops the peer.
+            # Handlers validate first and mappers leave the old table on
+            # failure, so the previous state stands.
+            return self._refuse(msg, ProtocolViolation(
+                f"{msg.request.name}: {e.strerror or e} (from the peer's fd)"))
         if spec.has_reply:
             return [msg.reply(*reply) if isinstance(reply, tuple) else msg.reply(reply)]
         if msg.need_reply:
