@@ -224,6 +224,7 @@ static inline int efd_drain(int fd, uint64_t *value)
     return read(fd, value, sizeof *value) == (ssize_t)sizeof *value;
 }
 
+int emu_efd_start(void) { return efd_start(); }
 int emu_efd_signal(int fd) { return efd_signal(fd); }
 int emu_efd_drain(int fd, uint64_t *value) { return efd_drain(fd, value); }
 

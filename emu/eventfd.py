@@ -57,4 +57,7 @@ def stats() -> dict:
             "guard_ms": int(out[3])}
 
 
+# the guard thread from the start, not at the first signal: a process's
+# threads and mappings are then the same before and after its first peer
+lib.emu_efd_start()
 GUARD_MS = stats()["guard_ms"]

@@ -116,7 +116,8 @@ class VhostUserNetdev:
         try:
             await self._handshake()
         except VhostUserError as e:
-            log.warning("netdev %s: handshake failed, reconnecting: %s", self.id, e)
+            self.counters.limiter.log(log, logging.WARNING, "handshake",
+                                      "netdev %s: handshake failed, reconnecting: %s", self.id, e)
             self.client.drop(e)
             await self.up.wait()
 

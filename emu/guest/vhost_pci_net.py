@@ -22,7 +22,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from emu import ring
+from emu import ratelimit, ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
@@ -265,7 +265,8 @@ class VhostPciNetDriver(DeviceLifecycle):
                                           call_fd=call if call is not None else -1,
                                           kick_fd=kick, name=f"{self.name}.peer{index}")
         except Exception as e:       # the peer's addresses are untrusted
-            log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
+            ratelimit.DEFAULT.log(log, logging.WARNING, (self.name, "peer-vring"),
+                                  "%s: peer vring %d unusable: %s", self.name, index, e)
             return None
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")

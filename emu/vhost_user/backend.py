@@ -25,8 +25,10 @@ import logging
 import threading
 from typing import Callable
 
+from emu import ratelimit
 from emu.errors import EmuBug, PeerError
 from emu.memory import GuestMemory, validate_regions
+from emu.ratelimit import LogLimiter
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
 from emu.vhost_user.counters import PeerCounters
@@ -135,6 +137,11 @@ class Backend:
         }
         device.connected(self)
 
+    @property
+    def limiter(self) -> LogLimiter:
+        """Rate limit of this device's log lines about its peers."""
+        return self.counters.limiter if self.counters is not None else ratelimit.DEFAULT
+
     # -- negotiation state ---------------------------------------------------------
     def offered_features(self) -> int:
         return int(self.device.features()) | int(VirtioFeature.PROTOCOL_FEATURES)
@@ -225,7 +232,8 @@ class Backend:
         self.refused.append((msg.request.name, err))
         if self.counters is not None:
             self.counters.note_refused(msg.request.name, err)
-        log.warning("vhost-user back-end refused %s: %s", msg.request.name, err)
+        self.limiter.log(log, logging.WARNING, ("refused", msg.request.name),
+                         "vhost-user back-end refused %s: %s", msg.request.name, err)
         if self.wire_log is not None:
             self.wire_log.error("rx", err)
         if msg.is_reply:
@@ -491,7 +499,8 @@ class Backend:
         try:
             v.translate(self.memory)
         except ProtocolViolation as e:
-            log.info("vring %d no longer translates (%s): needs a new SET_VRING_ADDR", v.index, e)
+            self.limiter.log(log, logging.INFO, "retranslate", "vring %d no longer translates "
+                             "(%s): needs a new SET_VRING_ADDR", v.index, e)
 
     def _drop_memory(self) -> None:
         old, self._tables, self._removed = self._tables, [], set()

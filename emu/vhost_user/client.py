@@ -157,7 +157,8 @@ class FrontendClient:
         try:
             result = fn(*args)
         except Exception:
-            log.exception("vhost-user front-end callback %r failed", fn)
+            self.frontend.limiter.log(log, logging.ERROR, "callback", "vhost-user front-end "
+                                      "callback %r failed", fn, exc_info=True)
             return
         if inspect.isawaitable(result):
             self._spawn(result)
@@ -176,7 +177,8 @@ class FrontendClient:
         except VhostUserError as e:
             self._lost(stream, e)
         except Exception as e:              # a bug of ours: drop the connection, say why
-            log.exception("vhost-user front-end reader failed")
+            self.frontend.limiter.log(log, logging.ERROR, "internal",
+                                      "vhost-user front-end reader failed", exc_info=True)
             self._lost(stream, PeerClosed(f"internal error: {e!r}"))
 
     async def _read_channel(self, channel) -> None:
@@ -193,15 +195,18 @@ class FrontendClient:
                 elif isinstance(event, VringErr):
                     self._callback(self.on_vring_err, event.index)
         except VhostUserError as e:
-            log.info("back-end request channel closed: %s", e)
+            self.frontend.limiter.log(log, logging.INFO, "channel",
+                                      "back-end request channel closed: %s", e)
 
     def _lost(self, stream, err: BaseException) -> None:
         """The connection is gone (or must go): fail waiters, close, maybe reconnect."""
         if stream is not self.stream or stream.closed:
             return
         self.error = err
-        log.log(logging.INFO if isinstance(err, PeerClosed) or self._closing else logging.WARNING,
-                "vhost-user front-end connection %s lost: %s", stream.name, err)
+        quiet = isinstance(err, PeerClosed) or self._closing
+        self.frontend.limiter.log(log, logging.INFO if quiet else logging.WARNING,
+                                  ("lost", quiet), "vhost-user front-end connection %s lost: %s",
+                                  stream.name, err)
         counters = self.frontend.counters
         if counters is not None and not self._closing:
             counters.disconnects += 1
@@ -239,7 +244,8 @@ class FrontendClient:
                 if inspect.isawaitable(result):
                     await result
             except VhostUserError as e:
-                log.warning("vhost-user front-end: redoing the set-up after reconnect failed: %s", e)
+                self.frontend.limiter.log(log, logging.WARNING, "redo", "vhost-user front-end: "
+                                          "redoing the set-up after reconnect failed: %s", e)
 
     def drop(self, err: VhostUserError) -> None:
         """Give up the current connection (e.g. its handshake was refused);

@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from emu import ratelimit
+from emu.ratelimit import LogLimiter
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
 from emu.vhost_user.counters import PeerCounters
@@ -83,6 +85,11 @@ class Frontend:
         self.queue_num: int | None = None
         self.max_mem_slots: int | None = None
         self.pending: collections.deque[Message] = collections.deque()
+
+    @property
+    def limiter(self) -> LogLimiter:
+        """Rate limit of the device's log lines about its back-ends."""
+        return self.counters.limiter if self.counters is not None else ratelimit.DEFAULT
 
     def fresh(self) -> Frontend:
         """Same configuration, nothing negotiated (a new connection)."""
@@ -171,7 +178,8 @@ class Frontend:
             self.max_mem_slots = reply.payload.value
 
     def _ignored(self, msg: Message, err: VhostUserError) -> Ignored:
-        log.warning("vhost-user front-end ignored %s: %s", msg.request.name, err)
+        self.limiter.log(log, logging.WARNING, ("ignored", msg.request.name),
+                         "vhost-user front-end ignored %s: %s", msg.request.name, err)
         if self.counters is not None:
             self.counters.note_refused(msg.request.name, err)
         if self.wire_log is not None:

@@ -32,7 +32,9 @@ import os
 import socket
 from typing import Callable
 
+from emu import ratelimit
 from emu.errors import EmuBug, PeerError
+from emu.ratelimit import LogLimiter
 from emu.vhost_user.backend import Backend
 from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Decoder, Message, close_fds, encode
 from emu.vhost_user.counters import PeerCounters
@@ -303,7 +305,7 @@ class BackendConnection:
                 self.stream.send(m)
             self._sync_channel()
         except PeerError as e:
-            log.info("%s: %s", self.stream.name, e)
+            self.backend.limiter.log(log, logging.INFO, "flush", "%s: %s", self.stream.name, e)
 
     async def _run(self) -> None:
         try:
@@ -315,17 +317,19 @@ class BackendConnection:
                 self._sync_channel()
                 await self.stream.drain(self.reply_timeout)
         except PeerClosed as e:
-            log.info("%s", e)
+            self.backend.limiter.log(log, logging.INFO, "closed", "%s", e)
         except PeerError as e:
             self.error = e
-            log.warning("vhost-user connection %s dropped: %s", self.stream.name, e)
+            self.backend.limiter.log(log, logging.WARNING, ("dropped", type(e).__name__),
+                                     "vhost-user connection %s dropped: %s", self.stream.name, e)
             if self.backend.counters is not None:
                 self.backend.counters.note_dropped(e)
             if self.backend.wire_log is not None:
                 self.backend.wire_log.error("rx", e)
         except Exception as e:             # EmuBug or a device bug: drop this connection only
             self.error = e
-            log.exception("vhost-user connection %s: internal error", self.stream.name)
+            self.backend.limiter.log(log, logging.ERROR, "internal", "vhost-user connection %s: "
+                                     "internal error", self.stream.name, exc_info=True)
             if self.backend.counters is not None:
                 self.backend.counters.note_dropped(e)
         finally:
@@ -348,14 +352,14 @@ class BackendConnection:
                 try:
                     self.channel.send(m)
                 except PeerClosed as e:
-                    log.info("%s", e)
+                    self.backend.limiter.log(log, logging.INFO, "channel", "%s", e)
 
     async def _read_channel(self, channel: MessageStream) -> None:
         try:
             while True:
                 self.backend.handle_channel_reply(await channel.receive())
         except PeerError as e:
-            log.info("back-end request channel: %s", e)
+            self.backend.limiter.log(log, logging.INFO, "channel", "back-end request channel: %s", e)
 
     def _close_channel(self) -> None:
         if self._channel_task is not None:
@@ -414,6 +418,10 @@ class BackendServer:
         self.rejected = 0               # refused while busy
         self._connected = asyncio.Event()
 
+    @property
+    def _limiter(self) -> LogLimiter:
+        return self.counters.limiter if self.counters is not None else ratelimit.DEFAULT
+
     async def start(self) -> BackendServer:
         # the backlog holds a burst of the clients we take at once (the one
         # served and the max_connections - 1 waiting): none gets EAGAIN
@@ -428,7 +436,7 @@ class BackendServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning("vhost-user accept failed: %s", e)
+            self._limiter.log(log, logging.WARNING, "accept", "vhost-user accept failed: %s", e)
             return
         if self.connection is not None and not self.connection.done.is_set():
             if 1 + len(self._waiting) < self.max_connections:
@@ -437,8 +445,10 @@ class BackendServer:
             self.rejected += 1
             if self.counters is not None:
                 self.counters.rejected += 1
-            log.warning("vhost-user %s: a front-end is already connected (max-connections %d); "
-                        "closing the new one", self.path or self._fd, self.max_connections)
+            self._limiter.log(log, logging.WARNING, "rejected",
+                              "vhost-user %s: a front-end is already connected (max-connections "
+                              "%d); closing the new one", self.path or self._fd,
+                              self.max_connections)
             conn.close()
             return
         self._serve(conn)

@@ -108,11 +108,16 @@ class VirtioNetDevice(VirtioDevice):
                 await op(*args)
             except PeerClosed as e:
                 # the back-end went away meanwhile: its disconnect is reported already
-                log.info("%s: vhost-user %s: %s", self.name, op.__name__, e)
-            except (VhostUserError, OSError) as e:
-                log.warning("%s: vhost-user %s failed: %s", self.name, op.__name__, e)
+                self.netdev.counters.limiter.log(log, logging.INFO, ("op", op.__name__),
+                                                 "%s: vhost-user %s: %s", self.name, op.__name__, e)
+            except (VhostUserError, OSError) as e:     # a back-end can repeat this: rate-limited
+                self.netdev.counters.limiter.log(log, logging.WARNING, ("op", op.__name__),
+                                                 "%s: vhost-user %s failed: %s", self.name,
+                                                 op.__name__, e)
             except Exception:
-                log.exception("%s: %s failed", self.name, op.__name__)
+                self.netdev.counters.limiter.log(log, logging.ERROR, ("bug", op.__name__),
+                                                 "%s: %s failed", self.name, op.__name__,
+                                                 exc_info=True)
             finally:
                 if op == self._op_stop:
                     self._reset_done.set()
