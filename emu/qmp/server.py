@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import os
 import socket
@@ -31,7 +30,7 @@ from emu.errors import EmuBug, EmuError
 from emu.qmp.commands import dispatch
 from emu.qmp.control import MachineControl
 from emu.qmp.errors import GENERIC_ERROR
-from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
+from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer, encode
 
 log = logging.getLogger("emu.qmp")
 
@@ -311,9 +310,7 @@ class QmpServer:
     def greeting(self) -> dict[str, Any]:
         return {"QMP": {"version": self.version_info(), "capabilities": []}}
 
-    @staticmethod
-    def encode(msg: dict[str, Any], pretty: bool = False) -> bytes:
-        return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
+    encode = staticmethod(encode)        # strict JSON: emu.qmp.stream.encode
 
     def chardev_info(self) -> list[dict[str, Any]]:
         """``query-chardev`` entries of the monitors' own chardevs."""
