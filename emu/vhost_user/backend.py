@@ -27,7 +27,7 @@ from typing import Callable
 
 from emu import ratelimit
 from emu.errors import EmuBug, PeerError
-from emu.memory import GuestMemory, validate_regions
+from emu.memory import GuestMemory, check_mappable, validate_regions
 from emu.ratelimit import LogLimiter
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
@@ -428,6 +428,7 @@ class Backend:
         for v in running:
             if not v.fits(specs):
                 raise ProtocolViolation(f"new memory table leaves running vring {v.index} unmapped")
+        self._check_fds(specs, msg.fds)
         self._kept.update(msg.fds)          # the mapper owns them now
         self._pause(running)
         try:
@@ -441,6 +442,15 @@ class Backend:
             self.mapper.unmap(t)
         self._resume(running)
 
+    @staticmethod
+    def _check_fds(specs, fds) -> None:
+        """Every fd can back its region (type, access mode, seals, size)
+        before a ring is paused or the mapper is called: a mapper that
+        must let go of the current table first (the vhost-pci window) then
+        fails only for reasons of its own."""
+        for (gpa, size, uaddr, offset), fd in zip(specs, fds):
+            check_mappable(fd, offset, size, what=f"memory fd of region gpa=0x{gpa:x}")
+
     def _get_max_mem_slots(self, msg):
         return U64(self.max_regions)
 
@@ -450,6 +460,7 @@ class Backend:
         if len(live) >= self.max_regions:
             raise ProtocolViolation(f"ADD_MEM_REG: all {self.max_regions} memory slots are used")
         validate_regions(live + [spec], self.max_regions)
+        self._check_fds([spec], msg.fds[:1])
         self._kept.add(msg.fds[0])
         new = self.mapper.map([spec], [msg.fds[0]])
         running = [v for v in self.vrings if v.started]
