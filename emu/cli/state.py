@@ -13,7 +13,6 @@ ARG: ``).  Flags without an argument are registered with ``arg=False``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from emu.config import MachineConfig
@@ -74,11 +73,13 @@ def wants_help(pairs: list[tuple[str, str | None]]) -> bool:
     return any(k in HELP_WORDS and v is None for k, v in pairs)
 
 
-@dataclass(frozen=True)
 class Option:
-    name: str
-    handler: Callable[..., None]    # (state, arg) or, without an argument, (state)
-    takes_arg: bool = True
+    __slots__ = ("name", "handler", "takes_arg")
+
+    def __init__(self, name: str, handler: Callable[..., None], takes_arg: bool = True):
+        self.name = name
+        self.handler = handler          # (state, arg) or, without an argument, (state)
+        self.takes_arg = takes_arg
 
 
 #: every option by name (without its dash); filled by the handler modules

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from emu.keyval import (OptionError, Param, Schema, boolean, choice, format_value, integer,
@@ -71,17 +70,23 @@ ipv4.kind = "ipv4"  # type: ignore[attr-defined]
 
 # -- the declarations ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class AppSpec:
-    name: str
-    target: str                 # "module:Class"
-    help: str
-    params: tuple[Param, ...] = ()
-    devices: int = 1            # devices of the driver's kind it needs at least
-    schema: Schema = field(init=False, repr=False, compare=False)
+# Plain classes, not dataclasses: this module is imported before the
+# monitor listens, and each dataclass costs about a millisecond to define.
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "schema", Schema(self.params))
+class AppSpec:
+    __slots__ = ("name", "target", "help", "params", "devices", "schema")
+
+    def __init__(self, name: str, target: str, help: str, params: tuple[Param, ...] = (),
+                 devices: int = 1):
+        self.name = name
+        self.target = target            # "module:Class"
+        self.help = help
+        self.params = params
+        self.devices = devices          # devices of the driver's kind it needs at least
+        self.schema = Schema(params)
+
+    def __repr__(self) -> str:
+        return f"AppSpec({self.name!r}, {self.target!r})"
 
     def load(self) -> type:
         return _load(self.target)
@@ -90,27 +95,32 @@ class AppSpec:
         return {p.name: p.default for p in self.params}
 
 
-@dataclass(frozen=True)
 class GuestParams:
     """Typed ``-guest`` values: the driver's as given, the app's complete
     (defaults filled in), and all that were given."""
-    driver: dict[str, Any]
-    app: dict[str, Any]
-    given: dict[str, Any]
+    __slots__ = ("driver", "app", "given")
+
+    def __init__(self, driver: dict[str, Any], app: dict[str, Any], given: dict[str, Any]):
+        self.driver = driver
+        self.app = app
+        self.given = given
 
 
-@dataclass(frozen=True)
 class DriverSpec:
-    name: str                   # -guest DRIVER
-    device: str                 # the qdev driver whose functions it binds
-    target: str                 # "module": matches(dev) and the driver class below
-    cls: str
-    params: tuple[Param, ...]
-    apps: Mapping[str, AppSpec]
-    schema: Schema = field(init=False, repr=False, compare=False)
+    __slots__ = ("name", "device", "target", "cls", "params", "apps", "schema")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "schema", Schema(self.params))
+    def __init__(self, name: str, device: str, target: str, cls: str, params: tuple[Param, ...],
+                 apps: tuple[AppSpec, ...]):
+        self.name = name                # -guest DRIVER
+        self.device = device            # the qdev driver whose functions it binds
+        self.target = target            # "module": matches(dev) and the driver class below
+        self.cls = cls
+        self.params = params
+        self.apps: dict[str, AppSpec] = {a.name: a for a in apps}
+        self.schema = Schema(params)
+
+    def __repr__(self) -> str:
+        return f"DriverSpec({self.name!r}, {self.device!r})"
 
     def load(self) -> tuple[Callable[[Any], bool], type]:
         """(matches(dev), the driver class)."""
@@ -243,9 +253,9 @@ DRIVERS: dict[str, DriverSpec] = {d.name: d for d in (
     DriverSpec("virtio-net", "virtio-net-pci", "emu.guest.virtio_net", "VirtioNetDriver",
                _driver_params(Param("tx_buf_size", integer(64, 1 << 17),
                                     "bytes per TX buffer: a whole frame and its header")),
-               {a.name: a for a in _VIRTIO_NET_APPS}),
+               _VIRTIO_NET_APPS),
     DriverSpec("vhost-pci-net", "vhost-pci-net", "emu.guest.vhost_pci_net", "VhostPciNetDriver",
-               _driver_params(), {a.name: a for a in _VHOST_PCI_APPS}),
+               _driver_params(), _VHOST_PCI_APPS),
 )}
 
 #: every app name, in the order the drivers declare them
