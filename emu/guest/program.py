@@ -55,9 +55,9 @@ class GuestProgram:
         self.apps = self.spec.apps
         self.app_name = app
         typed = self.spec.check(app, params or {})     # OptionError before any thread starts
-        self.params = typed.driver                      # the driver's keys, as given
+        self.params = typed.driver                      # the driver's keys
         self.app_params = typed.app                     # the running app's, complete
-        self.mode = self.params.get("mode", "poll")
+        self.mode = self.params["mode"]
         self.matches, self.driver_cls = self.spec.load()
         self.name = name
         self.emit = on_event or (lambda name, data: None)
@@ -195,7 +195,8 @@ class GuestProgram:
                 # new driver parameters (features, queue sizes...): the drivers
                 # renegotiate from scratch, as after a reboot
                 (params,) = args
-                self.params.update(self.spec.check(self.app_name, params).driver)
+                given = self.spec.check(self.app_name, params).given
+                self.params.update((k, v) for k, v in given.items() if k in self.spec.schema)
                 was = self.app.running
                 self.app.stop()
                 mask = _feature_mask(self.params)

@@ -96,8 +96,8 @@ class AppSpec:
 
 
 class GuestParams:
-    """Typed ``-guest`` values: the driver's as given, the app's complete
-    (defaults filled in), and all that were given."""
+    """Typed ``-guest`` values: the driver's (as given, and ``mode``'s
+    default), the app's complete (defaults filled in), and all that were given."""
     __slots__ = ("driver", "app", "given")
 
     def __init__(self, driver: dict[str, Any], app: dict[str, Any], given: dict[str, Any]):
@@ -156,7 +156,12 @@ class DriverSpec:
                     raise OptionError(f"Parameter '{key}' belongs to the {self.name} driver: "
                                       "it cannot change with the app")
             out[key] = given[key] = param.parse(key, _text(key, value))
-        return GuestParams(drv, {**spec.defaults(), **vals}, given)
+        return GuestParams({**self.defaults(), **drv}, {**spec.defaults(), **vals}, given)
+
+    def defaults(self) -> dict[str, Any]:
+        """The driver's keys that have a default of the program's (the others
+        default to the driver class's own)."""
+        return {p.name: p.default for p in self.params if p.default is not None}
 
     def check_devices(self, app: str, have: int) -> None:
         """*have* devices of this driver's kind: enough for *app*?"""

@@ -79,6 +79,7 @@ def test_the_app_gets_every_parameter_with_its_default():
     assert typed.app == {"size": 256, "count": 0, "rate": 0, "burst": 32, "verify": False,
                          "dst": "ff:ff:ff:ff:ff:ff"}
     assert typed.given == {"size": 256, "mode": "interrupt"}
+    assert registry.driver("virtio-net").check("sink", {}).driver == {"mode": "poll"}
 
 
 def test_qmp_scalars_are_read_as_the_command_line_would_give_them():
