@@ -46,7 +46,6 @@ async def info_chardev(s: Session) -> str:
 
 async def info_network(s: Session) -> str:
     # QEMU has no QMP command for it either: HMP asks the machine
-    await s.monitor.machine_ready()
     text = s.machine.info_network()
     return _lines(*text.splitlines()) if text else ""
 
