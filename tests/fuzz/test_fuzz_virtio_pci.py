@@ -13,7 +13,7 @@ from emu.virtio.device import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATU
                                STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
                                STATUS_NEEDS_RESET)
 
-from .helpers import ToyNet
+from tests.pci.helpers import ToyNet
 
 SIZES = st.sampled_from([1, 2, 4, 8, 3, 0])
 VALUES = st.one_of(st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 2**64 - 1),
