@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from emu.pci import PCIBus, PCIFunction
+from emu.machines.platform import Platform
+from emu.pci import PCIFunction
 
 
 def open_fds():
@@ -22,8 +23,9 @@ def no_fd_leak():
 
 @pytest.fixture
 def bus():
-    """A bare PCI root bus (no machine around it)."""
-    b = PCIBus()
+    """A platform with a PCI root bus and no RAM (no machine around it):
+    what a guest driver reaches (emu.guest.pci.BusAPI)."""
+    b = Platform()
     yield b
     for f in b.functions.values():
         if hasattr(f, "close"):
