@@ -52,7 +52,7 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
     ram = cfg.ram
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=_wire_log(cfg))
+                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.add_event_listener(emit)

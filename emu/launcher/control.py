@@ -108,7 +108,7 @@ class MachineAdapter:
 
     # -- views ----------------------------------------------------------------------------------
     def query_pci(self) -> list:
-        return views.query_pci(self.m, self.cfg.machine_type)
+        return views.query_pci(self.m)
 
     def query_chardev(self) -> list:
         return views.query_chardev(self.m)

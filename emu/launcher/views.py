@@ -9,12 +9,12 @@ from typing import Any
 QUEUE_COUNTERS = ("packets", "bytes", "drops", "errors", "kicks", "calls")
 
 
-def query_pci(m: Any, machine_type: str) -> list[dict[str, Any]]:
-    if machine_type == "none":     # no PCI bus: QEMU answers []
+def query_pci(m: Any) -> list[dict[str, Any]]:
+    if m.system.pci is None:          # no PCI bus: QEMU answers []
         return []
     devs = []
     ids = {e.bdf: e.id for e in m.devices.values()}
-    for bdf, fn in sorted(m.bus.functions.items()):
+    for bdf, fn in sorted(m.system.functions.items()):
         cfg = fn.config
         rd = lambda off, n: int.from_bytes(cfg[off:off + n], "little")  # noqa: E731
         regions = []

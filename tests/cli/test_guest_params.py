@@ -3,19 +3,14 @@ driver and app, typed and bounded (emu.guest.registry), refused with a
 QEMU-style message before anything starts."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from emu.cli import CommandLineError, EarlyExit, parse_args
 from emu.guest import registry
 from emu.keyval import OptionError
 
-from .emu_process import EMU_CMD, start, stop
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from guest_params import APP_CASES, DRIVER_CASES, RUNTIME_CHECKED, number, onoff, rng  # noqa: E402
+from tests.guest_params import APP_CASES, DRIVER_CASES, RUNTIME_CHECKED, number, onoff, rng
+from tests.qmp.emu_process import EMU_CMD, start, stop
 
 CASES = ([(drv, "sink", key, value, msg) for drv, cases in DRIVER_CASES.items()
           for key, value, msg in cases]

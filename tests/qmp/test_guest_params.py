@@ -4,15 +4,10 @@ line gives; nothing changes (same app, no guest error, traffic flows);
 an app that fails to start is reported and the previous one runs again."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from emu.testing.launch import Pair, VMProcess, wait_until
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from guest_params import APP_CASES, DRIVER_CASES  # noqa: E402
+from tests.guest_params import APP_CASES, DRIVER_CASES
 
 APP_BAD = [(drv, app, key, value, msg) for (drv, app), cases in APP_CASES.items()
            for key, value, msg in cases]

@@ -1,5 +1,5 @@
-"""How tests start "the emu process" with a QMP monitor: the real one
-(``python -m emu``: emu.cli, then emu.launcher), and QEMU beside it."""
+"""How tests start "the emu process" (``python -m emu``, the real
+launcher) and QEMU 7.2 beside it, with a QMP monitor."""
 from __future__ import annotations
 
 import os
