@@ -6,6 +6,7 @@ from emu.cli.state import ParseState
 from emu.config import Chardev, Device, FilterDump, MemoryBackend, PCIAddress, VirtioNetPCI
 from emu.guest import registry
 from emu.keyval import OptionError
+from emu.machines import types as machine_types
 
 
 def check(p: ParseState) -> None:
@@ -40,7 +41,8 @@ def check(p: ParseState) -> None:
             p.origin = obj.origin
             raise OptionError("Parameter 'netdev' expects a network backend id")
 
-    if cfg.devices and cfg.machine_type == "none":
+    mtype = machine_types.find(cfg.machine_type)
+    if cfg.devices and mtype is not None and not mtype.has_pci:
         p.origin = cfg.devices[0].origin
         raise OptionError(f"No 'PCI' bus found for device '{cfg.devices[0].driver}'")
     nics: dict[str, str] = {}

@@ -1,11 +1,11 @@
 """Options of the machine: -name, -m, -machine, -numa, -mem-path, -accel, -smp, -object."""
 from __future__ import annotations
 
-from emu.cli.schemas import (ACCEL, ACCELERATORS, MACHINE, MACHINE_TYPES, MACHINE_VERSIONED, MEMORY,
-                             NAME, NUMA, OBJECTS, SMP)
+from emu.cli.schemas import ACCEL, ACCELERATORS, MACHINE, MEMORY, NAME, NUMA, OBJECTS, SMP
 from emu.cli.state import HELP_WORDS, EarlyExit, ParseState, option, wants_help
 from emu.config import FilterDump, MemoryBackend, MemoryObject
 from emu.keyval import OptionError, parse_pairs, require, split_head
+from emu.machines import types as machine_types
 
 
 @option("name")
@@ -25,10 +25,11 @@ def memory(p: ParseState, arg: str) -> None:
 def machine(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit("Supported machines are:\n" + "\n".join(
-            f"{k:<20} {v}" for k, v in MACHINE_TYPES.items()))
+            f"{t.name:<20} {t.desc}" + (" (default)" if t.default else "")
+            for t in machine_types.MACHINE_TYPES))
     pairs = dict(parse_pairs(arg, MACHINE.implied))
     mtype = pairs.get("type") or p.cfg.machine_type
-    if mtype not in MACHINE_TYPES and not MACHINE_VERSIONED.match(mtype):
+    if machine_types.find(mtype) is None:
         raise OptionError("unsupported machine type\nUse -machine help to list supported machines")
     values = p.opts(arg, MACHINE, owner=mtype)
     p.cfg.machine_type = mtype

@@ -96,11 +96,6 @@ MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
 
-MACHINE_TYPES = {"q35": "Standard PC (Q35 + ICH9, 2009)",
-                 "pc": "Standard PC (i440FX + PIIX, 1996)",
-                 "none": "empty machine (no PCI bus)"}
-MACHINE_VERSIONED = re.compile(r"pc-(q35|i440fx)-\d+\.\d+\Z")
-
 ACCELERATORS = ("kvm", "tcg", "xen", "hvf", "whpx", "nvmm", "hax", "qtest")
 ACCEL = Schema((Param("accel", string, "accelerator name"),
                 *(_ign(n, string) for n in ("thread", "tb-size", "split-wx", "kernel-irqchip",
