@@ -56,6 +56,9 @@ def _setup_logging(cfg: MachineConfig) -> None:
 
 
 async def serve(cfg: MachineConfig, ready=None) -> int:
+    """Monitors, machine, run until the end; :class:`StartupError` (with
+    everything released) if a monitor or the machine cannot be set up.
+    *ready* is called once the machine runs (``-daemonize``'s parent exits)."""
     server = QmpServer()
     for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
         try:
