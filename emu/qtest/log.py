@@ -46,8 +46,8 @@ class QtestLog:
         self._sink.flush()
 
     def opened(self) -> None:
-        self._t0 = self._clock()
-        self._write(f"[I {self._elapsed():.6f}] OPENED\n")
+        self._t0 = self._clock()           # the timer starts here (QEMU: g_timer_new)
+        self._write(f"[I {0.0:.6f}] OPENED\n")
 
     def closed(self) -> None:
         self._write(f"[I +{self._elapsed():.6f}] CLOSED\n")
