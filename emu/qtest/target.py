@@ -68,4 +68,7 @@ class QtestTarget(Protocol):
         *level*; raise TargetError if the device has no such input."""
 
     def module_load(self, prefix: str, name: str) -> bool:
-        """Load a QEMU module; emu has none, so a target answers False."""
+        """Load a QEMU module.  emu has no loadable modules: everything is
+        built in, and a QEMU built without CONFIG_MODULES answers that case
+        ``OK`` (its module_load returns 2, "built in"), so a target answers
+        True for the modules it has built in."""

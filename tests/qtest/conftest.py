@@ -1,0 +1,23 @@
+"""QEMU 7.2's own test programs, built once per machine by
+scripts/build-qemu-tests.sh (cold: minutes; cached: milliseconds)."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD_SCRIPT = os.path.join(ROOT, "scripts", "build-qemu-tests.sh")
+
+
+@pytest.fixture(scope="session")
+def qemu_tests() -> dict[str, str]:
+    """{"QOS_TEST": path, "QEMU_REFERENCE": path of the qtest-capable reference}."""
+    out = subprocess.run([BUILD_SCRIPT, "--reference"], capture_output=True, text=True,
+                         timeout=3 * 3600)
+    assert out.returncode == 0, f"build-qemu-tests.sh failed:\n{out.stderr[-4000:]}"
+    paths = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    for key in ("QOS_TEST", "QEMU_REFERENCE"):
+        assert os.access(paths[key], os.X_OK), f"{key} {paths.get(key)} is not executable"
+    return paths
