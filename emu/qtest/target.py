@@ -38,11 +38,13 @@ class QtestTarget(Protocol):
         """``write{b,w,l,q}``: one *size*-byte little-endian access."""
 
     def mem_read_bytes(self, addr: int, length: int) -> bytes:
-        """``read``/``b64read``: *length* bytes (the address space splits
-        them into accesses its regions accept)."""
+        """``read``/``b64read``: *length* bytes.  Split as QEMU's dispatcher
+        splits them: per region, the largest aligned access the region
+        accepts -- libqos reads a 4-byte MMIO register with ``read ADDR 0x4``,
+        which must reach the device as one 4-byte access."""
 
     def mem_write_bytes(self, addr: int, data: bytes) -> None:
-        """``write``/``b64write``/``memset``."""
+        """``write``/``b64write``/``memset``; split as :meth:`mem_read_bytes`."""
 
     def clock_step(self, ns: int | None) -> int:
         """Advance the virtual clock by *ns* >= 0 nanoseconds, running the
