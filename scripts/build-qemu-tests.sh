@@ -117,14 +117,16 @@ if [ "$PRINT_ONLY" = 1 ]; then
   for d in $(ls -d "$CACHE_ROOT"/*/ 2>/dev/null | sort -rV); do
     print_paths "${d%/}" 2>/dev/null && { print_paths "${d%/}"; exit 0; }
   done
-  log "not built yet (run $0${REFERENCE:+ --reference})"; exit 1
+  log "not built yet (run $0$([ "$REFERENCE" = 1 ] && echo " --reference"))"; exit 1
 fi
 
 [ "$(id -u)" = 0 ] || { log "need root (apt-get) for the first build"; exit 1; }
 mkdir -p "$CACHE_ROOT"
 exec 9>"$CACHE_ROOT/.lock"
-log "waiting for the build lock $CACHE_ROOT/.lock"
-flock 9   # a concurrent caller builds; we then find its stamps
+if ! flock -n 9; then
+  log "another build holds $CACHE_ROOT/.lock: waiting for it"
+  flock 9   # it builds; we then find its stamps and print its paths
+fi
 
 have_deb_src || add_deb_src
 VERSION=$(source_version)
