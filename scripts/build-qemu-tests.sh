@@ -40,8 +40,12 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 CACHE_ROOT=${EMU_QEMU_CACHE:-/var/cache/emu/qemu}
 SRC_PKG=qemu
+# What 7.2's configure needs for this target list: glib, pixman and zlib are
+# required; x86_64 has TARGET_NEED_FDT and the dfsg tarball has no dtc
+# submodule, so the system libfdt (no flex/bison: those only build dtc);
+# bzip2 for the edk2 placeholders; no python3-venv (7.2 runs the system meson).
 BUILD_DEPS=(dpkg-dev build-essential pkg-config python3 meson ninja-build
-            libglib2.0-dev libpixman-1-dev zlib1g-dev flex bison bzip2)
+            libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev bzip2)
 
 log() { echo "build-qemu-tests: $*" >&2; }
 
