@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +36,25 @@ def test_qos_test_lists_every_target_path(qemu_tests):
                          timeout=120, env=env, check=True)
     listed = {line for line in out.stdout.splitlines() if line.startswith("/")}
     assert set(TARGET_PATHS) <= listed, sorted(set(TARGET_PATHS) - listed)
+
+
+@pytest.mark.peers
+def test_libqtest_drives_emus_qtest_adapter(qemu_tests, tmp_path):
+    """QEMU's own libqtest (qos-test's probe: spawn, accept both sockets,
+    ``endianness``, QMP, SIGTERM with exit status checked) against
+    emu.qtest's adapter and session, with a stand-in for the rest of the
+    binary (tests/qtest/libqtest_peer.py)."""
+    binary = tmp_path / "emu-system-x86_64"       # libqtest takes the arch from the name
+    peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libqtest_peer.py")
+    binary.write_text(f"#!/bin/sh\nexec {sys.executable} {peer} \"$@\"\n")
+    binary.chmod(0o755)
+    env = dict(os.environ, QTEST_QEMU_BINARY=str(binary), QTEST_LOG="1")
+    out = subprocess.run([qemu_tests["QOS_TEST"], "-l"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    listed = {line for line in out.stdout.splitlines() if line.startswith("/")}
+    # query-machines made x86_64/pc available, qom-list-types virtio-net-pci
+    assert set(TARGET_PATHS) <= listed, sorted(set(TARGET_PATHS) - listed)
+    # the qtest traffic (QTEST_LOG: -qtest-log /dev/fd/2, libqtest's stderr)
+    assert "[R +" in out.stderr and "] endianness\n" in out.stderr
+    assert "] OK little\n" in out.stderr
