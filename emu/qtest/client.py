@@ -4,8 +4,9 @@ QEMU's ``-qtest unix:PATH`` is a chardev in client mode: QEMU connects to
 the socket libqtest listens on (and then libqtest accepts the QMP one).
 :meth:`QtestConnection.connect_unix` does the same.  One task reads and
 feeds the session; replies and asynchronous ``IRQ`` lines are written as
-they are queued, with ``drain`` so a client that stops reading cannot make
-emu buffer without bound beyond the transport's high-water mark.
+they are queued, with ``drain``; no more input is read while the session
+has lines waiting on its output bound, so a client that stops reading its
+replies stalls only itself.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class QtestConnection:
                     break
                 self.session.receive(data)
                 await self._flush()
+                while self.session.pending_lines:   # output was over its bound
+                    self.session.process_pending()
+                    await self._flush()
         except (ConnectionError, BrokenPipeError):
             pass
         finally:

@@ -12,6 +12,13 @@ IRQ level changes reported by the target become ``IRQ raise N`` /
 an ``outb`` is sent before that ``outb``'s ``OK``, as in QEMU).
 :meth:`data_to_send` drains the output.
 
+Output is bounded: once more than ``max_output`` bytes of replies wait to be
+sent, the remaining complete lines wait too (``pending_lines``) until the
+owner has sent the output and calls :meth:`process_pending` -- a client
+that pipelines thousands of ``read ADDR 0x200000`` without reading its
+replies cannot make emu hold gigabytes.  The owner reads no more input while
+lines are pending, so those are bounded by one read.
+
 Single-threaded: call everything, the target's ``notify`` included, from
 one thread (the event loop's).
 """
@@ -26,11 +33,15 @@ from emu.qtest.commands import (BufRead, BufWrite, ClockSet, ClockStep, Command,
                                 IrqIntercept, MemRead, MemWrite, Memset, ModuleLoad, PortIn,
                                 PortOut, SetIrqIn, parse, split_words)
 from emu.qtest.errors import BadCommand, LineTooLong, UnknownDevice, UsageError
-from emu.qtest.lines import MAX_LINE, LineDecoder
+from collections import deque
+
+from emu.qtest.lines import MAX_LINE, MAX_TRANSFER, LineDecoder
 from emu.qtest.log import QtestLog
 from emu.qtest.target import QtestTarget
 
 MAX_IRQ = 256                    # (qtest.c: irq_levels[MAX_IRQ]; libqtest checks irq < MAX_IRQ)
+# room for the largest single reply (read of MAX_TRANSFER bytes: 2 hex digits per byte)
+MAX_OUTPUT = 2 * MAX_TRANSFER + (1 << 20)
 ENDIANNESS = "little"            # x86_64 (qtest.c: TARGET_BIG_ENDIAN ? "big" : "little")
 
 
@@ -60,11 +71,13 @@ def _fits(value: int, size: int) -> bool:
 
 class QtestSession:
     def __init__(self, target: QtestTarget, *, log: QtestLog | None = None,
-                 max_line: int = MAX_LINE):
+                 max_line: int = MAX_LINE, max_output: int = MAX_OUTPUT):
         self.target = target
         self.log = log
         self.counters = QtestCounters()
+        self.max_output = max_output
         self._lines = LineDecoder(max_line)
+        self._pending: deque[bytes | LineTooLong] = deque()
         self._out = bytearray()
         self._open = False
         self._irq_levels = [0] * MAX_IRQ
@@ -86,14 +99,26 @@ class QtestSession:
             self.log.closed()
         self._open = False
         self._out.clear()
+        self._pending.clear()
 
     def data_to_send(self) -> bytes:
         out, self._out = bytes(self._out), bytearray()
         return out
 
     # -- input ----------------------------------------------------------
+    @property
+    def pending_lines(self) -> int:
+        """Complete command lines not yet run (output was over ``max_output``)."""
+        return len(self._pending)
+
     def receive(self, data: bytes) -> None:
-        for line in self._lines.feed(data):
+        self._pending.extend(self._lines.feed(data))
+        self.process_pending()
+
+    def process_pending(self) -> None:
+        """Run waiting lines while the unsent output is under ``max_output``."""
+        while self._pending and len(self._out) < self.max_output:
+            line = self._pending.popleft()
             self.counters.commands += 1
             if isinstance(line, LineTooLong):
                 self._fail("<line>", str(line))

@@ -119,3 +119,32 @@ def test_client_that_sends_garbage_and_vanishes(tmp_path, no_fd_leak):
             peer.close()
 
     run(main())
+
+
+def test_pipelined_large_reads_are_all_answered_in_order(tmp_path, no_fd_leak):
+    path = str(tmp_path / "qtest.sock")
+    target = FakeTarget()
+    target.ram[:16] = bytes(range(16))
+
+    async def main():
+        peer = Libqtest(path)
+        try:
+            session = QtestSession(target, max_output=1 << 16)
+            accepting = asyncio.ensure_future(peer.accept())
+            conn = await QtestConnection.connect_unix(path, session)
+            await accepting
+            serving = asyncio.ensure_future(conn.run())
+            n = 200                                   # 200 x 128 KiB of replies, unread
+            await peer.send(b"read 0x0 0x10000\n" * n + b"endianness\n")
+            want = b"OK 0x" + bytes(range(16)).hex().encode() + b"00" * (0x10000 - 16)
+            for _ in range(n):
+                assert await peer.line() == want
+            assert await peer.line() == b"OK little"
+            assert session.pending_lines == 0
+            peer.conn.close()
+            peer.conn = None
+            await serving
+        finally:
+            peer.close()
+
+    run(main())

@@ -249,3 +249,31 @@ def test_log_open_specs(tmp_path):
     assert "old contents" not in text                          # truncated, as fopen("w+")
     assert re.fullmatch(r"\[I 0\.0+\] OPENED\n\[R \+\d\.\d{6}\] endianness\n"
                         r"\[S \+\d\.\d{6}\] OK little\n", text)
+
+
+def test_output_is_bounded_and_the_rest_waits_in_order():
+    target = FakeTarget()
+    s = QtestSession(target, max_output=3000)
+    s.connection_made()
+    s.receive(b"read 0x0 0x400\n" * 10 + b"endianness\n")   # each reply is 2057 bytes
+    first = s.data_to_send()
+    assert first.count(b"\n") == 2                           # stopped past 3000 bytes
+    assert s.pending_lines == 9
+    replies = first
+    while s.pending_lines:
+        s.process_pending()
+        out = s.data_to_send()
+        assert 0 < len(out) <= 3000 + 2100
+        replies += out
+    lines = replies.splitlines()
+    assert lines == [b"OK 0x" + b"00" * 0x400] * 10 + [b"OK little"]
+    assert s.counters.commands == 11
+
+
+def test_pending_lines_are_dropped_with_the_connection():
+    s = QtestSession(FakeTarget(), max_output=10)
+    s.connection_made()
+    s.receive(b"endianness\n" * 5)
+    assert s.pending_lines == 4
+    s.connection_lost()
+    assert s.pending_lines == 0
