@@ -202,7 +202,7 @@ def parse(line: bytes) -> Command:
         raise BadCommand("empty command")
     cmd = words[0]
     head, tail = cmd[:-1], cmd[-1:]
-    if head in ("out", "in") and tail in "bwl" and tail:
+    if head in ("out", "in") and tail and tail in "bwl":
         size = ACCESS_SIZES[tail]
         if head == "out":
             _arity(words, 2, f"{cmd} ADDR VALUE")
@@ -216,7 +216,7 @@ def parse(line: bytes) -> Command:
         if head == "out":
             return PortOut(size, port, value & ((1 << (8 * size)) - 1))
         return PortIn(size, port)
-    if head in ("write", "read") and tail in "bwlq" and tail:
+    if head in ("write", "read") and tail and tail in "bwlq":
         size = ACCESS_SIZES[tail]
         if head == "write":
             _arity(words, 2, f"{cmd} ADDR VALUE")

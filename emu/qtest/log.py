@@ -27,6 +27,7 @@ class QtestLog:
         self._clock = clock
         self._own = own
         self._t0: float | None = None   # set at OPENED; None while closed
+        self.broken = False
 
     @classmethod
     def open(cls, spec: str | None) -> QtestLog | None:
@@ -42,8 +43,15 @@ class QtestLog:
         return 0.0 if self._t0 is None else self._clock() - self._t0
 
     def _write(self, text: str) -> None:
-        self._sink.write(text)
-        self._sink.flush()
+        if self.broken:
+            return
+        try:
+            self._sink.write(text)
+            self._sink.flush()
+        except (OSError, ValueError):
+            # a log that cannot be written (full disk, closed pipe) must not
+            # stop the session; QEMU ignores its fprintf errors too
+            self.broken = True
 
     def opened(self) -> None:
         self._t0 = self._clock()           # the timer starts here (QEMU: g_timer_new)

@@ -4,7 +4,9 @@ session still serving, IRQ lines in order with replies, the log format."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import os
 import re
 
 import pytest
@@ -277,3 +279,15 @@ def test_pending_lines_are_dropped_with_the_connection():
     assert s.pending_lines == 4
     s.connection_lost()
     assert s.pending_lines == 0
+
+
+def test_a_log_that_cannot_be_written_does_not_stop_the_session(tmp_path):
+    r, w = os.pipe()
+    os.close(r)                                   # writes to w now fail with EPIPE
+    sink = os.fdopen(w, "w")
+    s = QtestSession(FakeTarget(), log=QtestLog(sink))
+    s.connection_made()
+    assert ask(s, "endianness", "inb 0x70") == ["OK little", "OK 0x00ff"]
+    assert s.log.broken
+    with contextlib.suppress(BrokenPipeError):
+        sink.close()
