@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.qtest.conftest import BUILD_SCRIPT
+from tests.qtest.conftest import BUILD_SCRIPT, BUILD_TIMEOUT
 
 P = "/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-net-pci"
 TARGET_PATHS = [f"{P}/virtio-net-pci-tests/hotplug"] + [
@@ -21,6 +21,7 @@ TARGET_PATHS = [f"{P}/virtio-net-pci-tests/hotplug"] + [
 
 
 @pytest.mark.peers
+@pytest.mark.timeout(BUILD_TIMEOUT)
 def test_cached_paths_are_printed_again(qemu_tests):
     out = subprocess.run([BUILD_SCRIPT, "--reference", "--print-path"], capture_output=True,
                          text=True, timeout=60, check=True)
@@ -29,6 +30,7 @@ def test_cached_paths_are_printed_again(qemu_tests):
 
 
 @pytest.mark.peers
+@pytest.mark.timeout(BUILD_TIMEOUT)
 def test_qos_test_lists_every_target_path(qemu_tests):
     env = dict(os.environ, QTEST_QEMU_BINARY=qemu_tests["QEMU_REFERENCE"])
     env.pop("QTEST_LOG", None)
@@ -39,6 +41,7 @@ def test_qos_test_lists_every_target_path(qemu_tests):
 
 
 @pytest.mark.peers
+@pytest.mark.timeout(BUILD_TIMEOUT)
 def test_libqtest_drives_emus_qtest_adapter(qemu_tests, tmp_path):
     """QEMU's own libqtest (qos-test's probe: spawn, accept both sockets,
     ``endianness``, QMP, SIGTERM with exit status checked) against

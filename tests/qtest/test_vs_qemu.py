@@ -18,6 +18,7 @@ import pytest
 from emu.qtest.errors import TargetError
 from emu.qtest.log import QtestLog
 from emu.qtest.session import QtestSession
+from tests.qtest.conftest import BUILD_TIMEOUT
 
 RAM = 16 << 20
 DEADLINE = 60.0
@@ -178,6 +179,7 @@ def _shape(log: str) -> list[str]:
 
 
 @pytest.mark.peers
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.slow
 def test_replies_and_log_match_qemu(qemu_tests, tmp_path):
     want, want_log = _reference_replies(qemu_tests["QEMU_REFERENCE"], str(tmp_path))
