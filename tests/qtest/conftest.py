@@ -7,11 +7,7 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD_SCRIPT = os.path.join(ROOT, "scripts", "build-qemu-tests.sh")
-# a cold build (apt, download, configure, ninja) takes ~8 min on 2 cores; a test
-# that uses the fixture first pays it, so its pytest-timeout covers it
-BUILD_TIMEOUT = 3600
+from .qemu_build import BUILD_SCRIPT, BUILD_TIMEOUT
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.qtest.conftest import BUILD_SCRIPT, BUILD_TIMEOUT
+from .qemu_build import BUILD_SCRIPT, BUILD_TIMEOUT
 
 P = "/x86_64/pc/i440FX-pcihost/pci-bus-pc/pci-bus/virtio-net-pci"
 TARGET_PATHS = [f"{P}/virtio-net-pci-tests/hotplug"] + [

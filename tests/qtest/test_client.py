@@ -10,7 +10,7 @@ import socket
 
 from emu.qtest.client import QtestConnection
 from emu.qtest.session import QtestSession
-from tests.qtest.fake_target import PORT_IRQ, FakeTarget
+from .fake_target import PORT_IRQ, FakeTarget
 
 DEADLINE = 30.0
 

@@ -14,7 +14,7 @@ import pytest
 from emu.qtest.errors import UsageError
 from emu.qtest.log import QtestLog
 from emu.qtest.session import MAX_IRQ, QtestSession
-from tests.qtest.fake_target import MMIO_REG, PORT_FAULT, PORT_IRQ, PORT_SCRATCH, FakeTarget
+from .fake_target import MMIO_REG, PORT_FAULT, PORT_IRQ, PORT_SCRATCH, FakeTarget
 
 
 class Clock:

@@ -18,7 +18,7 @@ import pytest
 from emu.qtest.errors import TargetError
 from emu.qtest.log import QtestLog
 from emu.qtest.session import QtestSession
-from tests.qtest.conftest import BUILD_TIMEOUT
+from .qemu_build import BUILD_TIMEOUT
 
 RAM = 16 << 20
 DEADLINE = 60.0
