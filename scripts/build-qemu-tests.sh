@@ -146,6 +146,8 @@ if [ ! -e "$DIR/source.stamp" ]; then
   log "apt-get source $SRC_PKG=$VERSION into $DIR"
   rm -rf "$SRC" "$DIR"/dl
   mkdir -p "$DIR/dl"
+  # apt downloads as _apt when it can write there (no "unsandboxed" warning)
+  id _apt >/dev/null 2>&1 && chown _apt "$DIR/dl"
   (cd "$DIR/dl" && apt-get source -qq "$SRC_PKG=$VERSION" >/dev/null)
   mv "$(find "$DIR/dl" -mindepth 1 -maxdepth 1 -type d -name "$SRC_PKG-*" | head -n1)" "$SRC"
   rm -rf "$DIR/dl"
