@@ -22,7 +22,7 @@ import os
 import threading
 from collections import Counter
 
-from emu.pci import regs
+from emu.spec import pci as regs
 
 NUM_VECTORS = 256
 FIRST_VALID_VECTOR = 16

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from emu.errors import EmuBug
-from emu.pci import PCIBus, PCIFunction, regs
+from emu.pci import PCIBus, PCIFunction
+from emu.spec import pci as regs
 from emu.pci.bus import INTX_GSI_BASE, make_bdf
 
 from .helpers import RegFile, eventfd_count

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from emu import ring
+from emu.spec import virtio as V, virtio_net as N
 from emu._ring import lib
 from emu.errors import PeerError
 
@@ -38,9 +39,9 @@ class Net:
     def __init__(self, mem, features: int, *, num: int = NUM, call_fd: int = -1,
                  tx_start: int = 0, rx_start: int = 0, **kw):
         self.mem, self.mm, self.features = mem, Memory(mem), features
-        self.hdr = ring.net_hdr_len(features)
+        self.hdr = N.hdr_len(features)
         self.table = ring.RegionTable(mem)
-        ev = bool(features & ring.VIRTIO_RING_F_EVENT_IDX)
+        ev = bool(features & V.F_EVENT_IDX)
         self.txr, self.rxr = place(TX_RING, num), place(RX_RING, num)
         self.txd = DriverModel(self.mm, self.txr, event_idx=ev, avail_idx=tx_start,
                                used_idx=tx_start)
