@@ -12,7 +12,7 @@ from emu.errors import EmuBug, PeerError
 from emu.ring.burst import Burst, RingError, stats
 from emu.ring.regions import RegionTable
 from emu.spec import vhost, virtio as V, virtio_net as N
-from emu.spec.virtio_ring import AVAIL_ALIGN, USED_ALIGN, check_num, ring_sizes
+from emu.spec.virtio_ring import AVAIL_ALIGN, DESC_SIZE, USED_ALIGN, check_num, ring_sizes
 
 if TYPE_CHECKING:
     from emu.ring.capture import Capture
@@ -244,7 +244,7 @@ class DriverQueue(_Queue):
         q.buf_host = ffi.cast("uint8_t *", mem.gpa_to_host(buf_gpa, nslots * buf_size))
         if layout == 2:
             q.ind_gpa = ind_gpa
-            q.ind_host = ffi.cast("uint8_t *", mem.gpa_to_host(ind_gpa, 32 * nslots))
+            q.ind_host = ffi.cast("uint8_t *", mem.gpa_to_host(ind_gpa, 2 * DESC_SIZE * nslots))
         self._free = ffi.new("uint16_t[]", nslots)
         self._lens = ffi.new("uint32_t[]", nslots)
         self._busy = ffi.new("uint8_t[]", nslots)
