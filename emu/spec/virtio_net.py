@@ -53,7 +53,6 @@ CTRL_MQ_VQ_PAIRS_MIN, CTRL_MQ_VQ_PAIRS_MAX = 1, 0x8000
 # always in virtio 1.x) struct virtio_net_hdr_mrg_rxbuf
 HDR_LEN_LEGACY = 10
 HDR_LEN_MRG = 12
-HDR_NUM_BUFFERS = 10            # offset of le16 num_buffers
 
 
 def hdr_len(features: int) -> int:
