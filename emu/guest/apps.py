@@ -277,11 +277,11 @@ def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes
     txq.tx_post((frame,))
     while True:
         spins = 0
-        while rxq.used_idx == rxq.last_used_idx:
+        while not rxq.has_used():
             if fds:
                 # re-arm (used_event = our position), re-check, then sleep
                 rxq.irq_enable(True)
-                if rxq.used_idx != rxq.last_used_idx:
+                if rxq.has_used():
                     break
                 wait_interrupts(fds, max(0.0, (deadline - time.perf_counter_ns()) / 1e9))
             spins += 1

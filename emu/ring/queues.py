@@ -265,16 +265,11 @@ class DriverQueue(_Queue):
     def num_free(self) -> int:
         return int(self.q.num_free)
 
-    @property
-    def used_idx(self) -> int:
-        """The device's used->idx, read from the ring now."""
-        return int(self._used_idx[0])
-
-    @property
-    def last_used_idx(self) -> int:
-        """The next used entry this driver will consume: the device has
-        returned buffers while :attr:`used_idx` differs (Linux's virtqueue_poll)."""
-        return int(self.q.last_used_idx)
+    def has_used(self) -> bool:
+        """Whether the device has returned buffers this driver has not
+        consumed yet: used->idx, read from the ring now, is past ours
+        (Linux's virtqueue_poll).  Cheap enough to spin on."""
+        return self._used_idx[0] != self.q.last_used_idx
 
     @property
     def irq_fd(self) -> int:
