@@ -20,7 +20,8 @@ def _gcc() -> str:
     gcc = shutil.which("gcc")
     assert gcc, "gcc is needed (it builds emu's C engine too)"
     for h in HEADERS:
-        assert os.path.exists(os.path.join("/usr/include", h)), f"{h} missing: apt install linux-libc-dev"
+        assert os.path.exists(os.path.join("/usr/include", h)), \
+            f"{h} missing: apt install linux-libc-dev"
     return gcc
 
 
