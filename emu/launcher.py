@@ -73,7 +73,7 @@ def build_machine(cfg: MachineConfig, emit):
     ram = cfg.ram
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=wire_log)
+                    mem_path=ram.mem_path, wire_log=wire_log, machine_type=cfg.machine_type)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.add_event_listener(emit)
@@ -142,7 +142,7 @@ def _close_now(m) -> None:
                     c()
                 except Exception:
                     pass
-    m.bus.close()
+    m.system.close()
     m.ram.close()
 
 
@@ -204,11 +204,11 @@ class MachineAdapter:
 
     # -- views -------------------------------------------------------------------------------------
     def query_pci(self) -> list:
-        if self.cfg.machine_type == "none":     # no PCI bus: QEMU answers []
+        if self.m.system.pci is None:          # no PCI bus: QEMU answers []
             return []
         devs = []
         ids = {e.bdf: e.id for e in self.m.devices.values()}
-        for bdf, fn in sorted(self.m.bus.functions.items()):
+        for bdf, fn in sorted(self.m.system.functions.items()):
             cfg = fn.config
             rd = lambda off, n: int.from_bytes(cfg[off:off + n], "little")  # noqa: E731
             regions = []

@@ -55,7 +55,7 @@ def test_a_qemu_vhost_user_command_line():
 
 
 def test_the_projects_own_qemu_command_line_is_accepted():
-    # tests/linux_guest.py's qemu_cmd(), binary path swapped
+    # tests/peers/linux_guest.py's qemu_cmd(), binary path swapped
     argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
             "-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0,queues=1",

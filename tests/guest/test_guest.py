@@ -15,7 +15,7 @@ from emu.spec import pci as regs
 from emu.pci.bus import make_bdf
 from emu.virtio import VirtioPCIFunction
 
-from .helpers import RegFile, ToyNet
+from tests.pci.helpers import RegFile, ToyNet
 
 
 def fn_with(*bars, pin=1):

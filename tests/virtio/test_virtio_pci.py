@@ -16,7 +16,7 @@ from emu.spec.virtio import (F_EVENT_IDX, F_VERSION_1, NO_VECTOR, STATUS_ACKNOWL
                              STATUS_NEEDS_RESET)
 from emu.virtio import VirtioPCIFunction, VirtioPCILayout
 
-from .helpers import RegFile, ToyNet, eventfd_count
+from tests.pci.helpers import RegFile, ToyNet, eventfd_count
 
 ACK, DRV, FOK, DOK = STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_FEATURES_OK, STATUS_DRIVER_OK
 
