@@ -263,6 +263,14 @@ class Machine:
                 await closer()
         for nd in self.netdevs.values():
             await nd.close()
+        self.release()
+
+    def release(self) -> None:
+        """Release what the machine holds without the event loop: every
+        device's model and function, the captures, the bus, guest RAM.  The
+        end of :meth:`close`; alone, for a machine never started (a build
+        that failed half-way)."""
+        self.run_state = "shutdown"
         for e in self.devices.values():
             for obj in (e.model, e.function):
                 c = getattr(obj, "close", None)
