@@ -26,14 +26,14 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
-from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
-                                  DeviceLifecycle, VirtioPCIDriver)
-from emu.virtio import net_spec as N
+from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.spec import virtio as V, virtio_net as N, virtio_pci, virtio_ring as R
+from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
 PCI_DEVICE_ID = 0x1055
-SUPPORTED = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
+SUPPORTED = V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_INDIRECT_DESC | V.F_EVENT_IDX
 WINDOW_BAR, METADATA_BAR = 2, 4
 DOORBELL_OFFSET = 0x3800
 # device configuration
@@ -50,7 +50,7 @@ PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class VhostPciNetDriver(DeviceLifecycle):
     def _own_queue(self, index: int):
         num = self.queue_size
         if index not in self._areas:
-            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            d, a, u, ring_bytes = R.ring_layout(0, num)
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self.buf_size)

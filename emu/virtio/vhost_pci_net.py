@@ -40,8 +40,9 @@ import numpy as np
 from emu.errors import RegionTableError
 from emu.pci.bar import RamBacking
 from emu.pci.errors import GuestAccessError
-from emu.virtio import net_spec as N
-from emu.virtio.device import VirtioDevice, NO_VECTOR, ISR_QUEUE
+from emu.spec import virtio as V, virtio_net as N
+from emu.spec.virtio import ISR_QUEUE, NO_VECTOR
+from emu.virtio.device import VirtioDevice
 from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
 from emu.vhost_user.codec import close_fds
 from emu.vhost_user.counters import PeerCounters
@@ -78,7 +79,7 @@ REGION = struct.Struct("<QQQQ")             # gpa, size, window_offset, reserved
 VRING = struct.Struct("<HHBBHQQQQ")         # num, base, enabled, ready, epoch, desc, avail, used, rsvd
 PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
 
-OWN_FEATURES = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
+OWN_FEATURES = V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_INDIRECT_DESC | V.F_EVENT_IDX
 MAX_PEER_VQS = (METADATA_SIZE - M_VRINGS) // VRING_SIZE     # what the metadata page holds
 
 
