@@ -52,13 +52,28 @@ class FilterDump:
 @dataclass
 class Chardev:
     id: str
-    backend: str                # socket | stdio
-    path: str | None = None
+    backend: str                # socket | stdio | file | pty | null
+    path: str | None = None     # socket: unix path; file: the file
     fd: int | None = None
     server: bool = False
     wait: bool = True           # meaningful with server=on only
     reconnect: int = 0          # seconds; client mode only
+    append: bool = False        # file: append instead of truncating
     origin: str = _origin()
+
+
+@dataclass
+class SerialPort:
+    """A 16550 UART on the ISA bus (``-serial``, ``-device isa-serial``):
+    COM1..COM4 at QEMU's I/O bases and IRQs, its output to ``chardev``."""
+    index: int                  # 0..3: COM1..COM4
+    chardev: str                # the chardev's id ("serial0" for -serial stdio)
+    id: str | None = None
+    origin: str = _origin()
+
+
+#: QEMU's isa-serial ports: index -> (iobase, irq)
+ISA_SERIAL_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 
 
 @dataclass
@@ -179,6 +194,12 @@ class MachineConfig:
     log_file: str | None = None         # -D
     log_items: list[str] = field(default_factory=list)   # -d
     trace: TraceConfig = field(default_factory=TraceConfig)
+    serials: list[SerialPort] = field(default_factory=list)
+    uuid: str | None = None             # -uuid (query-uuid)
+    msg_timestamp: bool = False         # -msg timestamp=on: messages and trace lines
+    msg_guest_name: bool = False        # -msg guest-name=on
+    #: -add-fd: set id -> [(fd, opaque)]; "/dev/fdset/ID" opens a duplicate
+    fdsets: dict[int, list[tuple[int, str | None]]] = field(default_factory=dict)
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
 

@@ -184,10 +184,12 @@ class Schema:
         lines = [f"{title} options:"]
         for p in sorted(self.params, key=lambda p: p.name):
             left = f"{p.name}=<{p.kind}>"
-            note = " (accepted, no effect in emu)" if p.ignored else ""
+            notes = [p.help] if p.help else []
+            if p.ignored:
+                notes.append("(accepted, no effect in emu)" if p.help else "accepted, no effect in emu")
             if p.default is not None:
-                note += f" (default {format_value(p.default)})"
-            lines.append(f"  {left:<{width}} - {p.help}{note}".rstrip())
+                notes.append(f"(default {format_value(p.default)})")
+            lines.append(f"  {left:<{width}} - {' '.join(notes)}".rstrip(" -"))
         return "\n".join(lines)
 
 
@@ -280,6 +282,34 @@ def split_head(text: str, key: str) -> tuple[str, list[tuple[str, str | None]]]:
     pairs = parse_pairs(text, key)
     head = next((v for k, v in pairs if k == key), None)
     return head or "", [(k, v) for k, v in pairs if k != key]
+
+
+def from_json(text: str) -> str:
+    """``-device '{"driver":"virtio-net-pci","netdev":"n0","addr":"0x2"}'``,
+    the JSON form QEMU 7.2 takes for -object, -device, -netdev and
+    -audiodev (and libvirt writes), as the equivalent option string.
+    Anything else is returned as it is.  Members must be scalars: QEMU's
+    QemuOpts-based options have no nested values."""
+    if not text.startswith("{"):
+        return text
+    import json     # here: only a JSON option pays for it
+    try:
+        # pairs, not a dict: a member given twice is refused as in key=value form
+        obj = json.loads(text, object_pairs_hook=list)
+    except ValueError as e:
+        raise OptionError(f"JSON parse error, {e}") from None
+    if not isinstance(obj, list):
+        raise OptionError("JSON option must be an object")
+    items = []
+    for key, value in obj:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        elif isinstance(value, (int, str)):
+            value = str(value)
+        else:
+            raise OptionError(f"Parameter '{key}' expects a scalar value")
+        items.append(f"{key.replace(',', ',,')}={value.replace(',', ',,')}")
+    return ",".join(items)
 
 
 def require(values: dict[str, Any], *names: str) -> None:

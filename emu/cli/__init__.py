@@ -34,6 +34,17 @@ def die(msg: str) -> NoReturn:
     sys.exit(1)
 
 
+def print_and_exit_on_sigpipe(text: str) -> None:
+    """Print help text as QEMU does: a reader that goes away (``emu -device
+    help | head``) ends the process by SIGPIPE, quietly, as it ends QEMU.
+    (Python ignores SIGPIPE; a running VM keeps ignoring it -- its peers'
+    sockets must never kill it -- so this is for texts printed instead of running.)"""
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | None = None) -> int:
     """``emu [options]``: parse, report, then hand the config to *run*
     (default: :func:`emu.launcher.run`, the machine's process lifecycle)."""
@@ -41,7 +52,7 @@ def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | No
     try:
         cfg = parse_args(argv)
     except EarlyExit as e:
-        print(e.text)
+        print_and_exit_on_sigpipe(e.text)
         return e.status
     except CommandLineError as e:
         die(str(e))

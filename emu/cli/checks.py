@@ -3,7 +3,8 @@ netdevs, then devices): references, ids in use, slots, RAM, the guest."""
 from __future__ import annotations
 
 from emu.cli.state import ParseState
-from emu.config import Chardev, Device, FilterDump, MemoryBackend, PCIAddress, VirtioNetPCI
+from emu.config import (Chardev, Device, FilterDump, MemoryBackend, PCIAddress, SerialPort,
+                        VhostPCINet, VirtioNetPCI)
 from emu.guest import registry
 from emu.keyval import OptionError
 from emu.machines import types as machine_types
@@ -29,17 +30,30 @@ def check(p: ParseState) -> None:
 
     for mon in cfg.monitors:
         dev = use_chardev(mon.chardev, mon.origin, "a monitor")
-        if dev.backend == "stdio" and cfg.daemonize:
-            raise OptionError("cannot use stdio with -daemonize")
+        if dev.backend not in ("socket", "stdio"):
+            raise OptionError(f'chardev "{mon.chardev}": emu monitors are sockets or stdio')
+    _check_serials(p, use_chardev)
+    stdio = [c for c in cfg.chardevs if c.backend == "stdio" and c.id in users]
+    if stdio and cfg.daemonize:
+        p.origin = stdio[0].origin
+        raise OptionError("cannot use stdio with -daemonize")
+    if len(stdio) > 1:
+        p.origin = stdio[1].origin
+        raise OptionError("cannot use stdio by multiple character devices")
     for nd in cfg.netdevs:
         dev = use_chardev(nd.chardev, nd.origin, f"netdev '{nd.id}'")
         if dev.backend != "socket":
             raise OptionError(f'chardev "{nd.chardev}" is not a unix socket')
 
+    # a filter-dump captures a -netdev's NIC, or a vhost-pci-net device (whose
+    # back-end is the device itself: docs/harness.md)
+    vhost_pci_ids = {d.id for d in cfg.devices if isinstance(d, VhostPCINet) and d.id}
     for obj in cfg.objects:
-        if isinstance(obj, FilterDump) and cfg.netdev(obj.netdev) is None:
+        if isinstance(obj, FilterDump) and cfg.netdev(obj.netdev) is None \
+                and obj.netdev not in vhost_pci_ids:
             p.origin = obj.origin
-            raise OptionError("Parameter 'netdev' expects a network backend id")
+            raise OptionError("Parameter 'netdev' expects a network backend id "
+                              "(a -netdev, or a vhost-pci-net device's id)")
 
     mtype = machine_types.find(cfg.machine_type)
     if cfg.devices and mtype is not None and not mtype.has_pci:
@@ -77,6 +91,26 @@ def check(p: ParseState) -> None:
 
     _check_ram(p)
     _check_guest(p)
+
+
+def _check_serials(p: ParseState, use_chardev) -> None:
+    cfg = p.cfg
+    if p.nographic and not p.nodefaults and p.serial_index == 0 and not cfg.serials \
+            and not any(c.backend == "stdio" for c in cfg.chardevs):
+        # QEMU's -nographic default: serial0 on stdio (emu has no monitor to mux in)
+        cfg.chardevs.append(Chardev("serial0", "stdio", origin="-nographic"))
+        cfg.serials.append(SerialPort(0, "serial0", origin="-nographic"))
+    mtype = machine_types.find(cfg.machine_type)
+    if cfg.serials and mtype is not None and not mtype.has_pci:
+        # QEMU's none machine has no ISA bus: -serial is left unused
+        p.origin = cfg.serials[0].origin
+        if cfg.serials[0].origin.startswith("-device"):
+            raise OptionError("No 'ISA' bus found for device 'isa-serial'")
+        p.info(f"machine '{cfg.machine_type}' has no serial port: -serial is not used")
+        cfg.serials.clear()
+        return
+    for port in cfg.serials:
+        use_chardev(port.chardev, port.origin, f"serial{port.index}")
 
 
 def _check_ram(p: ParseState) -> None:

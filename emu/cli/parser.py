@@ -7,7 +7,7 @@ found by name in :data:`emu.cli.state.OPTIONS`.
 from __future__ import annotations
 
 # the handler modules register their options on import
-from emu.cli import device_opts, machine_opts, process_opts  # noqa: F401
+from emu.cli import char_opts, compat_opts, device_opts, machine_opts, process_opts  # noqa: F401
 from emu.cli.checks import check
 from emu.cli.state import OPTIONS, CommandLineError, ParseState
 from emu.config import MachineConfig
@@ -28,7 +28,8 @@ def parse_args(argv: list[str]) -> MachineConfig:
         i += 1
         if not raw.startswith("-") or raw == "-":
             raise CommandLineError(f"{raw}: emu takes no disk image argument")
-        opt = OPTIONS.get(raw[2:] if raw.startswith("--") else raw[1:])
+        p.option = raw[2:] if raw.startswith("--") else raw[1:]
+        opt = OPTIONS.get(p.option)
         p.origin = raw
         try:
             if opt is None:

@@ -140,8 +140,26 @@ CHARDEVS: dict[str, Schema] = {
                       Param("wait", boolean, "with server=on: wait for a client before starting"),
                       Param("reconnect", integer(0, 1 << 31), "client: seconds before re-connecting"),
                       _ign("logfile", string), _ign("logappend"))),
-    "stdio": Schema((Param("id", identifier, "chardev id"), _ign("signal"))),
+    "stdio": Schema((Param("id", identifier, "chardev id"), _ign("signal"),
+                     _ign("logfile", string), _ign("logappend"))),
+    "file": Schema((Param("id", identifier, "chardev id"),
+                    Param("path", string, "the file (or /dev/fdset/N) the output goes to"),
+                    Param("append", boolean, "append instead of truncating"),
+                    _ign("logfile", string), _ign("logappend"))),
+    "pty": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),
+                   _ign("logappend"))),
+    "null": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),
+                    _ign("logappend"))),
 }
+#: -serial unix:PATH,...
+SERIAL_OPTS = Schema((Param("server", boolean), Param("wait", boolean),
+                      Param("reconnect", integer(0, 1 << 31))))
+ISA_SERIAL = Schema((Param("chardev", identifier, "the chardev the port's output goes to"),
+                     Param("index", integer(0, 3), "0..3: COM1..COM4 (0x3f8, 0x2f8, 0x3e8, 0x2e8)"),
+                     Param("id", identifier, "device id"),
+                     _ign("iobase", integer(0, 0xFFFF)), _ign("irq", integer(0, 15)),
+                     _ign("wakeup", integer(0, 1))),
+                    unknown="Property '{owner}.{key}' not found")
 
 NETDEVS: dict[str, Schema] = {
     "vhost-user": Schema((Param("id", identifier, "netdev id"),
@@ -218,19 +236,8 @@ QMP_OPTS = Schema((Param("server", boolean), Param("wait", boolean),
                    Param("reconnect", integer(0, 1 << 31))))
 
 TRACE = Schema((Param("enable", string, "event name pattern"),
-                Param("file", string, "trace output file")), implied="enable")
-
-LOG_ITEMS = {
-    "guest_errors": "log when the guest driver misuses a device",
-    "unimp": "log accesses to unimplemented device functionality",
-    "vhost_user": "log vhost-user requests and state changes",
-    "pci": "log PCI configuration and BAR accesses",
-    "qmp": "log QMP commands and events",
-}
-TRACE_EVENTS = {
-    "vhost_user_wire": "every vhost-user message, one JSON object per line (emu.vhost_user.wirelog)",
-    "qmp": "every QMP message received and sent",
-}
+                Param("events", string, "a file of event name patterns, one a line"),
+                Param("file", string, "trace output file (the log: as -D)")), implied="enable")
 
 #: -device properties that exist only to be refused when on
 MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
@@ -241,3 +248,35 @@ FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-
                "max-connections": "max_connections", "max-payload": "max_payload",
                "max-regions": "max_regions", "max-mem": "max_mem",
                "message-timeout": "message_timeout_ms"}
+
+# -- the boilerplate a manager (libvirt) passes: recorded, or accepted without effect --
+MSG = Schema((Param("timestamp", boolean, "prefix messages and trace lines with the time"),
+              Param("guest-name", boolean, "prefix messages with the guest name (-name)")))
+UUID = Schema((Param("uuid", string, "the VM's UUID (query-uuid)"),), implied="uuid")
+SANDBOX = Schema((Param("enable", boolean, "seccomp sandbox (emu installs none)"),
+                  *(Param(n, choice("allow", "deny", "children"), "a seccomp rule (emu: none)")
+                    for n in ("obsolete", "elevateprivileges", "spawn", "resourcecontrol"))),
+                 implied="enable")
+OVERCOMMIT = Schema((Param("mem-lock", boolean, "lock guest memory (emu: must be off)"),
+                     _ign("cpu-pm", boolean)))
+RTC = Schema((_ign("base", string, "utc, localtime or a date"),
+              _ign("clock", choice("host", "rt", "vm")),
+              _ign("driftfix", choice("none", "slew"))))
+BOOT = Schema((_ign("order", string), _ign("once", string), _ign("menu", boolean),
+               _ign("splash", string), _ign("splash-time", integer(0, 65535)),
+               _ign("reboot-timeout", integer(-1, 65535)), _ign("strict", boolean)),
+              implied="order")
+ADD_FD = Schema((Param("fd", integer(-1, (1 << 31) - 1), "an inherited file descriptor"),
+                 Param("set", integer(-1, (1 << 63) - 1), "the fd set it joins: /dev/fdset/SET"),
+                 Param("opaque", string, "free text (query-fdsets)")))
+AUDIODEV = Schema((Param("id", identifier, "audio backend id"),
+                   Param("driver", string, "audio driver (emu has no audio)"),
+                   Param("timer-period", integer(0, 1 << 31), "microseconds")))
+NIC = Schema((Param("type", choice("none"), "none: no default NIC (emu has none anyway)"),),
+             implied="type")
+#: -object types libvirt always adds that emu has no use for
+IGNORED_OBJECTS: dict[str, Schema] = {
+    "secret": Schema((Param("id", identifier, "object id"),
+                      *(Param(n, string, "secret's value (emu uses no secret)")
+                        for n in ("format", "file", "data", "keyid", "iv")))),
+}
