@@ -38,7 +38,7 @@ EVENTS_DECLARED: dict[str, tuple[str, str]] = {
     # hw/virtio/trace-events (emu: the back-end's rx is QEMU's front-end write)
     "vhost_user_read": ("req:%d flags:0x%x", "a vhost-user message received"),
     "vhost_user_write": ("req:%d flags:0x%x", "a vhost-user message sent"),
-    "vhost_user_message": ("%s %s %s flags:0x%x size:%s fds:%d %s",
+    "vhost_user_message": ("%s %s %s flags:0x%x fds:%d %s",
                            "emu: a vhost-user message, decoded (connection, rx/tx, request, payload)"),
     "vhost_user_connected": ("device %s chardev %s", "emu: a vhost-user peer connected"),
     "vhost_user_disconnected": ("device %s chardev %s reason %s",
@@ -195,6 +195,22 @@ def enable(events: list[str] | tuple[str, ...] = (), items: list[str] | tuple[st
     for name in items:
         for ev in ITEMS.get(name, ("", ()))[1]:
             EVENTS[ev].on = True
+
+
+def iso_now() -> str:
+    """QEMU's ``-msg timestamp=on`` prefix: ``2024-01-01T12:00:00.123456Z``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def message_prefix(timestamp: bool, guest_name: str | None) -> str:
+    """What goes before ``emu: `` in a message on stderr (QEMU's
+    error_report(): the time with ``-msg timestamp=on``, the guest's name
+    with ``-msg guest-name=on``)."""
+    parts = [iso_now()] if timestamp else []
+    if guest_name:
+        parts.append(guest_name)
+    return " ".join(parts) + " " if parts else ""
 
 
 def events_help() -> str:

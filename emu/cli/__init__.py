@@ -40,9 +40,12 @@ def print_and_exit_on_sigpipe(text: str) -> None:
     (Python ignores SIGPIPE; a running VM keeps ignoring it -- its peers'
     sockets must never kill it -- so this is for texts printed instead of running.)"""
     import signal
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    finally:        # main() called in-process (tests) gives the disposition back
+        signal.signal(signal.SIGPIPE, previous)
 
 
 def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | None = None) -> int:
@@ -56,8 +59,11 @@ def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | No
         return e.status
     except CommandLineError as e:
         die(str(e))
-    for msg in cfg.messages:
-        print(f"emu: {msg}", file=sys.stderr)
+    if cfg.messages:
+        from emu.trace import message_prefix
+        prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)
+        for msg in cfg.messages:
+            print(f"{prefix}emu: {msg}", file=sys.stderr)
     if run is None:
         from emu.launcher import run  # type: ignore[no-redef]   # heavy: only now
     return run(cfg)

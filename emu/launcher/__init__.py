@@ -21,9 +21,12 @@ import os
 import signal
 import sys
 
+from emu import fdset
 from emu.config import MachineConfig
-from emu.launcher.build import StartupError, build_machine
+from emu.launcher import logs
+from emu.launcher.build import Created, StartupError, build_machine
 from emu.launcher.control import MachineAdapter
+from emu.launcher.serial import SerialPorts
 from emu.qmp import MonitorEndpoint, MonitorSetupError, QmpServer
 
 __all__ = ["run", "serve", "monitor_endpoints", "build_machine", "MachineAdapter", "StartupError"]
@@ -43,22 +46,11 @@ def monitor_endpoints(cfg: MachineConfig) -> list[MonitorEndpoint]:
     return out
 
 
-def _setup_logging(cfg: MachineConfig) -> None:
-    level = logging.DEBUG if "vhost_user" in cfg.log_items or "all" in cfg.log_items \
-        else logging.WARNING
-    handler = logging.FileHandler(cfg.log_file) if cfg.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("emu: %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level)
-    if "guest_errors" in cfg.log_items:
-        logging.getLogger("emu.pci.errors").setLevel(logging.DEBUG)
-
-
 async def serve(cfg: MachineConfig, ready=None) -> int:
     """Monitors, machine, run until the end; :class:`StartupError` (with
-    everything released) if a monitor or the machine cannot be set up.
-    *ready* is called once the machine runs (``-daemonize``'s parent exits)."""
+    everything released, and the files start-up created removed) if a
+    monitor, a chardev or the machine cannot be set up.  *ready* is called
+    once the machine runs (``-daemonize``'s parent exits)."""
     server = QmpServer()
     for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
         try:
@@ -70,15 +62,30 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     # the loop for a while (imports, RAM), and a harness that negotiates
     # meanwhile sees every event of the machine's start-up.
     await asyncio.sleep(0)
-    _setup_logging(cfg)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    created = Created()
     try:
-        machine = build_machine(cfg, server.emit)
+        logs.setup(cfg)
+    except OSError as e:
+        await server.close()
+        raise StartupError("-D" if cfg.log_file else "-trace",
+                           f"cannot open log file: {e.strerror}") from None
+    fdset.take_over(cfg.fdsets)
+    try:
+        machine = build_machine(cfg, server.emit, created)
     except BaseException:
         await server.close()
         raise
-    adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set))
+    machine.add_event_listener(logs.on_event)
+    serials = SerialPorts(cfg, machine.system, created)
+    adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set),
+                             serials=serials)
+
+    async def teardown() -> None:
+        await machine.close()
+        await serials.close()
+        await server.close()
 
     def on_event(name, data):
         if name == "EMU_GUEST_POWEROFF":
@@ -87,6 +94,12 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     server.attach(adapter)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, adapter.signal)
+    try:
+        await serials.open()
+    except BaseException:
+        await teardown()
+        created.remove()
+        raise
     await server.wait_for_clients()
     # start-up may wait (a reconnect= netdev waits for its first back-end,
     # as QEMU does): a quit or a signal meanwhile still ends the process
@@ -102,15 +115,14 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     elif starting.exception() is not None:
         e = starting.exception()
         stopper.cancel()
-        await machine.close()
-        await server.close()
+        await teardown()
+        created.remove()
         raise StartupError(_origin_of(cfg, e), str(e))
     if ready is not None and not done.is_set():
         ready()
     await done.wait()
     stopper.cancel()
-    await machine.close()
-    await server.close()
+    await teardown()
     return 0
 
 
@@ -162,12 +174,13 @@ def run(cfg: MachineConfig) -> int:
             with open(cfg.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         except OSError as e:
-            return _fatal(f"cannot create PID file: {e}")
+            return _fatal(f"cannot create PID file: {e}", cfg)
     try:
         return asyncio.run(serve(cfg, ready))
     except StartupError as e:
-        return _fatal(str(e))
+        return _fatal(str(e), cfg)
     finally:
+        logs.close()
         if cfg.pidfile:
             try:
                 os.unlink(cfg.pidfile)
@@ -175,6 +188,7 @@ def run(cfg: MachineConfig) -> int:
                 pass
 
 
-def _fatal(msg: str) -> int:
-    print(f"emu: {msg}", file=sys.stderr)
+def _fatal(msg: str, cfg: MachineConfig | None = None) -> int:
+    prefix = logs.message_prefix(cfg)() if cfg is not None else ""
+    print(f"{prefix}emu: {msg}", file=sys.stderr)
     return 1

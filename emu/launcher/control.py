@@ -18,9 +18,11 @@ APP_SWITCH_TIMEOUT = 10.0
 class MachineAdapter:
     """The monitor's view of one machine: actions, their events, the views."""
 
-    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None]):
+    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None],
+                 serials: Any = None):
         self.m = machine
         self.cfg = cfg
+        self.serials = serials          # emu.launcher.serial.SerialPorts
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
@@ -28,6 +30,11 @@ class MachineAdapter:
     @property
     def name(self) -> str | None:
         return self.cfg.name
+
+    @property
+    def uuid(self) -> str:
+        """``-uuid``, or QEMU's all-zero default."""
+        return self.cfg.uuid or "00000000-0000-0000-0000-000000000000"
 
     @property
     def run_state(self) -> str:
@@ -111,10 +118,14 @@ class MachineAdapter:
         return views.query_pci(self.m)
 
     def query_chardev(self) -> list:
-        return views.query_chardev(self.m)
+        serial = self.serials.chardev_info() if self.serials is not None else []
+        return views.query_chardev(self.m) + serial
 
     def emu_stats(self) -> dict:
-        return views.emu_stats(self.m)
+        stats = views.emu_stats(self.m)
+        if self.serials is not None and self.serials.ports:
+            stats["serial"] = self.serials.stats()
+        return stats
 
     def info_network(self) -> str:
         return views.info_network(self.m)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from emu import trace
 from emu.errors import EmuBug, EmuError
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
 from emu.qmp.commands import dispatch
@@ -42,8 +43,10 @@ MAX_SESSIONS = 16            # concurrent clients per listening endpoint
 MAX_OUTPUT = 4 << 20         # bytes queued to a client before its events are dropped
 READ_CHUNK = 64 << 10
 
-#: trace hook: (direction "rx"|"tx", session label, message or error text)
-Trace = Callable[[str, str, Any], None]
+# QEMU's monitor trace events (-trace handle_qmp_command, -d qmp ...)
+_req_ev = trace.event("handle_qmp_command")
+_resp_ev = trace.event("monitor_qmp_respond")
+_event_ev = trace.event("monitor_protocol_event_emit")
 
 
 class MonitorSetupError(EmuError):
@@ -101,8 +104,8 @@ class Connection:
         if encoded is None or self.pretty:
             encoded = encode(msg, self.pretty)
         self.writer.write(encoded)
-        if self.server.trace:
-            self.server.trace("tx", self.label, msg)
+        if _resp_ev.on:
+            _resp_ev(self.label, encoded.decode(errors="replace").rstrip())
 
     def _answer(self, response: dict[str, Any]) -> None:
         try:
@@ -132,8 +135,9 @@ class Connection:
                 if not chunk:
                     break
                 for item in self._streamer.feed(chunk):
-                    if self.server.trace:
-                        self.server.trace("rx", self.label, str(item) if isinstance(item, JsonError) else item)
+                    if _req_ev.on:
+                        _req_ev(self.label, str(item) if isinstance(item, JsonError)
+                                else json.dumps(item))
                     if isinstance(item, JsonError):
                         response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
                     else:
@@ -273,11 +277,10 @@ class QmpServer:
     """
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
-                 max_output: int = MAX_OUTPUT, trace: Trace | None = None):
+                 max_output: int = MAX_OUTPUT):
         self.monitor = Monitor(machine, chardevs=self._chardev_info)
         self.max_message = max_message
         self.max_output = max_output
-        self.trace = trace
         self._sessions: set[Connection] = set()
         self._listeners: list[_Listener] = []
         self._endpoints: list[MonitorEndpoint] = []
@@ -322,6 +325,8 @@ class QmpServer:
             encoded = encode(msg)     # here, so a bad event fails at its source
         except (TypeError, ValueError) as e:
             raise EmuBug(f"event {event} is not JSON: {e}") from e
+        if _event_ev.on:
+            _event_ev(event, json.dumps(data) if data is not None else "null")
         loop = self._loop
         if loop is None or self._closed:
             return

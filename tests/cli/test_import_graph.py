@@ -155,6 +155,8 @@ def test_the_front_door_layers():
     # nothing imports the parser but its entry point
     users = {m for m, deps in GRAPH.items() if deps & front and m not in front}
     assert users == {"emu.__main__"}
-    # the monitor knows neither the parser nor the launcher
+    # the monitor knows neither the parser nor the launcher (the log is a floor)
     qmp = {m for m in GRAPH if m.startswith("emu.qmp")}
-    assert all(not (_reach(m) - qmp - {"emu", "emu.errors"}) for m in qmp)
+    assert all(not (_reach(m) - qmp - {"emu", "emu.errors", "emu.trace"}) for m in qmp)
+    # the log and trace events, and the fd sets, import nothing of emu: any layer may trace
+    assert GRAPH["emu.trace"] == set() and GRAPH["emu.fdset"] == set()
