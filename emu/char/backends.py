@@ -46,6 +46,7 @@ log = logging.getLogger("emu.char")
 
 LIMIT = 64 << 10            # bytes of output buffered per chardev
 READ_CHUNK = 4096
+HANGUP_CHECK = 0.2          # seconds between hang-up checks while input is held back
 
 
 class Frontend(Protocol):
@@ -168,6 +169,7 @@ class SocketBackend(Backend):
         self._writing = False
         self._reading = False
         self._reconnect: asyncio.TimerHandle | None = None
+        self._hup_timer: asyncio.TimerHandle | None = None
         self._first_client: asyncio.Event | None = None
         self.connections = 0
 
@@ -304,6 +306,9 @@ class SocketBackend(Backend):
             self._schedule_reconnect()
 
     def _stop_io(self) -> None:
+        if self._hup_timer is not None:
+            self._hup_timer.cancel()
+            self._hup_timer = None
         if self.conn is not None and self.loop is not None:
             if self._writing:
                 self.loop.remove_writer(self.conn.fileno())
@@ -357,14 +362,33 @@ class SocketBackend(Backend):
         if self.conn is None or self._reading:
             return
         if self.frontend is None or self.frontend.rx_room() > 0:
+            if self._hup_timer is not None:
+                self._hup_timer.cancel()
+                self._hup_timer = None
             self.loop.add_reader(self.conn.fileno(), self._on_readable)
             self._reading = True
+        elif self._hup_timer is None:
+            self._watch_hangup()
+
+    def _watch_hangup(self) -> None:
+        """Input is held back (the FIFO is full): a peer that leaves must
+        still be noticed, without reading what it sent (QEMU's HUP watch)."""
+        self._hup_timer = None
+        if self.conn is None or self._reading:
+            return
+        p = select.poll()
+        p.register(self.conn.fileno(), select.POLLRDHUP)
+        if any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in p.poll(0)):
+            self._disconnected()
+            return
+        self._hup_timer = self.loop.call_later(HANGUP_CHECK, self._watch_hangup)
 
     def _on_readable(self) -> None:
         room = self.frontend.rx_room() if self.frontend is not None else READ_CHUNK
         if room <= 0:
             self.loop.remove_reader(self.conn.fileno())
             self._reading = False
+            self._watch_hangup()
             return
         try:
             data = self.conn.recv(min(room, READ_CHUNK))
