@@ -59,6 +59,8 @@ class Chardev:
     wait: bool = True           # meaningful with server=on only
     reconnect: int = 0          # seconds; client mode only
     append: bool = False        # file: append instead of truncating
+    logfile: str | None = None  # a copy of the output (a serial port's chardev)
+    logappend: bool = False
     origin: str = _origin()
 
 

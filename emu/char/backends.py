@@ -61,6 +61,55 @@ class ChardevError(Exception):
     """A chardev that cannot be opened (start-up fails, naming the option)."""
 
 
+class LogCopy:
+    """``logfile=``: a copy of everything the frontend writes, by a writer
+    thread with its own bounded buffer (the file may be a pipe to a log
+    daemon, libvirt's virtlogd: it must never stall the guest)."""
+
+    def __init__(self, fd: int, name: str):
+        self.fd = fd
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=f"chardev-{name}-log", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            room = LIMIT - len(self._buf)
+            self._buf += data[:room]
+            self.dropped += max(0, len(data) - room)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._buf and not self._closed:
+                    self._cond.wait()
+                if not self._buf:
+                    return
+                chunk = bytes(self._buf)
+                self._buf.clear()
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError as e:
+                log.warning("chardev log: write failed: %s; the copy stops", e)
+                return
+
+    def close(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
 class Backend:
     """The common part: the output buffer and the frontend."""
 
@@ -76,6 +125,7 @@ class Backend:
         self.written = 0            # bytes that reached the peer / file
         self.dropped = 0            # bytes lost (backlog trimmed, peer gone, write error)
         self.closed = False
+        self.log_copy: LogCopy | None = None
 
     # -- frontend side (any thread) -----------------------------------------------------
     def attach(self, frontend: Frontend) -> None:
@@ -94,7 +144,26 @@ class Backend:
             self._out += data[:n]
         if n and was_empty:
             self._wake_writer()
+        if n and self.log_copy is not None:
+            self.log_copy.write(data[:n])
         return n
+
+    def open_log(self, opener: Callable[[str, int], int]) -> None:
+        """``logfile=``/``logappend=``: start the copy (before :meth:`open`)."""
+        c = self.cfg
+        if c.logfile is None:
+            return
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if c.logappend else os.O_TRUNC)
+        try:
+            fd = opener(c.logfile, flags)
+        except OSError as e:
+            raise ChardevError(f"Unable to open logfile {c.logfile}: {e.strerror}") from None
+        self.log_copy = LogCopy(fd, self.id)
+
+    def close_log(self) -> None:
+        if self.log_copy is not None:
+            self.log_copy.close()
+            self.log_copy = None
 
     def rx_room_changed(self) -> None:
         """The frontend read from its FIFO (guest thread): it may take more."""
@@ -150,6 +219,8 @@ class NullBackend(Backend):
         return LIMIT
 
     def write(self, data: bytes) -> int:
+        if self.log_copy is not None:
+            self.log_copy.write(data)
         return len(data)
 
     def _wake_writer(self) -> None:
@@ -185,6 +256,8 @@ class SocketBackend(Backend):
                 if excess > 0:
                     del self._out[:excess]
                     self.dropped += excess
+            if self.log_copy is not None:
+                self.log_copy.write(data)
             return len(data)
         return super().write(data)
 

@@ -28,9 +28,14 @@ __all__ = ["parse_args", "main", "die", "CommandLineError", "EarlyExit", "device
            "version_text"]
 
 
-def die(msg: str) -> NoReturn:
-    """Report a fatal command-line error QEMU's way and exit with status 1."""
-    print(f"emu: {msg}", file=sys.stderr)
+def die(msg: str, cfg: MachineConfig | None = None) -> NoReturn:
+    """Report a fatal command-line error QEMU's way and exit with status 1
+    (*cfg*: the ``-msg`` options read so far)."""
+    prefix = ""
+    if cfg is not None and (cfg.msg_timestamp or cfg.msg_guest_name):
+        from emu.trace import message_prefix
+        prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)
+    print(f"{prefix}emu: {msg}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | No
         print_and_exit_on_sigpipe(e.text)
         return e.status
     except CommandLineError as e:
-        die(str(e))
+        die(str(e), getattr(e, "cfg", None))
     if cfg.messages:
         from emu.trace import message_prefix
         prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)

@@ -35,7 +35,8 @@ def chardev(p: ParseState, arg: str) -> None:
     values = p.opts(pairs, schema, title="chardev")
     if "id" not in values:
         raise OptionError("chardev: no id specified")
-    dev = Chardev(values["id"], backend, origin=p.origin)
+    dev = Chardev(values["id"], backend, logfile=values.get("logfile"),
+                  logappend=values.get("logappend", False), origin=p.origin)
     if backend == "socket":
         socket_chardev(dev, values)
     elif backend == "file":

@@ -111,6 +111,11 @@ def _check_serials(p: ParseState, use_chardev) -> None:
         return
     for port in cfg.serials:
         use_chardev(port.chardev, port.origin, f"serial{port.index}")
+    serial = {port.chardev for port in cfg.serials}
+    for c in cfg.chardevs:
+        if c.logfile is not None and c.id not in serial:
+            p.origin = c.origin
+            p.info(f"logfile= is kept for serial ports' chardevs only: '{c.id}' logs nothing")
 
 
 def _check_ram(p: ParseState) -> None:

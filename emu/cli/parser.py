@@ -27,7 +27,7 @@ def parse_args(argv: list[str]) -> MachineConfig:
         raw = argv[i]
         i += 1
         if not raw.startswith("-") or raw == "-":
-            raise CommandLineError(f"{raw}: emu takes no disk image argument")
+            raise _error(p, f"{raw}: emu takes no disk image argument")
         p.option = raw[2:] if raw.startswith("--") else raw[1:]
         opt = OPTIONS.get(p.option)
         p.origin = raw
@@ -44,9 +44,18 @@ def parse_args(argv: list[str]) -> MachineConfig:
             p.origin = f"{raw} {arg}"
             opt.handler(p, arg)
         except OptionError as e:
-            raise CommandLineError(f"{p.origin}: {e}") from None
+            raise _error(p, f"{p.origin}: {e}") from None
+        except CommandLineError as e:
+            raise _error(p, str(e)) from None
     try:
         check(p)
     except OptionError as e:
-        raise CommandLineError(f"{p.origin}: {e}" if p.origin else str(e)) from None
+        raise _error(p, f"{p.origin}: {e}" if p.origin else str(e)) from None
     return p.cfg
+
+
+def _error(p: ParseState, text: str) -> CommandLineError:
+    """The error, with what it is printed with (``-msg`` options given before it)."""
+    err = CommandLineError(text)
+    err.cfg = p.cfg
+    return err

@@ -130,6 +130,8 @@ OBJECTS: dict[str, Schema] = {
                            _ign("insert", choice("behind", "before")))),
 }
 
+_LOGFILE = (Param("logfile", string, "a copy of the output (serial ports), e.g. /dev/fdset/N"),
+            Param("logappend", boolean, "append to logfile instead of truncating it"))
 SOCKET_NOT_SUPPORTED = ("host", "port", "to", "ipv4", "ipv6", "telnet", "tn3270", "websocket",
                          "tls-creds", "tls-authz", "nodelay", "abstract", "tight")
 CHARDEVS: dict[str, Schema] = {
@@ -139,13 +141,13 @@ CHARDEVS: dict[str, Schema] = {
                       Param("server", boolean, "listen instead of connect"),
                       Param("wait", boolean, "with server=on: wait for a client before starting"),
                       Param("reconnect", integer(0, 1 << 31), "client: seconds before re-connecting"),
-                      _ign("logfile", string), _ign("logappend"))),
+                      *_LOGFILE)),
     "stdio": Schema((Param("id", identifier, "chardev id"), _ign("signal"),
-                     _ign("logfile", string), _ign("logappend"))),
+                     *_LOGFILE)),
     "file": Schema((Param("id", identifier, "chardev id"),
                     Param("path", string, "the file (or /dev/fdset/N) the output goes to"),
                     Param("append", boolean, "append instead of truncating"),
-                    _ign("logfile", string), _ign("logappend"))),
+                    *_LOGFILE)),
     "pty": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),
                    _ign("logappend"))),
     "null": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),

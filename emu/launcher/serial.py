@@ -23,7 +23,10 @@ class SerialPorts:
     def __init__(self, cfg: MachineConfig, platform: Any, created: Any = None):
         """*created*: the launcher's :class:`~emu.launcher.build.Created` (files
         a failed start-up removes again)."""
-        opener = (lambda path, flags: created.open(path, flags, cfg.fdsets)) if created else None
+        from emu import fdset
+        opener = (lambda path, flags: created.open(path, flags, cfg.fdsets)) if created else \
+            (lambda path, flags: fdset.open_path(path, flags, 0o666, cfg.fdsets))
+        self.opener = opener
         self.ports: list[tuple[Any, Uart16550, Backend]] = []
         regions = []
         for port in sorted(cfg.serials, key=lambda s: s.index):
@@ -49,6 +52,7 @@ class SerialPorts:
         loop = asyncio.get_running_loop()
         for port, _uart, backend in self.ports:
             try:
+                backend.open_log(self.opener)
                 await backend.open(loop)
             except ChardevError as e:
                 raise StartupError(backend.cfg.origin or port.origin, str(e)) from None
@@ -62,6 +66,7 @@ class SerialPorts:
                 await backend.close()
             except Exception:   # closing must go on for the others
                 pass
+            backend.close_log()
         if self.ports and self.platform is not None:
             self.platform.io.set_layer(SERIAL_LAYER, [], _priority())
         self.platform = None

@@ -147,6 +147,12 @@ def query_name(s: Session, args: dict[str, Any]) -> dict:
     return {} if name is None else {"name": name}
 
 
+@command("query-uuid")
+def query_uuid(s: Session, args: dict[str, Any]) -> dict:
+    # -uuid, else QEMU's all-zero UUID
+    return {"UUID": getattr(s.machine, "uuid", None) or "00000000-0000-0000-0000-000000000000"}
+
+
 @command("query-commands", needs_machine=False)
 def query_commands(s: Session, args: dict[str, Any]) -> list:
     return [{"name": name} for name in COMMANDS]
