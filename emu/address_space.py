@@ -119,6 +119,11 @@ class AddressSpace:
         with self.lock:
             return [(la.name, r) for la in self._layers for r in la.regions]
 
+    def layers(self) -> list[tuple[str, int, list[Region]]]:
+        """``(name, priority, regions)`` of every layer, highest priority first."""
+        with self.lock:
+            return [(la.name, la.priority, list(la.regions)) for la in self._layers]
+
     # -- dispatch -----------------------------------------------------------------
     def lookup(self, addr: int, size: int) -> Region | None:
         """The region that takes ``[addr, addr+size)``, or None."""

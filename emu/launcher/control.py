@@ -129,3 +129,9 @@ class MachineAdapter:
 
     def info_network(self) -> str:
         return views.info_network(self.m)
+
+    def info_mtree(self) -> str:
+        return views.info_mtree(self.m)
+
+    def query_cpus_fast(self) -> list:
+        return views.query_cpus_fast(self.m, self.cfg.smp)

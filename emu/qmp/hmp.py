@@ -75,6 +75,23 @@ def format_pci(buses: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+async def info_mtree(s: Session) -> str:
+    text = s.machine.info_mtree()
+    return _lines(*text.splitlines()) if text else ""
+
+
+async def info_cpus(s: Session) -> str:
+    return _lines(*(f"{'*' if c['cpu-index'] == 0 else ' '} CPU #{c['cpu-index']}: "
+                    f"thread_id={c['thread-id']}" for c in await execute(s, "query-cpus-fast")))
+
+
+async def info_kvm(s: Session) -> str:
+    kvm = await execute(s, "query-kvm")
+    if not kvm["present"]:
+        return _lines("kvm support: not compiled")
+    return _lines("kvm support: " + ("enabled" if kvm["enabled"] else "disabled"))
+
+
 async def info_pci(s: Session) -> str:
     return _lines(*format_pci(await execute(s, "query-pci")))
 
@@ -92,6 +109,9 @@ async def info_emu_stats(s: Session) -> str:
 
 INFO: dict[str, tuple[Callable[[Session], Awaitable[str]], str]] = {
     "chardev": (info_chardev, "show the character devices"),
+    "cpus": (info_cpus, "show infos for each CPU"),
+    "kvm": (info_kvm, "show KVM information"),
+    "mtree": (info_mtree, "show memory tree"),
     "emu-stats": (info_emu_stats, "show emu's per-queue counters"),
     "name": (info_name, "show the current VM name"),
     "network": (info_network, "show the network state"),
@@ -123,7 +143,8 @@ def _help() -> str:
     return _lines(*sorted(lines))
 
 
-@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True))
+@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True),
+         returns="str")
 async def human_monitor_command(s: Session, args: dict[str, Any]) -> str:
     return await run(s, args["command-line"])
 

@@ -45,7 +45,7 @@ def test_a_libvirt_vm_runs(emu_vm_factory):
         assert qmp.cmd("cont") == {}
         # the NIC's vhost-user peer is served and traffic goes round
         vm2.event_wait("VHOST_USER_CONNECTED", 30)
-        wait_until(lambda: qmp.cmd("query-emu-stats")["guest"].get("received", 0) > 0,
+        wait_until(lambda: qmp.cmd("query-emu-stats").get("guest", {}).get("received", 0) > 0,
                    timeout=60, what="echoed packets in VM1")
         pci = qmp.cmd("query-pci")[0]["devices"]
         nic = next(d for d in pci if d["qdev_id"] == "net0")
