@@ -118,6 +118,9 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
         await teardown()
         created.remove()
         raise StartupError(_origin_of(cfg, e), str(e))
+    # a stop or cont the monitor answered while the machine was starting found
+    # no guest yet: the guest starts as -S said; bring it to the run state now
+    adapter.started_running(machine)
     if ready is not None and not done.is_set():
         ready()
     await done.wait()

@@ -61,6 +61,17 @@ class MachineAdapter:
         self.m.system_reset()
         await self.m.guest_settled()
 
+    def started_running(self, machine: Any) -> None:
+        """The machine has started (paused if ``-S``): match the run state
+        the monitor set meanwhile."""
+        g = machine.guest
+        if g is None:
+            return
+        if self.rs.running and g.paused:
+            machine.cont()
+        elif not self.rs.running and not g.paused:
+            machine.stop()
+
     def system_powerdown(self) -> None:
         self.rs.powerdown()
         self.m.system_powerdown()

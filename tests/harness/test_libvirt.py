@@ -103,3 +103,18 @@ def test_add_fd_checks_as_qemu(arg, error):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_cont_while_the_machine_is_still_starting(emu_vm_factory):
+    # libvirt sends cont as soon as the monitor answers; the machine may still
+    # wait for its netdev's back-end (reconnect=: QEMU waits for the first one too)
+    sock = emu_vm_factory.path("late.sock")
+    vm1 = emu_vm_factory(["-S", "-m", "64M", "-chardev", f"socket,id=c0,path={sock},reconnect=1",
+                          "-netdev", "vhost-user,id=n0,chardev=c0",
+                          "-device", "virtio-net-pci,netdev=n0",
+                          "-guest", "virtio-net,app=gen,size=64,count=0"], name="vm1")
+    assert vm1.cmd("cont") == {}
+    assert vm1.cmd("query-status")["status"] == "running"
+    emu_vm_factory(vm2_args(sock, ram="64M"), name="vm2")
+    wait_until(lambda: vm1.cmd("query-emu-stats").get("guest", {}).get("received", 0) > 0,
+               timeout=60, what="traffic once the late back-end came")
