@@ -7,11 +7,103 @@ so any layer may read a configuration without pulling in the parser.
 
 Each record keeps ``origin``, the option it came from (``-device
 virtio-net-pci,...``), for error messages QEMU's way.
+
+The records are declared as dataclasses are (``@dataclass``, annotated
+fields, ``field(default_factory=..., compare=False, repr=False)``) but
+made by the small :func:`dataclass` below: the standard one costs about
+half a millisecond per class at import (it generates and compiles each
+class's methods) plus its own import, and this module is read before the
+monitor answers its first command.  Same semantics for what is used here:
+positional or keyword construction, defaults and factories, ``==`` on the
+compared fields, ``repr``, ``frozen`` (hashable, immutable).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Union
+
+_MISSING = object()
+
+
+class _Field:
+    __slots__ = ("name", "default", "factory", "compare", "repr")
+
+    def __init__(self, default: Any = _MISSING, factory: Any = None, compare: bool = True,
+                 repr: bool = True):
+        self.name = ""
+        self.default, self.factory, self.compare, self.repr = default, factory, compare, repr
+
+
+def field(*, default: Any = _MISSING, default_factory: Any = None, compare: bool = True,
+          repr: bool = True) -> Any:
+    """As :func:`dataclasses.field` (the arguments this module uses)."""
+    return _Field(default, default_factory, compare, repr)
+
+
+def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+    fields = type(self).__record_fields__
+    if len(args) > len(fields):
+        raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, {len(args)} given")
+    for f, value in zip(fields, args):
+        if f.name in kwargs:
+            raise TypeError(f"{type(self).__name__}() got multiple values for {f.name!r}")
+        object.__setattr__(self, f.name, value)
+    for f in fields[len(args):]:
+        if f.name in kwargs:
+            value = kwargs.pop(f.name)
+        elif f.factory is not None:
+            value = f.factory()
+        elif f.default is not _MISSING:
+            value = f.default
+        else:
+            raise TypeError(f"{type(self).__name__}() missing argument {f.name!r}")
+        object.__setattr__(self, f.name, value)
+    if kwargs:
+        raise TypeError(f"{type(self).__name__}() got unexpected arguments {sorted(kwargs)}")
+
+
+def _key(self: Any) -> tuple:
+    return tuple(getattr(self, f.name) for f in type(self).__record_fields__ if f.compare)
+
+
+def _eq(self: Any, other: Any) -> Any:
+    if type(other) is not type(self):
+        return NotImplemented
+    return _key(self) == _key(other)
+
+
+def _repr(self: Any) -> str:
+    return f"{type(self).__name__}(" + ", ".join(
+        f"{f.name}={getattr(self, f.name)!r}" for f in type(self).__record_fields__ if f.repr) + ")"
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+
+def dataclass(cls: Any = None, *, frozen: bool = False) -> Any:
+    """``@dataclass`` / ``@dataclass(frozen=True)`` for this module's records."""
+    def make(cls: Any) -> Any:
+        fields: dict[str, _Field] = {}
+        for base in reversed(cls.__mro__[1:]):
+            for f in getattr(base, "__record_fields__", ()):
+                fields[f.name] = f
+        for name in cls.__dict__.get("__annotations__", {}):
+            value = cls.__dict__.get(name, _MISSING)
+            f = value if isinstance(value, _Field) else _Field(default=value)
+            f.name = name
+            fields[name] = f
+            if isinstance(value, _Field):
+                if f.default is _MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, f.default)
+        cls.__record_fields__ = tuple(fields.values())
+        cls.__init__, cls.__eq__, cls.__repr__ = _init, _eq, _repr
+        cls.__hash__ = (lambda self: hash(_key(self))) if frozen else None
+        if frozen:
+            cls.__setattr__ = _frozen_setattr
+        return cls
+    return make if cls is None else make(cls)
 
 PAGE_SIZE = 4096
 DEFAULT_RAM_SIZE = 128 << 20        # QEMU's default -m

@@ -22,7 +22,6 @@ before the monitor listens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from emu.errors import PeerError
@@ -149,32 +148,57 @@ macaddr.kind = "macaddr"  # type: ignore[attr-defined]
 
 # -- schemas -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: the schemas hold a few hundred parameters,
+# built while the process starts (before its monitor answers).
+
 class Param:
-    name: str
-    parse: Callable[[str, str], Any] = string
-    help: str = ""
-    #: accepted for compatibility with QEMU command lines, without effect in emu
-    ignored: bool = False
-    #: the value when the parameter is not given (None: no default, or the user's)
-    default: Any = None
+    """One parameter: its parser (``(name, text) -> value``), help, and
+    whether it is ``ignored`` (accepted for compatibility with QEMU command
+    lines, without effect in emu); ``default``: the value when it is not
+    given (None: no default, or the user's)."""
+
+    __slots__ = ("name", "parse", "help", "ignored", "default")
+
+    def __init__(self, name: str, parse: Callable[[str, str], Any] = string, help: str = "",
+                 ignored: bool = False, default: Any = None):
+        self.name, self.parse, self.help = name, parse, help
+        self.ignored, self.default = ignored, default
 
     @property
     def kind(self) -> str:
         return getattr(self.parse, "kind", "str")
 
+    def _key(self) -> tuple:
+        return (self.name, self.parse, self.help, self.ignored, self.default)
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Param) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.help, self.ignored))
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, {self.kind}{', ignored' if self.ignored else ''})"
+
+
 class Schema:
-    """The parameters of one option (or one ``-device`` driver, ``-object`` type...)."""
-    params: tuple[Param, ...]
-    implied: str | None = None
-    #: error text for a key not in ``params``; ``{key}`` is substituted
-    unknown: str = "Invalid parameter '{key}'"
-    by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+    """The parameters of one option (or one ``-device`` driver, ``-object``
+    type...); ``unknown``: the error text for a key not in ``params``
+    (``{key}`` is substituted)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {p.name: p for p in self.params})
+    __slots__ = ("params", "implied", "unknown", "by_name")
+
+    def __init__(self, params: tuple[Param, ...], implied: str | None = None,
+                 unknown: str = "Invalid parameter '{key}'"):
+        self.params, self.implied, self.unknown = tuple(params), implied, unknown
+        self.by_name: dict[str, Param] = {p.name: p for p in self.params}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and (self.params, self.implied, self.unknown) == \
+            (other.params, other.implied, other.unknown)
+
+    def __repr__(self) -> str:
+        return f"Schema({[p.name for p in self.params]}, implied={self.implied!r})"
 
     def __contains__(self, key: str) -> bool:
         return key in self.by_name

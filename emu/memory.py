@@ -30,7 +30,6 @@ import stat
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from emu.errors import GuestMemoryError, RegionTableError
 
@@ -139,8 +138,10 @@ class GuestMemory:
         return r.gpa + off
 
     # -- access ------------------------------------------------------------
-    def view(self, gpa: int, length: int, dtype=np.uint8) -> np.ndarray:
-        """A writable numpy view of ``[gpa, gpa+length)`` (no copy)."""
+    def view(self, gpa: int, length: int, dtype="u1"):
+        """A writable numpy view of ``[gpa, gpa+length)`` (no copy).  numpy
+        is imported here, on first use: a VM starting does not pay for it."""
+        import numpy as np
         r, off = self.translate_gpa(gpa, length)
         return np.frombuffer(r._mm, dtype=np.uint8, count=length,
                              offset=r._delta + off).view(dtype)

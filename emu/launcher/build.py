@@ -14,16 +14,9 @@ from emu import fdset
 from emu.config import FilterDump, MachineConfig, VhostPCINet, VirtioNetPCI
 from emu.errors import PeerError
 from emu.guest import registry
+from emu.launcher.errors import StartupError
 
 DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
-
-
-class StartupError(Exception):
-    """A configuration the machine cannot build, or a monitor that cannot
-    be set up; ``origin`` names the option.  Fatal: ``emu: ...``, exit 1."""
-
-    def __init__(self, origin: str, msg: str):
-        super().__init__(f"{origin}: {msg}" if origin else msg)
 
 
 def mac_bytes(text: str | None, index: int) -> bytes:
@@ -83,10 +76,12 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
 
 
 def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
-    from emu.netdev import SocketSpec
-    from emu.virtio.vhost_pci_net import PeerLimits
     # the QMP server's and the serial ports' chardevs are not the machine's
     others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials}
+    if any(c.backend == "socket" and c.id not in others for c in cfg.chardevs):
+        from emu.netdev import SocketSpec       # the vhost-user modules, only when used
+    if any(isinstance(d, VhostPCINet) for d in cfg.devices):
+        from emu.virtio.vhost_pci_net import PeerLimits
     for c in cfg.chardevs:
         if c.backend == "socket" and c.id not in others:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,

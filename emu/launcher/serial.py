@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from emu.address_space import Region
-from emu.char.backends import Backend, ChardevError, create
-from emu.char.uart import UART_SIZE, Uart16550
+from typing import TYPE_CHECKING
+
 from emu.config import ISA_SERIAL_PORTS, MachineConfig
+
+if TYPE_CHECKING:
+    from emu.char.backends import Backend
+    from emu.char.uart import Uart16550
 
 SERIAL_LAYER = "isa-serial"
 
@@ -27,7 +30,14 @@ class SerialPorts:
         opener = (lambda path, flags: created.open(path, flags, cfg.fdsets)) if created else \
             (lambda path, flags: fdset.open_path(path, flags, 0o666, cfg.fdsets))
         self.opener = opener
+        self.platform = platform
         self.ports: list[tuple[Any, Uart16550, Backend]] = []
+        if not cfg.serials:
+            return
+        # the UART and the backends, only for a machine that has serial ports
+        from emu.address_space import Region
+        from emu.char.backends import create
+        from emu.char.uart import UART_SIZE, Uart16550
         regions = []
         for port in sorted(cfg.serials, key=lambda s: s.index):
             chardev = cfg.chardev(port.chardev)
@@ -39,7 +49,6 @@ class SerialPorts:
             backend.attach(uart)
             self.ports.append((port, uart, backend))
             regions.append(Region(base, base + UART_SIZE, uart, name=f"serial@0x{base:x}"))
-        self.platform = platform
         if regions:
             from emu.machines.platform import PLATFORM_PRIORITY
             platform.io.set_layer(SERIAL_LAYER, regions, PLATFORM_PRIORITY)
@@ -48,7 +57,10 @@ class SerialPorts:
         """Open every backend (a server=on,wait=on socket waits for its
         client here, as QEMU); :class:`~emu.launcher.build.StartupError`
         names the option of one that cannot be opened."""
-        from emu.launcher.build import StartupError
+        from emu.launcher.errors import StartupError
+        if not self.ports:
+            return
+        from emu.char.backends import ChardevError
         loop = asyncio.get_running_loop()
         for port, _uart, backend in self.ports:
             try:

@@ -9,7 +9,6 @@ texts of QEMU 7.2's ``qmp_dispatch`` and QAPI input visitor;
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from emu.errors import PeerError
@@ -18,13 +17,19 @@ from emu.qmp.errors import CommandNotFound, QmpError
 from emu.qmp.session import Session, version_info
 
 
-@dataclass(frozen=True)
 class Arg:
-    name: str
-    type: str            # "str" | "int" | "bool" | "object" | "array" | "any"
-    optional: bool = False
-    #: its QAPI type for query-qmp-schema where the check type says too little
-    schema: Any = None
+    """One argument: ``type`` is what is checked ("str" | "int" | "bool" |
+    "object" | "array" | "any"); ``schema`` its QAPI type for
+    query-qmp-schema where the check type says too little.  (Plain classes
+    here, not dataclasses: the table is built while the process starts.)"""
+
+    __slots__ = ("name", "type", "optional", "schema")
+
+    def __init__(self, name: str, type: str, optional: bool = False, schema: Any = None):
+        self.name, self.type, self.optional, self.schema = name, type, optional, schema
+
+    def __repr__(self) -> str:
+        return f"Arg({self.name!r}, {self.type!r}{', optional' if self.optional else ''})"
 
 
 _TYPE_NAMES = {"str": "string", "int": "integer", "bool": "boolean",
@@ -61,13 +66,16 @@ def check_args(spec: tuple[Arg, ...], args: dict[str, Any]) -> None:
 Handler = Callable[["Session", dict[str, Any]], Any]
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    handler: Handler
-    args: tuple[Arg, ...] = ()
-    needs_machine: bool = True
-    returns: Any = "any"        # its QAPI return type (emu.qmp.schema), for query-qmp-schema
+    """A command: its handler, arguments, whether it needs the machine, and
+    its QAPI return type (:mod:`emu.qmp.schema`, for query-qmp-schema)."""
+
+    __slots__ = ("name", "handler", "args", "needs_machine", "returns")
+
+    def __init__(self, name: str, handler: Handler, args: tuple[Arg, ...] = (),
+                 needs_machine: bool = True, returns: Any = "any"):
+        self.name, self.handler, self.args = name, handler, args
+        self.needs_machine, self.returns = needs_machine, returns
 
 
 COMMANDS: dict[str, Command] = {}

@@ -35,8 +35,6 @@ import os
 import struct
 import threading
 
-import numpy as np
-
 from emu.errors import RegionTableError
 from emu.pci.bar import RamBacking
 from emu.pci.errors import GuestAccessError
@@ -113,7 +111,9 @@ class Metadata:
         if M_VRINGS + VRING_SIZE * peer_vq_max > METADATA_SIZE:
             raise ValueError(f"peer_vq_max {peer_vq_max} does not fit the metadata page")
         self.mm = mmap.mmap(-1, METADATA_SIZE)
-        self.u32 = np.frombuffer(self.mm, dtype="<u4")
+        # 32-bit words (x86: little-endian, as the page's layout); an item store
+        # is one aligned 4-byte store, as numpy's was, without importing numpy
+        self.u32 = memoryview(self.mm).cast("I")
         self.peer_vq_max = peer_vq_max
         self._lock = threading.Lock()
         struct.pack_into("<II", self.mm, M_MAGIC, MAGIC, VERSION)
@@ -135,6 +135,8 @@ class Metadata:
             return g
 
     def close(self) -> None:
+        if self.u32 is not None:
+            self.u32.release()
         self.u32 = None
         try:
             self.mm.close()

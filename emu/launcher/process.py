@@ -1,0 +1,125 @@
+"""The process once its monitors are greeted: asyncio, the machine, the
+run (see :mod:`emu.launcher` for the order).  Imported only after the
+greeting went out (:mod:`emu.launcher.early`)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from emu import fdset
+from emu.config import MachineConfig
+from emu.launcher import logs
+from emu.launcher.build import Created, build_machine
+from emu.launcher.control import MachineAdapter
+from emu.launcher.early import monitor_endpoints
+from emu.launcher.errors import StartupError
+from emu.launcher.serial import SerialPorts
+from emu.qmp.endpoint import MonitorSetupError
+from emu.qmp.server import QmpServer
+
+log = logging.getLogger("emu")
+
+
+async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
+    """Monitors, machine, run until the end; :class:`StartupError` (with
+    everything released, and the files start-up created removed) if a
+    monitor, a chardev or the machine cannot be set up.  *ready* is called
+    once the machine runs (``-daemonize``'s parent exits).  *early*: the
+    monitors :mod:`emu.launcher.early` opened and greeted (else they are
+    opened here).  *signals*: those received before the loop took them over."""
+    server = QmpServer()
+    if early is not None:
+        for mon in early.handover():
+            await server.adopt(mon)
+    else:
+        for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
+            try:
+                await server.add_monitor(ep)
+            except MonitorSetupError as e:
+                await server.close()
+                raise StartupError(mon.origin, str(e)) from None
+    # Let the sessions send their greetings now: building the machine blocks
+    # the loop for a while (imports, RAM), and a harness that negotiates
+    # meanwhile sees every event of the machine's start-up.
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    created = Created()
+    try:
+        logs.setup(cfg)
+    except OSError as e:
+        await server.close()
+        raise StartupError("-D" if cfg.log_file else "-trace",
+                           f"cannot open log file: {e.strerror}") from None
+    fdset.take_over(cfg.fdsets)
+    try:
+        machine = build_machine(cfg, server.emit, created)
+    except BaseException:
+        await server.close()
+        raise
+    machine.add_event_listener(logs.on_event)
+    serials = SerialPorts(cfg, machine.system, created)
+    adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set),
+                             serials=serials)
+
+    async def teardown() -> None:
+        await machine.close()
+        await serials.close()
+        await server.close()
+
+    def on_event(name, data):
+        if name == "EMU_GUEST_POWEROFF":
+            loop.call_soon_threadsafe(adapter.guest_powered_off)
+    machine.add_event_listener(on_event)
+    server.attach(adapter)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, adapter.signal)
+    if signals:         # one came while the process was starting
+        adapter.signal()
+    try:
+        await serials.open()
+    except BaseException:
+        await teardown()
+        created.remove()
+        raise
+    await server.wait_for_clients()
+    # start-up may wait (a reconnect= netdev waits for its first back-end,
+    # as QEMU does): a quit or a signal meanwhile still ends the process
+    starting = loop.create_task(machine.start(paused=cfg.start_paused))
+    stopper = loop.create_task(done.wait())
+    await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        try:
+            await starting
+        except (asyncio.CancelledError, Exception):
+            pass
+    elif starting.exception() is not None:
+        e = starting.exception()
+        stopper.cancel()
+        await teardown()
+        created.remove()
+        raise StartupError(_origin_of(cfg, e), str(e))
+    # a stop or cont the monitor answered while the machine was starting found
+    # no guest yet: the guest starts as -S said; bring it to the run state now
+    adapter.started_running(machine)
+    if ready is not None and not done.is_set():
+        ready()
+    await done.wait()
+    stopper.cancel()
+    await teardown()
+    return 0
+
+
+def _origin_of(cfg: MachineConfig, err: BaseException) -> str:
+    """The -netdev a start-up failure is about (start-up waits for netdevs only)."""
+    for n in cfg.netdevs:
+        ch = cfg.chardev(n.chardev)
+        if n.id in str(err) or (ch is not None and str(ch.path) in str(err)):
+            return n.origin
+    return cfg.netdevs[0].origin if cfg.netdevs else ""
+
+
