@@ -25,7 +25,6 @@ was needed.  Where the time goes: docs/performance.md.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import socket

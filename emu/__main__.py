@@ -19,10 +19,10 @@ def main(argv=None):
     # (Here, in the process's entry point only: a program that imports emu
     # keeps its ssl.)
     sys.modules.setdefault("ssl", None)
-    from emu.launcher.early import catch_signals, greet_early
+    from emu.launcher.early import greet_early, phase
+    phase("entry")
     early = greet_early(argv)
-    if early is not None:
-        catch_signals()     # a harness may stop a VM that has greeted, at any moment
+    phase("greeted" if early is not None else "no early monitor")
     from emu.cli import main as cli_main
     if early is None:
         return cli_main(argv)

@@ -14,11 +14,14 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from emu.vhost_user.counters import PeerCounters
-from emu.vhost_user.frontend import Frontend, FrontendClient, Negotiated
 from emu.vhost_user.errors import VhostUserError
+
+if TYPE_CHECKING:   # the front-end is imported when a netdev opens: a VM whose
+    # only socket chardev is a vhost-pci-net device's never loads it
+    from emu.vhost_user.frontend import FrontendClient, Negotiated
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class VhostUserNetdev:
             and not self.client.stream.closed
 
     def _client(self, path=None, sock=None) -> FrontendClient:
+        from emu.vhost_user.frontend import Frontend, FrontendClient
         fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
         kw = dict(frontend=fe, timeout=self.timeout,
                   on_backend_features=self._on_backend_features,

@@ -51,6 +51,8 @@ EVENTS_DECLARED: dict[str, tuple[str, str]] = {
     "pci_bar_read": ("%s %02x:%02x.%x BAR%d @0x%x size %d -> 0x%x", "emu: a BAR register read"),
     "pci_bar_write": ("%s %02x:%02x.%x BAR%d @0x%x size %d <- 0x%x",
                       "emu: a BAR register write"),
+    # emu's start-up (docs/performance.md): each phase, from the entry point
+    "emu_startup": ("%s %.1f ms", "emu: a start-up phase done, ms since emu's entry point"),
     # hw/char/trace-events
     "serial_read": ("read addr 0x%02x val 0x%02x", "a 16550 UART register read"),
     "serial_write": ("write addr 0x%02x val 0x%02x", "a 16550 UART register write"),

@@ -19,7 +19,6 @@ whose ``host_addr`` values point into the window.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import threading
@@ -28,7 +27,9 @@ from emu.errors import RegionTableError
 from emu.memory import (GuestMemory, MAX_REGIONS_DEFAULT, PAGE_SIZE, Region,
                         validate_regions)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own symbols (libc among them): ctypes.util.find_library would
+# run ldconfig in a subprocess while the VM starts
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long]

@@ -34,13 +34,13 @@ import logging
 import os
 import select
 import socket
-import stat
 import sys
 import threading
 from typing import Any, Callable, Protocol
 
 from emu.config import Chardev
 from emu.fdset import FdSets, open_path
+from emu.unixsock import listen_unix, remove_owned
 
 log = logging.getLogger("emu.char")
 
@@ -286,25 +286,9 @@ class SocketBackend(Backend):
     def _listen(self, path: str | None) -> None:
         assert path is not None
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            # QEMU replaces a stale socket; nothing else is removed
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ChardevError(f"Failed to bind socket to {path}: Address already in use")
-            os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(path)
-            sock.listen(1)
-            sock.setblocking(False)
+            self.listener, self._owned_path = listen_unix(path, 1)
         except OSError as e:
-            sock.close()
             raise ChardevError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        st = os.stat(path)
-        self._owned_path = (path, st.st_dev, st.st_ino)
-        self.listener = sock
 
     def _adopt_fd(self, fd: int) -> None:
         try:
@@ -499,14 +483,8 @@ class SocketBackend(Backend):
                 self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
-        if self._owned_path is not None:
-            path, dev, ino = self._owned_path
-            try:
-                st = os.lstat(path)
-                if (st.st_dev, st.st_ino) == (dev, ino):
-                    os.unlink(path)
-            except OSError:
-                pass
+        remove_owned(self._owned_path)
+        self._owned_path = None
         if self._first_client is not None:
             self._first_client.set()
 

@@ -1,8 +1,6 @@
 """Options of the devices and the guest: -netdev, -device, -guest."""
 from __future__ import annotations
 
-from typing import Any
-
 from emu.cli.char_opts import isa_serial
 from emu.cli.schemas import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL, MUST_BE_OFF, NETDEVS,
                              VIRTIO_NET_FEATURES)

@@ -102,8 +102,11 @@ def run(cfg: MachineConfig, early: EarlyMonitors | None = None) -> int:
             return _fatal(f"{getattr(e, 'origin', '')}: {e}" if getattr(e, "origin", "") else str(e),
                           cfg)
         # the greeting is out: now the heavy part
+        from emu.launcher.early import phase
+        phase("parsed")
         import asyncio
         from emu.launcher import logs, process
+        phase("imported asyncio and the launcher")
         try:
             return asyncio.run(process.serve(cfg, ready, early, signals))
         except StartupError as e:

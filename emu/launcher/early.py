@@ -30,12 +30,22 @@ import threading
 
 from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError
 from emu.qmp.greeting import encode, greeting
+from emu.unixsock import listen_unix, remove_owned
 
 MAX_EARLY_CLIENTS = 16      # per listening monitor, as the server's MAX_SESSIONS
 
 
 #: SIGTERM, SIGINT, SIGHUP received before the event loop took them over
 SIGNALS: list[int] = []
+
+#: (phase, perf_counter) of this start-up; written as the emu_startup trace
+#: event once the machine runs (-trace emu_startup)
+PHASES: list[tuple[str, float]] = []
+
+
+def phase(name: str) -> None:
+    import time
+    PHASES.append((name, time.perf_counter()))
 
 
 def catch_signals() -> list[int]:
@@ -119,25 +129,9 @@ class EarlyMonitor:
     def _listen(self, path: str | None) -> None:
         assert path is not None
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            # QEMU replaces a stale socket; nothing else is removed
-            if not stat.S_ISSOCK(st.st_mode):
-                raise MonitorSetupError(f"Failed to bind socket to {path}: Address already in use")
-            os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(path)
-            sock.listen(MAX_EARLY_CLIENTS)
-            sock.setblocking(False)
+            self.listener, self.owned_path = listen_unix(path, MAX_EARLY_CLIENTS)
         except OSError as e:
-            sock.close()
             raise MonitorSetupError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        st = os.stat(path)
-        self.owned_path = (path, st.st_dev, st.st_ino)
-        self.listener = sock
 
     def _connect(self, path: str | None) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -170,15 +164,8 @@ class EarlyMonitor:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        if self.owned_path is not None:
-            path, dev, ino = self.owned_path
-            try:
-                st = os.lstat(path)
-                if (st.st_dev, st.st_ino) == (dev, ino):
-                    os.unlink(path)
-            except OSError:
-                pass
-            self.owned_path = None
+        remove_owned(self.owned_path)
+        self.owned_path = None
 
 
 class EarlyMonitors:
@@ -395,6 +382,8 @@ def greet_early(argv: list[str]) -> EarlyMonitors | None:
     endpoints = prescan(argv)
     if not endpoints:
         return None
+    # from the greeting on, a harness may stop the VM at any moment
+    catch_signals()
     early = EarlyMonitors(endpoints, [""] * len(endpoints))
     try:
         early.open()

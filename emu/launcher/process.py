@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
 
-from emu import fdset
+from emu import fdset, trace
 from emu.config import MachineConfig
 from emu.launcher import logs
 from emu.launcher.build import Created, build_machine
 from emu.launcher.control import MachineAdapter
-from emu.launcher.early import monitor_endpoints
+from emu.launcher.early import PHASES, monitor_endpoints, phase
 from emu.launcher.errors import StartupError
 from emu.launcher.serial import SerialPorts
 from emu.qmp.endpoint import MonitorSetupError
@@ -31,35 +29,18 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
     monitors :mod:`emu.launcher.early` opened and greeted (else they are
     opened here).  *signals*: those received before the loop took them over."""
     server = QmpServer()
-    if early is not None:
-        for mon in early.handover():
-            await server.adopt(mon)
-    else:
-        for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
-            try:
-                await server.add_monitor(ep)
-            except MonitorSetupError as e:
-                await server.close()
-                raise StartupError(mon.origin, str(e)) from None
-    # Let the sessions send their greetings now: building the machine blocks
-    # the loop for a while (imports, RAM), and a harness that negotiates
-    # meanwhile sees every event of the machine's start-up.
-    await asyncio.sleep(0)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     created = Created()
     try:
         logs.setup(cfg)
     except OSError as e:
-        await server.close()
         raise StartupError("-D" if cfg.log_file else "-trace",
                            f"cannot open log file: {e.strerror}") from None
     fdset.take_over(cfg.fdsets)
-    try:
-        machine = build_machine(cfg, server.emit, created)
-    except BaseException:
-        await server.close()
-        raise
+    phase("log open")
+    machine = build_machine(cfg, server.emit, created)
+    phase("machine built")
     machine.add_event_listener(logs.on_event)
     serials = SerialPorts(cfg, machine.system, created)
     adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set),
@@ -74,17 +55,31 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
         if name == "EMU_GUEST_POWEROFF":
             loop.call_soon_threadsafe(adapter.guest_powered_off)
     machine.add_event_listener(on_event)
-    server.attach(adapter)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, adapter.signal)
-    if signals:         # one came while the process was starting
-        adapter.signal()
     try:
         await serials.open()
+        # The monitors are served from here on, as QEMU's main loop serves
+        # them once the machine is set up: the greeting went out long before
+        # (emu.launcher.early), what the clients sent waited in their sockets,
+        # and the serial ports' sockets exist when the first answer comes.
+        if early is not None:
+            for mon in early.handover():
+                await server.adopt(mon)
+        else:
+            for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
+                try:
+                    await server.add_monitor(ep)
+                except MonitorSetupError as e:
+                    raise StartupError(mon.origin, str(e)) from None
     except BaseException:
         await teardown()
         created.remove()
         raise
+    server.attach(adapter)
+    phase("monitors served")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, adapter.signal)
+    if signals:         # one came while the process was starting
+        adapter.signal()
     await server.wait_for_clients()
     # start-up may wait (a reconnect= netdev waits for its first back-end,
     # as QEMU does): a quit or a signal meanwhile still ends the process
@@ -106,12 +101,24 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
     # a stop or cont the monitor answered while the machine was starting found
     # no guest yet: the guest starts as -S said; bring it to the run state now
     adapter.started_running(machine)
+    phase("machine started")
+    _trace_phases()
     if ready is not None and not done.is_set():
         ready()
     await done.wait()
     stopper.cancel()
     await teardown()
     return 0
+
+
+_startup_ev = trace.event("emu_startup")
+
+
+def _trace_phases() -> None:
+    if _startup_ev.on and PHASES:
+        t0 = PHASES[0][1]
+        for name, t in PHASES:
+            _startup_ev(name, (t - t0) * 1e3)
 
 
 def _origin_of(cfg: MachineConfig, err: BaseException) -> str:

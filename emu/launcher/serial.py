@@ -9,15 +9,12 @@ client -- reaches them with port accesses like any other register.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emu.config import ISA_SERIAL_PORTS, MachineConfig
 
 if TYPE_CHECKING:
     from emu.char.backends import Backend
-    from emu.char.uart import Uart16550
 
 SERIAL_LAYER = "isa-serial"
 
@@ -31,7 +28,7 @@ class SerialPorts:
             (lambda path, flags: fdset.open_path(path, flags, 0o666, cfg.fdsets))
         self.opener = opener
         self.platform = platform
-        self.ports: list[tuple[Any, Uart16550, Backend]] = []
+        self.ports: list[tuple[Any, Any, Backend]] = []     # (SerialPort, Uart16550, Backend)
         if not cfg.serials:
             return
         # the UART and the backends, only for a machine that has serial ports

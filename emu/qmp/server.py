@@ -25,7 +25,7 @@ import socket
 import stat
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from emu import trace
 from emu.errors import EmuBug
@@ -36,6 +36,7 @@ from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError
 from emu.qmp.errors import GENERIC_ERROR
 from emu.qmp.greeting import encode, greeting
 from emu.qmp.session import Monitor, Session
+from emu.unixsock import listen_unix, remove_owned
 from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
 
 log = logging.getLogger("emu.qmp")
@@ -417,20 +418,17 @@ class QmpServer:
         path = ep.path
         assert path is not None
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            # QEMU replaces a stale socket; we refuse to remove anything else.
-            if not stat.S_ISSOCK(st.st_mode):
-                raise MonitorSetupError(f"Failed to bind socket to {path}: Address already in use")
-            os.unlink(path)
-        try:
-            lis = await self._start_listener(ep, path=path)
+            # the path appears only once the socket listens (emu.unixsock)
+            sock, owned = listen_unix(path)
         except OSError as e:
             raise MonitorSetupError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        st = os.stat(path)
-        lis.owned_path = (path, st.st_dev, st.st_ino)
+        try:
+            lis = await self._start_listener(ep, sock=sock)
+        except BaseException:
+            sock.close()
+            remove_owned(owned)
+            raise
+        lis.owned_path = owned
 
     async def _connect_unix(self, ep: MonitorEndpoint, first: bool) -> None:
         assert ep.path is not None

@@ -158,6 +158,13 @@ def test_the_front_door_layers():
     assert users == {"emu.__main__"}
     # the monitor knows neither the parser nor the launcher (the log is a floor)
     qmp = {m for m in GRAPH if m.startswith("emu.qmp")}
-    assert all(not (_reach(m) - qmp - {"emu", "emu.errors", "emu.trace"}) for m in qmp)
-    # the log and trace events, and the fd sets, import nothing of emu: any layer may trace
+    assert all(not (_reach(m) - qmp - {"emu", "emu.errors", "emu.trace", "emu.unixsock"})
+               for m in qmp)
+    # the log and trace events, the fd sets and the listening sockets import nothing
+    # of emu: any layer may use them
     assert GRAPH["emu.trace"] == set() and GRAPH["emu.fdset"] == set()
+    assert GRAPH["emu.unixsock"] == set()
+    # what greets before anything heavy is imported stays light
+    early = _reach("emu.launcher.early")
+    assert early <= {"emu", "emu.errors", "emu.launcher.early", "emu.qmp", "emu.qmp.endpoint",
+                     "emu.qmp.greeting", "emu.unixsock"}, early

@@ -10,7 +10,6 @@ app runs.  Prints one JSON object: the console lines, the answers seen,
 VM2's exit code.
 """
 import json
-import os
 import socket
 import subprocess
 import sys

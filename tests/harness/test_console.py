@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from emu.testing.launch import vm1_args, vm2_args, wait_for_path, wait_until
+from emu.testing.launch import vm1_args, vm2_args, wait_until
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 

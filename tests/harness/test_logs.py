@@ -46,7 +46,7 @@ def test_trace_lines_carry_thread_and_time_with_msg_timestamp(emu_vm_factory):
     vm = emu_vm_factory(["-S", "-machine", "none", "-display", "none", "-msg", "timestamp=on",
                          "-trace", "enable=handle_qmp_command", "-D", log])
     vm.cmd("query-name")
-    line = wait_log(log, r"^\d+@\d+\.\d{6}:handle_qmp_command mon \S+ req: .*query-name.*$")
+    wait_log(log, r"^\d+@\d+\.\d{6}:handle_qmp_command mon \S+ req: .*query-name.*$")
     assert "monitor_qmp_respond" not in read(log)          # only the event asked for
 
 
