@@ -183,17 +183,45 @@ def _wait_vms(p) -> tuple[list[int], str]:
 
 
 def test_main_job_json(tmp_path):
-    p = _bench(["--sizes", "64,1518", "--duration", "0.5", "--warmup", "0.2",
+    p = _bench(["--sizes", "64,1518", "--duration", "0.5", "--warmup", "0.2", "--runs", "2",
                 "--out", str(tmp_path)])
-    out, _ = p.communicate(timeout=120)
+    out, _ = p.communicate(timeout=180)
     assert p.returncode == 0, out
     d = json.loads((tmp_path / "emu_bench.json").read_text())
-    assert [r["size"] for r in d["results"]] == [64, 1518]
+    assert [(r["size"], r["run"]) for r in d["results"]] == [(64, 0), (1518, 0), (64, 1), (1518, 1)]
     for r in d["results"]:
         _balanced(r)
-        assert r["mpps"] > 0 and r["memcpy_gbps"] > 0
+        assert r["mpps"] > 0
+    assert [s["size"] for s in d["summary"]] == [64, 1518]
+    for s in d["summary"]:
+        assert s["runs"] == 2 and s["mpps_range"][0] <= s["mpps"] <= s["mpps_range"][1]
+        assert s["memcpy_gbps"] > 0 and s["balanced"]
+        if HAVE_DPDK:       # the reference, measured in the same run, for each size it takes
+            assert s["dpdk_mpps"] > 0 and s["ratio_vs_dpdk"] > 0 and len(s["dpdk_mpps_runs"]) == 2
+    # what a reader needs to trust the figures: when, where, how loaded, how often
+    assert d["runs"] == 2 and d["date"].endswith("Z") and d["machine"]["cores"] >= 1
+    assert set(d["load_before"]) == {"loadavg", "busy_share"} and "loadavg" in d["load_after"]
+    assert d["command"][:2] == ["emu", "bench"]
     assert d["problems"] == []
     assert (tmp_path / "emu_bench.png").stat().st_size > 0
+    # and the output says it
+    assert re.search(r"\d{4}-\d\d-\d\dT.*cores; 2 run\(s\) x 0.5 s per size; load average", out)
+
+
+def test_main_job_without_matplotlib_still_reports(tmp_path):
+    # as after `pip install -e .` without the [bench] extra; run where a user runs it
+    code = ("import sys; sys.modules['matplotlib'] = None; from emu.bench import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([PY, "-c", code, "--sizes", "64", "--duration", "0.3", "--warmup", "0.1",
+                        "--runs", "1", "--no-live", "--no-dpdk"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert "summary:" in p.stdout and "no plot: matplotlib is not installed" in p.stdout
+    assert "pip install -e '.[bench]'" in p.stdout
+    # its own results directory, not the checkout's tracked benchmarks/results
+    d = json.loads((tmp_path / "emu-bench-results" / "emu_bench.json").read_text())
+    assert d["summary"][0]["size"] == 64 and d["summary"][0]["mpps"] > 0
+    assert not (tmp_path / "emu-bench-results" / "emu_bench.png").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
