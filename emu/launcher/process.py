@@ -81,6 +81,12 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
     if signals:         # one came while the process was starting
         adapter.signal()
     await server.wait_for_clients()
+    # What the clients sent while the machine was set up (a harness's
+    # negotiation and first query) is answered before the guest thread
+    # starts competing for the interpreter: a few loop turns read, run and
+    # write it.  QEMU too answers once the machine is set up.
+    for _ in range(4):
+        await asyncio.sleep(0)
     # start-up may wait (a reconnect= netdev waits for its first back-end,
     # as QEMU does): a quit or a signal meanwhile still ends the process
     starting = loop.create_task(machine.start(paused=cfg.start_paused))

@@ -117,14 +117,16 @@ def test_latency_every_round_trip(results):
 def test_control_plane_complete(results):
     d = results("control_plane")
     st = d["startup"]
-    assert st["emu -S -machine none"]["ms"] > 0
-    assert len(st["emu -S -machine none"]["runs_ms"]) == d["runs"]
-    # the greeting comes before the machine is built, so before any answer
-    assert 0 < st["emu -S -machine none"]["greeting_ms"] < st["emu -S -machine none"]["ms"]
-    assert len(st["emu -S -machine none"]["greeting_runs_ms"]) == d["runs"]
-    if HAVE_QEMU:
-        assert st["QEMU 7.2 -S -machine none"]["ms"] > 0
-        assert st["QEMU 7.2 -S -machine none"]["greeting_ms"] > 0
+    assert set(st["cases"]) == {f"{case}, {how}" for how in ("unix -qmp", "socketpair")
+                                for case in ("default machine (-S -m 256M -nodefaults)",
+                                             "VM2 (256 MiB, vhost-pci-net, guest)")}
+    for e in st["cases"].values():
+        g, s = e["greeting"], e["query-status"]
+        assert len(g["emu_runs_ms"]) == len(s["emu_runs_ms"]) == d["runs"]
+        # the greeting comes before the machine is built, so before any answer
+        assert all(0 < a < b for a, b in zip(g["emu_runs_ms"], s["emu_runs_ms"]))
+        if HAVE_QEMU:           # beside QEMU, in the same run
+            assert len(g["qemu_runs_ms"]) == d["runs"] and g["ratio"] > 0 and s["ratio"] > 0
     fp = d["first_packet"]["median"]
     assert 0 < fp["start_to_connected_ms"] < fp["start_to_first_packet_ms"]
     assert [r["pairs"] for r in d["scale"]] == [1, 2]
@@ -140,7 +142,8 @@ def test_summary_targets_from_the_same_run(results):
     assert all(b["rc"] == 0 for b in d["benchmarks"].values()), d["benchmarks"]
     assert set(d["benchmarks"]) == set(RUN_ALL)
     names = [t["target"] for t in d["targets"]]
-    assert len(names) == 7 and "start -> QMP greeting" in names
+    assert len(names) == 10
+    assert "exec -> QMP greeting, default machine (-S -m 256M -nodefaults), vs QEMU" in names
     for t in d["targets"]:
         needs_dpdk = "DPDK" in t["target"] or "vswitch" in t["target"]
         if HAVE_DPDK or not needs_dpdk:
