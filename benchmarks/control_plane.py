@@ -121,8 +121,8 @@ def table(data):
     from rich.table import Table
     t1 = startup_bench.table(data["startup"])
     fp = data["first_packet"]["median"]
-    t1.add_row("VM1 start -> first echoed packet", "", "", "", "",
-               f"{fp['start_to_first_packet_ms']:.1f}", "", "",
+    t1.add_row("VM1 start -> first echoed packet", "", "", "", "", "",
+               f"{fp['start_to_first_packet_ms']:.1f}", "", "", "",
                f"(connected at {fp['start_to_connected_ms']:.1f})")
     t2 = Table(title="scale: VM pairs at once (64 B echo)", title_justify="left")
     for c in ("pairs", "mode", "aggregate Mpps", "min pair", "max pair", "RSS VM1 MiB",

@@ -11,7 +11,10 @@ each over a unix-socket ``-qmp unix:PATH,server=on,wait=off`` (the client
 connects as soon as the path exists) and over a QEMUMachine-style
 socketpair (``-chardev socket,id=mon,fd=N -mon chardev=mon,mode=control``).
 Runs alternate emu and QEMU, so both see the same machine load; each ratio
-is of the two medians.  Also ``QEMUMachine.launch()`` itself (QEMU's python
+is of the two medians.  Beside each wall-clock ratio, the ratio of the CPU
+time the processes had used by then (all threads, from /proc): on a busy
+machine the wall clock of both stretches with the run queue, the CPU time
+much less, so it says what a quiet machine would show.  Also ``QEMUMachine.launch()`` itself (QEMU's python
 package from its source tree, where scripts/build-qemu-tests.sh unpacked
 it), for emu and QEMU.
 
@@ -54,6 +57,19 @@ def vm2_args(run_dir: str, emu: bool) -> list[str]:
     return ["-m", "256M", "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
             "-machine", "memory-backend=mem", "-device", "virtio-net-pci",
             "-display", "none", "-nodefaults"]
+
+
+def cpu_ms(pid: int) -> float | None:
+    """CPU time of every thread of *pid* so far (schedstat: ns on a CPU):
+    unlike wall clock, not stretched by other work queued on the cores."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError):
+        return None
+    return total / 1e6
 
 
 def _converse(f) -> float:
@@ -104,12 +120,15 @@ def one_start(binary: list[str], args: list[str], transport: str) -> dict:
         if b'"QMP"' not in f.readline():
             raise RuntimeError(f"{binary[-1]}: no QMP greeting")
         t_greet = time.perf_counter()
+        c_greet = cpu_ms(proc.pid)
         t_status = _converse(f)
+        c_status = cpu_ms(proc.pid)
         f.write(b'{"execute":"quit"}\n')
         f.flush()
         f.close()
         proc.wait(30)
-        return {"greeting": (t_greet - t0) * 1e3, "query-status": (t_status - t0) * 1e3}
+        return {"greeting": (t_greet - t0) * 1e3, "query-status": (t_status - t0) * 1e3,
+                "greeting_cpu": c_greet, "query-status_cpu": c_status}
     finally:
         if sock is not None:
             sock.close()
@@ -176,9 +195,14 @@ def measure(status, runs: int) -> dict:
             for metric in TARGETS:
                 e = [r[metric] for r in rows["emu"]]
                 q = [r[metric] for r in rows["qemu"]]
+                ec = [r[f"{metric}_cpu"] for r in rows["emu"]]
+                qc = [r[f"{metric}_cpu"] for r in rows["qemu"]]
                 entry[metric] = {"emu_ms": _util.median(e), "emu_runs_ms": e,
                                  "qemu_ms": _util.median(q) if q else None, "qemu_runs_ms": q,
-                                 "ratio": _util.median(e) / _util.median(q) if q else None}
+                                 "ratio": _util.median(e) / _util.median(q) if q else None,
+                                 "emu_cpu_ms": _util.median(ec), "qemu_cpu_ms": _util.median(qc)
+                                 if qc else None,
+                                 "cpu_ratio": _util.median(ec) / _util.median(qc) if qc else None}
             out["cases"][f"{case}, {transport}"] = entry
             g, s = entry["greeting"], entry["query-status"]
             status.note(f"{case}, {transport}: greeting {g['emu_ms']:.0f} ms"
@@ -207,23 +231,23 @@ def table(data: dict):
     from rich.table import Table
     t = Table(title=f"start-up beside QEMU 7.2 (ms, median of {data['runs']} runs, same run)",
               title_justify="left")
-    for c in ("case", "greeting emu", "QEMU", "ratio", "target", "query-status emu", "QEMU",
-              "ratio", "target"):
+    for c in ("case", "greeting emu", "QEMU", "ratio", "(CPU)", "target", "query-status emu",
+              "QEMU", "ratio", "(CPU)", "target"):
         t.add_column(c, justify="right")
     for case, e in data["cases"].items():
         row = [case]
         for metric, goal in TARGETS.items():
             m = e[metric]
-            ratio = m["ratio"]
+            ratio, cpu = m["ratio"], m.get("cpu_ratio")
             row += [f"{m['emu_ms']:.0f}", f"{m['qemu_ms']:.0f}" if m["qemu_ms"] else "-",
-                    f"{ratio:.2f}x" if ratio else "-",
+                    f"{ratio:.2f}x" if ratio else "-", f"{cpu:.2f}x" if cpu else "-",
                     ("[green]" if ratio and ratio <= goal else "[red]") + f"<= {goal:g}x"]
         t.add_row(*row)
     if "qemumachine_launch" in data:
         ql = data["qemumachine_launch"]
-        t.add_row("QEMUMachine.launch()", "", "", "", "", f"{ql['emu_ms']:.0f}",
+        t.add_row("QEMUMachine.launch()", "", "", "", "", "", f"{ql['emu_ms']:.0f}",
                   f"{ql['qemu_ms']:.0f}" if ql["qemu_ms"] else "-",
-                  f"{ql['emu_ms'] / ql['qemu_ms']:.2f}x" if ql["qemu_ms"] else "-", "")
+                  f"{ql['emu_ms'] / ql['qemu_ms']:.2f}x" if ql["qemu_ms"] else "-", "", "")
     return t
 
 
