@@ -195,6 +195,7 @@ def _start(victim):
 def test_refused_table_then_traffic_then_vring_base_then_disconnect(victim, kind):
     _, build, text = next(k for k in KINDS if k[0] == kind)
     before = victim.before()
+    rollbacks = victim.vm2.device("vp0")["window_rollbacks"]
     peer, books = _start(victim)
     fds = Fds()
     try:
@@ -204,6 +205,10 @@ def test_refused_table_then_traffic_then_vring_base_then_disconnect(victim, kind
         books.roundtrips()
         books.balance()
         books.vring_bases()
+        # refused by a check: the window was never touched; refused by mmap:
+        # the old table was mapped again, once per refusal
+        assert victim.vm2.device("vp0")["window_rollbacks"] - rollbacks == \
+            (2 if kind.startswith("mmap-") else 0)
     finally:
         fds.close()
         peer.close()
