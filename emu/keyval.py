@@ -99,6 +99,17 @@ def integer(lo: int, hi: int) -> Callable[[str, str], int]:
     return parse
 
 
+def power_of_two(lo: int, hi: int) -> Callable[[str, str], int]:
+    """A power of two in [lo, hi] (queue sizes)."""
+    def parse(name: str, text: str) -> int:
+        value = integer(lo, hi)(name, text)
+        if value & (value - 1):
+            raise OptionError(f"Parameter '{name}' expects a power of 2 between {lo} and {hi}")
+        return value
+    parse.kind = f"int {lo}..{hi}, a power of 2"  # type: ignore[attr-defined]
+    return parse
+
+
 def choice(*values: str) -> Callable[[str, str], str]:
     def parse(name: str, text: str) -> str:
         if text not in values:
@@ -118,10 +129,22 @@ def identifier(name: str, text: str) -> str:
     return text
 
 
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}\Z")
+
+
+def macaddr(name: str, text: str) -> str:
+    """A MAC address, ``:`` or ``-`` separated; returned lower case with ``:``."""
+    if not MAC_RE.match(text):
+        raise OptionError(f"Parameter '{name}' expects a MAC address (six hex bytes, "
+                          "e.g. 52:54:00:12:34:56)")
+    return text.lower().replace("-", ":")
+
+
 boolean.kind = "on|off"  # type: ignore[attr-defined]
 string.kind = "str"  # type: ignore[attr-defined]
 size.kind = "size"  # type: ignore[attr-defined]
 identifier.kind = "id"  # type: ignore[attr-defined]
+macaddr.kind = "macaddr"  # type: ignore[attr-defined]
 
 
 # -- schemas -------------------------------------------------------------------
@@ -133,6 +156,8 @@ class Param:
     help: str = ""
     #: accepted for compatibility with QEMU command lines, without effect in emu
     ignored: bool = False
+    #: the value when the parameter is not given (None: no default, or the user's)
+    default: Any = None
 
     @property
     def kind(self) -> str:
@@ -160,8 +185,17 @@ class Schema:
         for p in sorted(self.params, key=lambda p: p.name):
             left = f"{p.name}=<{p.kind}>"
             note = " (accepted, no effect in emu)" if p.ignored else ""
+            if p.default is not None:
+                note += f" (default {format_value(p.default)})"
             lines.append(f"  {left:<{width}} - {p.help}{note}".rstrip())
         return "\n".join(lines)
+
+
+def format_value(value: Any) -> str:
+    """A typed value as an option string would give it (``on``, ``64``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def split_opts(text: str) -> list[str]:

@@ -1,5 +1,7 @@
-"""One virtual machine: guest RAM, a PCI bus with device models, the guest
-program, vhost-user connections and the run state the monitor controls.
+"""One virtual machine: guest RAM, the platform its machine type builds
+(address spaces, interrupt controller, PCI bus: :mod:`emu.machines`),
+device models, the guest program, vhost-user connections and the run state
+the monitor controls.
 
 Threads and locks (see docs/architecture.md):
 
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 
 from emu import memory
 from emu.errors import EmuBug
-from emu.pci.bus import PCIBus, format_bdf
+from emu.machines import types as machine_types
+from emu.pci.bus import format_bdf
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,23 @@ class Machine:
     """Build with the ``add_*`` methods, then ``await start()``."""
 
     def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
-                 mem_path: str | None = None, share: bool = True, wire_log=None):
+                 mem_path: str | None = None, share: bool = True, wire_log=None,
+                 machine_type: str | None = None):
         self.name = name
         self.lock = threading.RLock()
+        mtype = machine_types.find(machine_type) if machine_type else machine_types.default()
+        if mtype is None:
+            raise EmuBug(f"unknown machine type {machine_type!r}")
         self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path)
         self.ram_backend = backend
-        self.bus = PCIBus(lock=self.lock)
+        try:
+            # the platform every initiator reaches: the guest program, the
+            # device models' DMA and MSI writes (and, later, a qtest client)
+            self.system = mtype.build(lock=self.lock, ram=self.ram)
+        except BaseException:
+            self.ram.close()
+            raise
+        self.machine_type = mtype
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
@@ -81,7 +95,7 @@ class Machine:
     # -- building -----------------------------------------------------------------------------------
     def _slot(self, addr: str | int | None) -> int:
         if addr is None or addr == "":
-            while any(b >> 3 == self._next_slot for b in self.bus.functions):
+            while any(b >> 3 == self._next_slot for b in self.system.functions):
                 self._next_slot += 1
             slot = self._next_slot
             self._next_slot += 1
@@ -122,7 +136,7 @@ class Machine:
         fn = VirtioPCIFunction(model, layout=layout, name=id)
         entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
                             props={"mac": mac, "netdev": netdev})
-        entry.bdf = self.bus.plug(fn, self._slot(addr))
+        entry.bdf = self.system.plug(fn, self._slot(addr))
         self.devices[id] = entry
         return entry
 
@@ -150,7 +164,7 @@ class Machine:
 
     def add_device(self, entry: DeviceEntry, addr=None) -> DeviceEntry:
         """Plug a device model built elsewhere (vhost-pci-net)."""
-        entry.bdf = self.bus.plug(entry.function, self._slot(addr))
+        entry.bdf = self.system.plug(entry.function, self._slot(addr))
         self.devices[entry.id] = entry
         return entry
 
@@ -195,7 +209,7 @@ class Machine:
         if self.guest_spec is not None:
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
-            self.guest = GuestProgram(self.bus, self.ram, driver, app, params, paused=paused,
+            self.guest = GuestProgram(self.system, self.ram, driver, app, params, paused=paused,
                                       name=f"{self.name or 'vm'}-guest", on_event=self.emit,
                                       taps={e.bdf: e.taps for e in self.devices.values()
                                             if e.taps})
@@ -254,6 +268,14 @@ class Machine:
             await sock.close()
         for nd in self.netdevs.values():
             await nd.close()
+        self.release()
+
+    def release(self) -> None:
+        """Release what the machine holds without the event loop: every
+        device's model and function, the captures, the bus, guest RAM.  The
+        end of :meth:`close`; alone, for a machine never started (a build
+        that failed half-way)."""
+        self.run_state = "shutdown"
         for e in self.devices.values():
             for obj in (e.model, e.function):
                 c = getattr(obj, "close", None)
@@ -264,7 +286,7 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
-        self.bus.close()
+        self.system.close()
         self.ram.close()
 
     # -- monitor views --------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class DriverError(PeerError):
 
 
 class BusAPI(Protocol):
-    """What a guest may use: the methods of :class:`emu.pci.bus.PCIBus`."""
+    """What a guest may use: the methods of :class:`emu.machines.platform.Platform`."""
 
     def config_read(self, bdf: int, offset: int, size: int) -> int: ...
     def config_write(self, bdf: int, offset: int, size: int, value: int) -> None: ...

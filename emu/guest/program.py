@@ -6,19 +6,18 @@ then wait for interrupts (config changes: link, NEEDS_RESET, the vhost-pci
 metadata) and for requests from the machine (pause for QMP ``stop``,
 resume, change of app, stop).  Everything goes through the bus.
 
-``-guest DRIVER,app=APP,key=value...`` keys understood here (the app takes
-the rest): ``mode=poll|interrupt``, ``queue_size``, ``buf_size``,
-``tx_buf_size`` (virtio-net), ``layout=0|1|2``, ``msix=on|off``, ``mrg_rxbuf``, ``event_idx``,
-``indirect_desc`` (on|off: what the driver asks for).
+Which drivers and apps exist, and the ``-guest DRIVER,app=APP,key=value...``
+keys each takes (with their types and bounds), is :mod:`emu.guest.registry`;
+the values are checked there before anything starts.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-import time
+from typing import Any, Callable, Mapping
 
-from emu.guest import apps as apps_mod
+from emu.guest import registry
 from emu.guest import virtio_net
 from emu.guest.dma import DmaPool
 from emu.guest.pci import probe, wait_interrupts
@@ -26,15 +25,15 @@ from emu.virtio import net_spec as N
 
 log = logging.getLogger(__name__)
 
-DRIVER_KEYS = ("mode", "queue_size", "buf_size", "tx_buf_size", "layout", "msix", "mrg_rxbuf", "event_idx",
-               "indirect_desc", "app")
+#: driver keys that are constructor arguments of the driver class
+_DRIVER_KWARGS = ("queue_size", "buf_size", "tx_buf_size", "layout", "msix")
 
 
-def _feature_mask(params: dict) -> int:
+def _feature_mask(params: Mapping[str, Any]) -> int:
     mask = virtio_net.SUPPORTED
     for key, bit in (("mrg_rxbuf", N.F_MRG_RXBUF), ("event_idx", N.F_EVENT_IDX),
                      ("indirect_desc", N.F_INDIRECT_DESC)):
-        if key in params and not apps_mod._bool(params[key], True):
+        if params.get(key) is False:
             mask &= ~bit
     return mask
 
@@ -45,15 +44,6 @@ def _supported(drv) -> int:
         else virtio_net.SUPPORTED
 
 
-def _drivers_for(kind: str):
-    if kind == "virtio-net":
-        return virtio_net.matches, virtio_net.VirtioNetDriver, apps_mod.VIRTIO_NET_APPS
-    if kind == "vhost-pci-net":
-        from emu.guest import vhost_pci_net, vhost_pci_apps
-        return vhost_pci_net.matches, vhost_pci_net.VhostPciNetDriver, vhost_pci_apps.APPS
-    raise ValueError(f"unknown guest driver {kind!r} (have virtio-net, vhost-pci-net)")
-
-
 class GuestProgram:
     def __init__(self, bus, ram, driver: str, app: str, params: dict | None = None, *,
                  paused: bool = False, name: str = "guest", on_event=None,
@@ -61,15 +51,14 @@ class GuestProgram:
         self.bus = bus
         self.ram = ram
         self.kind = driver
+        self.spec = registry.driver(driver)
+        self.apps = self.spec.apps
         self.app_name = app
-        self.params = dict(params or {})
-        self.mode = self.params.get("mode", "poll")
-        if self.mode not in ("poll", "interrupt"):
-            raise ValueError(f"-guest mode={self.mode}: expected poll or interrupt")
-        self.matches, self.driver_cls, self.apps = _drivers_for(driver)
-        if app not in self.apps:
-            raise ValueError(f"-guest {driver}: unknown app {app!r} "
-                             f"(have {', '.join(sorted(self.apps))})")
+        typed = self.spec.check(app, params or {})     # OptionError before any thread starts
+        self.params = typed.driver                      # the driver's keys
+        self.app_params = typed.app                     # the running app's, complete
+        self.mode = self.params["mode"]
+        self.matches, self.driver_cls = self.spec.load()
         self.name = name
         self.emit = on_event or (lambda name, data: None)
         # host-side frame captures per device (filter-dump): instrumentation
@@ -93,6 +82,11 @@ class GuestProgram:
 
     def request(self, what: str, *args) -> None:
         self._requests.put((what, args))
+
+    def check_app(self, app: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The typed parameters of an app switch, or :class:`~emu.keyval.OptionError`
+        (any thread: nothing changes)."""
+        return self.spec.check(app, params, app_only=True).app
 
     def after_requests(self, callback) -> None:
         """Call *callback* (on the guest thread) once every request made
@@ -134,12 +128,8 @@ class GuestProgram:
     def _bring_up(self) -> None:
         devices = probe(self.bus)
         dma = DmaPool(self.ram)
-        kw = dict(features=_feature_mask(self.params))
-        for key in ("queue_size", "buf_size", "tx_buf_size", "layout"):
-            if key in self.params and (key != "tx_buf_size" or self.kind == "virtio-net"):
-                kw[key] = int(self.params[key])
-        if "msix" in self.params:
-            kw["msix"] = apps_mod._bool(self.params["msix"], True)
+        kw: dict[str, Any] = dict(features=_feature_mask(self.params))
+        kw.update((k, v) for k, v in self.params.items() if k in _DRIVER_KWARGS)
         for dev in devices:
             if self.matches(dev):
                 drv = self.driver_cls(dev, self.ram, dma, name=f"{self.kind}@{dev.bdf:02x}", **kw)
@@ -148,14 +138,15 @@ class GuestProgram:
                 self.drivers.append(drv)
         if not self.drivers:
             raise RuntimeError(f"no device for driver {self.kind} on the bus")
-        self._new_app(self.app_name, self.params)
+        self._new_app(self.app_name, self.app_params)
         if not self.paused:
             self.app.start()
 
-    def _new_app(self, name: str, params: dict) -> None:
-        app_params = {k: v for k, v in params.items() if k not in DRIVER_KEYS}
-        self.app = self.apps[name](self.drivers, app_params, self.mode)
+    def _new_app(self, name: str, params: dict[str, Any]) -> None:
+        """*params*: typed and complete (registry.DriverSpec.check)."""
+        self.app = self.apps[name].load()(self.drivers, params, self.mode)
         self.app_name = name
+        self.app_params = params
 
     def _config_fds(self) -> dict[int, object]:
         return {d.config_fd: d for d in self.drivers if d.config_fd is not None}
@@ -199,25 +190,20 @@ class GuestProgram:
                 else:
                     self.app.start()
             elif what == "set_app":
-                name, params = args
-                was = self.app.running
-                self.app.stop()
-                merged = {**{k: v for k, v in self.params.items() if k in DRIVER_KEYS}, **params}
-                self._new_app(name, merged)
-                if was and not self.paused:
-                    self.app.start()
+                self._set_app(*args)
             elif what == "reconfigure":
                 # new driver parameters (features, queue sizes...): the drivers
                 # renegotiate from scratch, as after a reboot
                 (params,) = args
-                self.params.update(params)
+                given = self.spec.check(self.app_name, params).given
+                self.params.update((k, v) for k, v in given.items() if k in self.spec.schema)
                 was = self.app.running
                 self.app.stop()
                 mask = _feature_mask(self.params)
                 for d in self.drivers:
                     d.want = mask & _supported(d)
                     d.reinit()
-                self._new_app(self.app_name, self.params)
+                self._new_app(self.app_name, self.app_params)
                 if was and not self.paused:
                     self.app.start()
             elif what == "poweroff":
@@ -232,6 +218,33 @@ class GuestProgram:
                     d.reinit()
                 if not self.paused:
                     self.app.start()
+
+    def _set_app(self, name: str, params: dict[str, Any],
+                 done: Callable[[BaseException | None], None] | None = None) -> None:
+        """Switch apps; an app that fails to start is reported to *done*
+        and the previous one runs again (a refused switch changes nothing)."""
+        old, old_name, old_params = self.app, self.app_name, self.app_params
+        was = old.running
+        old.stop()
+        try:
+            self._new_app(name, params)
+            if was and not self.paused:
+                self.app.start()
+        except Exception as e:
+            log.warning("%s: app %s did not start: %s", self.name, name, e)
+            if self.app is not old:
+                try:
+                    self.app.stop()
+                except Exception:
+                    log.exception("%s: stopping the app that failed", self.name)
+            self.app, self.app_name, self.app_params = old, old_name, old_params
+            if was and not self.paused:
+                old.start()
+            if done is not None:
+                done(e)
+            return
+        if done is not None:
+            done(None)
 
     def _config_interrupt(self, drv) -> None:
         self.config_events += 1

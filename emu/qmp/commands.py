@@ -2,20 +2,19 @@
 
 Sans I/O: :func:`dispatch` turns one decoded request into one response
 dict (or a :class:`QmpError`), checking it in the order and with the
-texts of QEMU 7.2's ``qmp_dispatch`` and QAPI input visitor.
+texts of QEMU 7.2's ``qmp_dispatch`` and QAPI input visitor;
+:func:`execute` runs one command (what HMP builds on).  Handlers get the
+:class:`~emu.qmp.session.Session` and its arguments.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from emu.errors import PeerError
-from emu.qmp import hmp
 from emu.qmp.errors import CommandNotFound, QmpError
-
-if TYPE_CHECKING:
-    from emu.qmp.server import Session
+from emu.qmp.session import Session, version_info
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ async def quit_(s: Session, args: dict[str, Any]) -> dict:
 
 @command("query-version", needs_machine=False)
 def query_version(s: Session, args: dict[str, Any]) -> dict:
-    return s.server.version_info()
+    return version_info()
 
 
 @command("query-name")
@@ -160,12 +159,7 @@ def query_pci(s: Session, args: dict[str, Any]) -> list:
 
 @command("query-chardev")
 def query_chardev(s: Session, args: dict[str, Any]) -> list:
-    return s.server.chardev_info() + list(s.machine.query_chardev())
-
-
-@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True))
-async def human_monitor_command(s: Session, args: dict[str, Any]) -> str:
-    return await hmp.run(s, args["command-line"])
+    return s.monitor.chardev_info() + list(s.machine.query_chardev())
 
 
 @command("query-emu-stats", Arg("device", "str", optional=True))
@@ -209,6 +203,19 @@ def _check_request(req: dict[str, Any]) -> str:
     return req["execute"]
 
 
+async def execute(s: Session, name: str, args: dict[str, Any] | None = None) -> Any:
+    """Run command *name* (known, arguments checked); its value, or
+    :class:`QmpError` / whatever the machine raised."""
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise CommandNotFound(f"The command {name} has not been found")
+    args = {} if args is None else args
+    check_args(cmd.args, args)
+    if cmd.needs_machine:
+        await s.monitor.machine_ready()
+    return await _call(cmd.handler(s, args))
+
+
 async def dispatch(s: Session, req: Any) -> dict[str, Any]:
     """One response for one decoded request; never raises QmpError."""
     if not isinstance(req, dict):
@@ -216,16 +223,9 @@ async def dispatch(s: Session, req: Any) -> dict[str, Any]:
     rid = req.get("id", _NO_ID)
     try:
         name = _check_request(req)
-        cmd = COMMANDS.get(name)
         if not s.negotiated and name != QMP_CAPABILITIES:
             raise CommandNotFound("Expecting capabilities negotiation with 'qmp_capabilities'")
-        if cmd is None:
-            raise CommandNotFound(f"The command {name} has not been found")
-        args = req.get("arguments", {})
-        check_args(cmd.args, args)
-        if cmd.needs_machine:
-            await s.server.machine_ready()
-        value = await _call(cmd.handler(s, args))
+        value = await execute(s, name, req.get("arguments", {}))
         response: dict[str, Any] = {"return": value}
         if rid is not _NO_ID:
             response["id"] = rid
@@ -235,6 +235,6 @@ async def dispatch(s: Session, req: Any) -> dict[str, Any]:
     except PeerError as e:  # the machine refused bad input (e.g. an app parameter)
         error = QmpError(str(e)).to_json()
     except Exception as e:  # a bug in emu or in the machine: answer, log, keep serving
-        s.server.log_bug(f"command {req.get('execute')!r} failed", e)
+        s.monitor.log_bug(f"command {req.get('execute')!r} failed", e)
         error = QmpError(f"internal error: {type(e).__name__}: {e}").to_json()
     return {"error": error} if rid is _NO_ID else {"id": rid, "error": error}

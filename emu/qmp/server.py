@@ -2,8 +2,10 @@
 
 One :class:`QmpServer` per machine.  Each endpoint (``-qmp``, or a
 ``-chardev socket`` used by ``-mon mode=control``) is served by the same
-code; each connection is a :class:`Session` with its own capabilities
-negotiation.  Events go to every negotiated session.
+code; each connection is a :class:`Connection` whose
+:class:`~emu.qmp.session.Session` has its own capabilities negotiation.
+Events go to every negotiated session.  The I/O is here; what commands
+run against is :mod:`emu.qmp.session`.
 
 Differences from QEMU 7.2, on purpose:
 
@@ -26,18 +28,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from emu import __version__
 from emu.errors import EmuBug, EmuError
+from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
 from emu.qmp.commands import dispatch
 from emu.qmp.control import MachineControl
 from emu.qmp.errors import GENERIC_ERROR
+from emu.qmp.session import Monitor, Session, greeting
 from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
 
 log = logging.getLogger("emu.qmp")
-
-#: the QEMU release whose QMP (and command line) emu mirrors
-QEMU_VERSION = (7, 2, 0)
-PACKAGE = f"emu {__version__}"
 
 MAX_SESSIONS = 16            # concurrent clients per listening endpoint
 MAX_OUTPUT = 4 << 20         # bytes queued to a client before its events are dropped
@@ -54,7 +53,7 @@ class MonitorSetupError(EmuError):
 @dataclass(frozen=True)
 class MonitorEndpoint:
     """Where a monitor listens or connects; built from the command line by
-    :func:`emu.cli.monitor_endpoints`.  Exactly one of path/fd/stdio."""
+    :func:`emu.launcher.monitor_endpoints`.  Exactly one of path/fd/stdio."""
     label: str                  # the chardev id (``compat_monitor0`` for -qmp)
     path: str | None = None     # unix socket path
     fd: int | None = None       # inherited socket: connected (one session) or listening
@@ -72,46 +71,51 @@ class MonitorEndpoint:
         return f"unix:{self.path}" + (",server=on" if self.server else "")
 
 
-class Session:
-    """One QMP connection."""
+def encode(msg: dict[str, Any], pretty: bool = False) -> bytes:
+    """One QMP message on the wire (QEMU ends each with CRLF)."""
+    return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
+
+
+class Connection:
+    """One QMP connection: its stream, and its session's protocol state."""
 
     def __init__(self, server: QmpServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, label: str, pretty: bool = False):
         self.server = server
+        self.session = Session(server.monitor, label)
         self.reader = reader
         self.writer = writer
         self.label = label
         self.pretty = pretty
-        self.negotiated = False
         self.events_dropped = 0
         self._streamer = JsonStreamer(max_size=server.max_message)
         self.task: asyncio.Task | None = None
 
     @property
-    def machine(self) -> MachineControl:
-        return self.server.machine
+    def negotiated(self) -> bool:
+        return self.session.negotiated
 
     def _write(self, msg: dict[str, Any], encoded: bytes | None = None) -> None:
         if self.writer.is_closing():
             return
         if encoded is None or self.pretty:
-            encoded = self.server.encode(msg, self.pretty)
+            encoded = encode(msg, self.pretty)
         self.writer.write(encoded)
         if self.server.trace:
             self.server.trace("tx", self.label, msg)
 
     def _answer(self, response: dict[str, Any]) -> None:
         try:
-            encoded = self.server.encode(response, self.pretty)
+            encoded = encode(response, self.pretty)
         except (TypeError, ValueError) as e:   # the machine returned something not JSON
-            self.server.log_bug("QMP answer is not JSON", e)
+            self.server.monitor.log_bug("QMP answer is not JSON", e)
             error = {"class": GENERIC_ERROR, "desc": f"internal error: answer is not JSON: {e}"}
             response = {"id": response["id"], "error": error} if "id" in response else {"error": error}
             encoded = None
         self._write(response, encoded)
 
     def send_event(self, msg: dict[str, Any], encoded: bytes) -> None:
-        if not self.negotiated or self.writer.is_closing():
+        if not self.session.negotiated or self.writer.is_closing():
             return
         if self.writer.transport.get_write_buffer_size() > self.server.max_output:
             # A client that does not read must not make us buffer without end.
@@ -121,7 +125,7 @@ class Session:
 
     async def run(self) -> None:
         try:
-            self._answer(self.server.greeting())
+            self._answer(greeting())
             await self.writer.drain()
             while True:
                 chunk = await self.reader.read(READ_CHUNK)
@@ -133,7 +137,7 @@ class Session:
                     if isinstance(item, JsonError):
                         response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
                     else:
-                        response = await dispatch(self, item)
+                        response = await dispatch(self.session, item)
                     self._answer(response)
                     await self.writer.drain()
         except (ConnectionError, OSError) as e:
@@ -142,7 +146,7 @@ class Session:
             self.close()
 
     def close(self) -> None:
-        self.server._sessions.discard(self)
+        self.server.forget(self)
         if not self.writer.is_closing():
             self.writer.close()
         close_reader = getattr(self.reader, "close", None)   # stdio's reader
@@ -202,7 +206,7 @@ class _StdinReader:
 
 
 class _FileWriter:
-    """The StreamWriter subset a Session uses, writing synchronously: for
+    """The StreamWriter subset a Connection uses, writing synchronously: for
     stdout on a file or terminal, which asyncio's pipe transport refuses."""
 
     def __init__(self, fd: int):
@@ -254,7 +258,7 @@ class _Listener:
     def __init__(self, ep: MonitorEndpoint):
         self.ep = ep
         self.server: asyncio.base_events.Server | None = None
-        self.sessions: set[Session] = set()
+        self.sessions: set[Connection] = set()
         self.first_client = asyncio.Event()
         self.owned_path: tuple[str, int, int] | None = None   # (path, st_dev, st_ino)
 
@@ -270,12 +274,11 @@ class QmpServer:
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
                  max_output: int = MAX_OUTPUT, trace: Trace | None = None):
-        self._machine = machine
-        self._attached: asyncio.Event | None = None
+        self.monitor = Monitor(machine, chardevs=self._chardev_info)
         self.max_message = max_message
         self.max_output = max_output
         self.trace = trace
-        self._sessions: set[Session] = set()
+        self._sessions: set[Connection] = set()
         self._listeners: list[_Listener] = []
         self._endpoints: list[MonitorEndpoint] = []
         self._tasks: set[asyncio.Task] = set()
@@ -285,37 +288,13 @@ class QmpServer:
 
     @property
     def machine(self) -> MachineControl:
-        if self._machine is None:
-            raise EmuBug("QMP command ran before the machine was attached")
-        return self._machine
+        return self.monitor.machine
 
     def attach(self, machine: MachineControl) -> None:
         """Give the server its machine; commands waiting for it proceed."""
-        self._machine = machine
-        if self._attached is not None:
-            self._attached.set()
+        self.monitor.attach(machine)
 
-    async def machine_ready(self) -> None:
-        if self._machine is None:
-            if self._attached is None:
-                self._attached = asyncio.Event()
-            await self._attached.wait()
-
-    # -- protocol pieces -------------------------------------------------------
-
-    @staticmethod
-    def version_info() -> dict[str, Any]:
-        major, minor, micro = QEMU_VERSION
-        return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": PACKAGE}
-
-    def greeting(self) -> dict[str, Any]:
-        return {"QMP": {"version": self.version_info(), "capabilities": []}}
-
-    @staticmethod
-    def encode(msg: dict[str, Any], pretty: bool = False) -> bytes:
-        return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
-
-    def chardev_info(self) -> list[dict[str, Any]]:
+    def _chardev_info(self) -> list[dict[str, Any]]:
         """``query-chardev`` entries of the monitors' own chardevs."""
         out = []
         for ep in self._endpoints:
@@ -325,9 +304,6 @@ class QmpServer:
                 name = f"disconnected:{name}"
             out.append({"label": ep.label, "filename": name, "frontend-open": True})
         return out
-
-    def log_bug(self, what: str, exc: BaseException) -> None:
-        log.error("%s", what, exc_info=exc)
 
     # -- events ------------------------------------------------------------------
 
@@ -343,7 +319,7 @@ class QmpServer:
         if data is not None:
             msg["data"] = data
         try:
-            encoded = self.encode(msg)     # here, so a bad event fails at its source
+            encoded = encode(msg)     # here, so a bad event fails at its source
         except (TypeError, ValueError) as e:
             raise EmuBug(f"event {event} is not JSON: {e}") from e
         loop = self._loop
@@ -375,10 +351,10 @@ class QmpServer:
         return task
 
     def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-              label: str, pretty: bool = False) -> Session:
+              label: str, pretty: bool = False) -> Connection:
         """Serve QMP on an established stream (also used by every endpoint)."""
         self._bind_loop()
-        s = Session(self, reader, writer, label, pretty)
+        s = Connection(self, reader, writer, label, pretty)
         self._sessions.add(s)
         s.task = self._spawn(s.run())
         return s
@@ -499,8 +475,12 @@ class QmpServer:
         await asyncio.gather(*(lis.first_client.wait() for lis in self._listeners if lis.ep.wait))
 
     @property
-    def sessions(self) -> frozenset[Session]:
+    def sessions(self) -> frozenset[Connection]:
         return frozenset(self._sessions)
+
+    def forget(self, conn: Connection) -> None:
+        """*conn* has closed."""
+        self._sessions.discard(conn)
 
     # -- shutdown ----------------------------------------------------------------
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from emu import cli
-from emu.cli import (CommandLineError, EarlyExit, FilterDump, MemoryBackend, PCIAddress, VhostPCINet,
-                     VirtioNetPCI, monitor_endpoints, parse_args)
+from emu.cli import CommandLineError, EarlyExit, parse_args
+from emu.config import FilterDump, MemoryBackend, PCIAddress, VhostPCINet, VirtioNetPCI
+from emu.launcher import monitor_endpoints
 
 VU = ["-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0"]
 
@@ -55,7 +56,7 @@ def test_a_qemu_vhost_user_command_line():
 
 
 def test_the_projects_own_qemu_command_line_is_accepted():
-    # tests/linux_guest.py's qemu_cmd(), binary path swapped
+    # tests/peers/linux_guest.py's qemu_cmd(), binary path swapped
     argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
             "-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0,queues=1",
@@ -73,14 +74,14 @@ def test_vhost_pci_net_device_and_guest():
                 "-chardev socket,id=vp1,path=/tmp/vp1.sock,reconnect=1 "
                 "-device vhost-pci-net,chardev=vp0,id=vpnet0,window=1G,queues=2,ack-timeout=250,vhost-pci=off "
                 "-device vhost-pci-net,chardev=vp1,mac=52-54-00-AA-BB-CC,addr=0x1f.7 "
-                "-guest vhost-pci-net,app=forward,burst=32,poll=on")
+                "-guest vhost-pci-net,app=forward,burst=32,mode=interrupt")
     d0, d1 = cfg.devices
     assert d0 == VhostPCINet(chardev="vp0", id="vpnet0", window=1 << 30, queues=2, ack_timeout_ms=250,
                              vhost_pci="off")
     assert (d1.mac, d1.addr, d1.window) == ("52:54:00:aa:bb:cc", PCIAddress(0x1F, 7), 4 << 30)
     assert cfg.chardev("vp1").reconnect == 1
     assert (cfg.guest.driver, cfg.guest.app, cfg.guest.params) == (
-        "vhost-pci-net", "forward", {"burst": "32", "poll": "on"})
+        "vhost-pci-net", "forward", {"burst": 32, "mode": "interrupt"})
 
 
 def test_implied_and_explicit_keys_and_comma_escaping():
@@ -310,6 +311,9 @@ ERRORS = [
     ("-guest bogus,app=gen", "-guest bogus,app=gen: Parameter 'driver' does not accept value 'bogus'"),
     ("-guest virtio-net,app=bogus", "-guest virtio-net,app=bogus: Parameter 'app' does not accept value 'bogus'"),
     ("-guest virtio-net,app=gen,rate", "-guest virtio-net,app=gen,rate: Expected '=' after parameter 'rate'"),
+    ("-guest vhost-pci-net,app=gen", "-guest vhost-pci-net,app=gen: unknown app 'gen' for driver vhost-pci-net "
+     "(have echo, forward, responder, sink)"),
+    ("-guest vhost-pci-net,app=forward,poll=on", "-guest vhost-pci-net,app=forward,poll=on: Invalid parameter 'poll'"),
     ("-guest virtio-net,app=gen", "-guest virtio-net,app=gen: app=gen needs a virtio-net-pci device"),
     ("-chardev socket,id=c,path=/x -device vhost-pci-net,chardev=c -guest vhost-pci-net,app=forward",
      "-guest vhost-pci-net,app=forward: app=forward needs two vhost-pci-net devices"),

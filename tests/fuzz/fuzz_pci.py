@@ -35,14 +35,15 @@ PeerError = DriverError = BusError = None
 
 def _imports():
     global PeerError, DriverError, BusError
-    global PCIBus, regs, VirtioPCIFunction, VirtioNetDevice, N, dev_mod
+    global Platform, regs, VirtioPCIFunction, VirtioNetDevice, N, dev_mod
     global VhostPciNetDevice, VhostPciNetFunction, guest_pci, VirtioPCIDriver, allocate
     from emu.errors import PeerError
     from emu.guest import pci as guest_pci
     from emu.guest.pci import DriverError
     from emu.guest.virtio_pci import VirtioPCIDriver
     from emu.memory import allocate
-    from emu.pci import PCIBus, regs
+    from emu.machines.platform import Platform
+    from emu.pci import regs
     from emu.pci.errors import BusError
     from emu.virtio import device as dev_mod
     from emu.virtio import net_spec as N
@@ -74,7 +75,7 @@ class Rig:
     def __init__(self, ram):
         self.loop = asyncio.new_event_loop()
         self.ram = ram
-        self.bus = PCIBus()
+        self.bus = Platform()
         self.net = VirtioNetDevice(_AbsentBackend(), ram, self.loop, mac=bytes(6), queue_pairs=2,
                                    mq=True, queue_size=16, host_mtu=1500)
         self.fn_net = VirtioPCIFunction(self.net, name="net0")

@@ -93,7 +93,7 @@ class Guest:
     def __init__(self, machine: Machine, dev_id: str):
         self.m = machine
         self.fn = machine.devices[dev_id].function
-        self.dev = next(d for d in probe(machine.bus) if d.bdf == machine.devices[dev_id].bdf)
+        self.dev = next(d for d in probe(machine.system) if d.bdf == machine.devices[dev_id].bdf)
         self.dev_id = dev_id
 
     def w(self, bar: int, off: int, size: int, value: int) -> None:
@@ -321,9 +321,9 @@ def test_checklist_row_19_is_covered():
 def test_map_ram_outside_a_ram_bar_is_refused(guests):
     g = guests["vp0"]
     with pytest.raises(BusError):
-        g.m.bus.map_ram(g.dev.bars[0].address, 16)          # a register BAR
+        g.m.system.map_ram(g.dev.bars[0].address, 16)          # a register BAR
     with pytest.raises(BusError):
-        g.m.bus.map_ram(g.dev.bars[4].address, 1 << 20)     # past the metadata BAR
+        g.m.system.map_ram(g.dev.bars[4].address, 1 << 20)     # past the metadata BAR
 
 
 def test_after_all_that_the_real_drivers_bring_both_devices_up(machines, guests):
@@ -332,7 +332,7 @@ def test_after_all_that_the_real_drivers_bring_both_devices_up(machines, guests)
     vm1, vm2 = machines.vm1, machines.vm2
     for m, drv, app, params in ((vm2, "vhost-pci-net", "echo", {}),
                                 (vm1, "virtio-net", "gen", {"count": "3000", "verify": "on"})):
-        m.guest = GuestProgram(m.bus, m.ram, drv, app, params, name=f"{m.name}-guest",
+        m.guest = GuestProgram(m.system, m.ram, drv, app, params, name=f"{m.name}-guest",
                                on_event=m.emit)
         m.guest.start()
     deadline = time.monotonic() + 30
@@ -361,7 +361,7 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
     g = Guest(vm2, "vp0")
 
     def vm1_driver():
-        p = GuestProgram(vm1.bus, vm1.ram, "virtio-net", "sink", {}, name="vm1-sink")
+        p = GuestProgram(vm1.system, vm1.ram, "virtio-net", "sink", {}, name="vm1-sink")
         p.start()
         return p
 
@@ -385,7 +385,7 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
         time.sleep(0.02)
     g.w(0, DEVCFG + CFG_DRIVER_ACK, 4, gen)                       # "I use the window"...
     assert dev.metadata.generation == gen, "the peer changed the table while we acknowledged"
-    window = vm2.bus.map_ram(g.dev.bars[2].address, 1 << 20)
+    window = vm2.system.map_ram(g.dev.bars[2].address, 1 << 20)
     assert bytes(window.view[0:16]) == vm1.ram.read(0, 16)          # it is the peer's memory
     revoked = dev.handshake.window_revocations
     drv.stop()

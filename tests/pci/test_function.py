@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from emu.errors import EmuBug
-from emu.pci import PCIBus, PCIFunction, regs
+from emu.machines.platform import Platform
+from emu.pci import PCIFunction, regs
 from emu.pci.bus import INTX_GSI_BASE, make_bdf
 
 from .helpers import RegFile, eventfd_count
@@ -196,7 +197,7 @@ def test_lock_is_the_bus_lock_once_plugged():
     fn = PCIFunction(0x1234, 1, 0xFF0000)
     fn.add_bar(0, 0x100, ops=RegFile(0x100))
     own = fn.lock
-    b = PCIBus()
+    b = Platform()
     b.plug(fn, 1)
     assert fn.lock is b.lock and fn.lock is not own
     b.close()

@@ -1,10 +1,5 @@
-"""How tests start "the emu process" with a QMP monitor.
-
-Until emu.machine exists this is tests/cli/qmp_launcher.py (the real
-command-line parser and QMP server, a fake machine).  When the real
-process can run with no devices, switch EMU_CMD to it: that is the only
-change the process-level monitor tests need.
-"""
+"""How tests start "the emu process" (``python -m emu``, the real
+launcher) and QEMU 7.2 beside it, with a QMP monitor."""
 from __future__ import annotations
 
 import os

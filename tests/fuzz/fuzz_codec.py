@@ -1,7 +1,7 @@
 """Fuzz target: the vhost-user decoder feeding a Backend, as on a socket.
 
-    python tests/vhost_user/fuzz_codec.py -atheris_runs=100000 [CORPUS_DIR ...]
-    python tests/vhost_user/fuzz_codec.py --seed-corpus DIR     # write seed inputs
+    python tests/fuzz/fuzz_codec.py -atheris_runs=100000 [CORPUS_DIR ...]
+    python tests/fuzz/fuzz_codec.py --seed-corpus DIR     # write seed inputs
 
 An input is a sequence of records ``u8 control, u8 length, bytes[length]``:
 the bytes arrive as one read; ``control`` bits 0-1 say how many fds come

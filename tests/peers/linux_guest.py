@@ -1,5 +1,5 @@
 """A real Linux guest for end-to-end tests: Debian's kernel + a busybox
-initramfs (tests/guest/build_initramfs.sh) under QEMU 7.2 with TCG, its
+initramfs (tests/peers/build_initramfs.sh) under QEMU 7.2 with TCG, its
 virtio-net-pci device backed by a vhost-user socket.
 
 QEMU 7.2 + TCG + MSI-X segfaults in vhost_net_start, so the NIC always gets
@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.path.join(HERE, "guest", "build_initramfs.sh")
+BUILD = os.path.join(HERE, "build_initramfs.sh")
 
 
 def kernel_version() -> str:

@@ -14,7 +14,7 @@ from emu.pci import PCIFunction, regs
 from emu.pci.bus import make_bdf
 from emu.virtio import VirtioPCIFunction
 
-from .helpers import RegFile, ToyNet
+from tests.pci.helpers import RegFile, ToyNet
 
 
 def fn_with(*bars, pin=1):

@@ -15,7 +15,7 @@ from emu.virtio.device import (F_RING_EVENT_IDX, F_VERSION_1, NO_VECTOR, STATUS_
                                STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED,
                                STATUS_FEATURES_OK, STATUS_NEEDS_RESET)
 
-from .helpers import RegFile, ToyNet, eventfd_count
+from tests.pci.helpers import RegFile, ToyNet, eventfd_count
 
 ACK, DRV, FOK, DOK = STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_FEATURES_OK, STATUS_DRIVER_OK
 

@@ -7,13 +7,14 @@ from hypothesis import strategies as st
 
 from emu.guest.pci import DriverError, VectorAllocator, probe
 from emu.guest.virtio_pci import VirtioPCIDriver
-from emu.pci import PCIBus, regs
+from emu.machines.platform import Platform
+from emu.pci import regs
 from emu.virtio import VirtioPCIFunction
 from emu.virtio.device import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
                                STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
                                STATUS_NEEDS_RESET)
 
-from .helpers import ToyNet
+from tests.pci.helpers import ToyNet
 
 SIZES = st.sampled_from([1, 2, 4, 8, 3, 0])
 VALUES = st.one_of(st.integers(0, 0xFF), st.integers(0, 0xFFFF), st.integers(0, 2**64 - 1),
@@ -102,7 +103,7 @@ reached: set[str] = set()
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans(), st.lists(OPS, max_size=80))
 def test_random_register_traffic(live, ops):
-    bus = PCIBus()
+    bus = Platform()
     fn = VirtioPCIFunction(ToyNet())
     bus.plug(fn, 4)
     try:

@@ -1,0 +1,106 @@
+"""Whole-line checks, once every option is read (QEMU creates chardevs,
+netdevs, then devices): references, ids in use, slots, RAM, the guest."""
+from __future__ import annotations
+
+from emu.cli.state import ParseState
+from emu.config import Chardev, Device, FilterDump, MemoryBackend, PCIAddress, VirtioNetPCI
+from emu.guest import registry
+from emu.keyval import OptionError
+from emu.machines import types as machine_types
+
+
+def check(p: ParseState) -> None:
+    """Raise :class:`OptionError` with ``p.origin`` set to the option at fault."""
+    if p.machine_accel and p.accel_option:
+        p.origin = ""
+        raise OptionError("The -accel and \"-machine accel=\" options are incompatible")
+    cfg = p.cfg
+    users: dict[str, str] = {}
+
+    def use_chardev(cid: str, origin: str, what: str) -> Chardev:
+        p.origin = origin
+        dev = cfg.chardev(cid)
+        if dev is None:
+            raise OptionError(f'chardev "{cid}" not found')
+        if cid in users:
+            raise OptionError(f"chardev '{cid}' is already in use by {users[cid]}")
+        users[cid] = what
+        return dev
+
+    for mon in cfg.monitors:
+        dev = use_chardev(mon.chardev, mon.origin, "a monitor")
+        if dev.backend == "stdio" and cfg.daemonize:
+            raise OptionError("cannot use stdio with -daemonize")
+    for nd in cfg.netdevs:
+        dev = use_chardev(nd.chardev, nd.origin, f"netdev '{nd.id}'")
+        if dev.backend != "socket":
+            raise OptionError(f'chardev "{nd.chardev}" is not a unix socket')
+
+    for obj in cfg.objects:
+        if isinstance(obj, FilterDump) and cfg.netdev(obj.netdev) is None:
+            p.origin = obj.origin
+            raise OptionError("Parameter 'netdev' expects a network backend id")
+
+    mtype = machine_types.find(cfg.machine_type)
+    if cfg.devices and mtype is not None and not mtype.has_pci:
+        p.origin = cfg.devices[0].origin
+        raise OptionError(f"No 'PCI' bus found for device '{cfg.devices[0].driver}'")
+    nics: dict[str, str] = {}
+    slots: dict[PCIAddress, Device] = {}
+    for i, dev in enumerate(cfg.devices):
+        p.origin = dev.origin
+        if isinstance(dev, VirtioNetPCI):
+            if dev.netdev is None:
+                p.warn(f"nic {dev.id or f'{dev.driver}.{i}'} has no peer")
+            elif cfg.netdev(dev.netdev) is None:
+                raise OptionError(f"Property '{dev.driver}.netdev' can't find value '{dev.netdev}'")
+            elif dev.netdev in nics:
+                raise OptionError(f"Property '{dev.driver}.netdev' can't take value "
+                                  f"'{dev.netdev}', it's in use")
+            else:
+                nics[dev.netdev] = dev.driver
+                nd = cfg.netdev(dev.netdev)
+                if dev.mq is False and nd is not None and nd.queues > 1:
+                    p.info(f"netdev '{nd.id}' has {nd.queues} queue pairs but mq=off: "
+                              "the guest will use one")
+        else:
+            ch = use_chardev(dev.chardev, dev.origin, f"device '{dev.id or dev.driver}'")
+            if ch.backend != "socket":
+                raise OptionError(f'chardev "{dev.chardev}" is not a unix socket')
+        if dev.addr is not None:
+            other = slots.get(dev.addr)
+            if other is not None:
+                raise OptionError(f"PCI: slot {dev.addr.slot} function {dev.addr.function} not "
+                                  f"available for {dev.driver}, in use by {other.driver},"
+                                  f"id \"{other.id or ''}\"")
+            slots[dev.addr] = dev
+
+    _check_ram(p)
+    _check_guest(p)
+
+
+def _check_ram(p: ParseState) -> None:
+    cfg = p.cfg
+    if cfg.memory_backend is not None:
+        p.origin = p.numa_origin or p.machine_origin
+        obj = cfg.object(cfg.memory_backend)
+        if obj is None:
+            raise OptionError(f"Memory backend '{cfg.memory_backend}' not found")
+        if not isinstance(obj, MemoryBackend):
+            raise OptionError(f"'{cfg.memory_backend}' is not a memory backend")
+        if p.ram_size_given and obj.size != cfg.ram_size:
+            raise OptionError("Machine memory size does not match the size of the memory backend")
+        cfg.ram_size = obj.size
+    if not cfg.ram.share and any(isinstance(d, VirtioNetPCI) and d.netdev for d in cfg.devices):
+        p.origin = cfg.ram.origin
+        raise OptionError(f"vhost-user needs guest RAM shared with the back-end: "
+                          f"set share=on on memory backend '{cfg.ram.id}'")
+
+
+def _check_guest(p: ParseState) -> None:
+    g = p.cfg.guest
+    if g is None:
+        return
+    p.origin = g.origin
+    drv = registry.driver(g.driver)
+    drv.check_devices(g.app, sum(d.driver == drv.device for d in p.cfg.devices))

@@ -1,0 +1,128 @@
+"""Options of the devices and the guest: -chardev, -netdev, -device, -guest."""
+from __future__ import annotations
+
+from typing import Any
+
+from emu.cli.schemas import (CHARDEVS, DEVICE_ALIASES, DEVICES, FIELD_NAMES, MUST_BE_OFF, NETDEVS,
+                             SOCKET_NOT_SUPPORTED, VIRTIO_NET_FEATURES)
+from emu.cli.state import HELP_WORDS, EarlyExit, ParseState, option, wants_help
+from emu.cli.texts import device_help
+from emu.config import Chardev, Device, GuestConfig, Netdev, VhostPCINet, VirtioNetPCI
+from emu.guest import registry
+from emu.keyval import OptionError, parse_pairs, require, split_head
+
+
+@option("chardev")
+def chardev(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS:
+        raise EarlyExit("Available chardev backend types:\n" + "\n".join(f"  {k}" for k in CHARDEVS))
+    backend, pairs = split_head(arg, "backend")
+    schema = CHARDEVS.get(backend)
+    if schema is None:
+        raise OptionError(f"'{backend}' is not a valid char driver name")
+    bad = next((k for k, _ in pairs if k in SOCKET_NOT_SUPPORTED), None)
+    if bad is not None:
+        raise OptionError(f"Parameter '{bad}' is not supported: emu chardevs are unix sockets "
+                          "(path=) or inherited sockets (fd=)")
+    values = p.opts(pairs, schema)
+    if "id" not in values:
+        raise OptionError("chardev: no id specified")
+    dev = Chardev(values["id"], backend, origin=p.origin)
+    if backend == "socket":
+        socket_chardev(dev, values)
+    add_chardev(p, dev)
+
+
+def socket_chardev(dev: Chardev, values: dict[str, Any]) -> None:
+    """The socket half of -chardev socket and -qmp unix:."""
+    if ("path" in values) == ("fd" in values):
+        raise OptionError("Exactly one of 'path' or 'fd' option required")
+    dev.fd = values.get("fd")
+    dev.path = values.get("path")
+    dev.server = values.get("server", False)
+    if dev.server and "reconnect" in values:
+        raise OptionError("'reconnect' option is incompatible with socket in server listen mode")
+    if not dev.server and "wait" in values:
+        raise OptionError("'wait' option is incompatible with socket in client connect mode")
+    dev.wait = values.get("wait", True)
+    dev.reconnect = values.get("reconnect", 0)
+
+
+def add_chardev(p: ParseState, dev: Chardev) -> None:
+    if p.cfg.chardev(dev.id) is not None:
+        raise OptionError(f"Duplicate ID '{dev.id}' for chardev")
+    p.cfg.chardevs.append(dev)
+
+
+@option("netdev")
+def netdev(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS:
+        raise EarlyExit("Available netdev backend types:\n" + "\n".join(f"  {k}" for k in NETDEVS))
+    ntype, pairs = split_head(arg, "type")
+    schema = NETDEVS.get(ntype)
+    if schema is None:
+        raise OptionError(f"Parameter 'type' does not accept value '{ntype}'")
+    values = p.opts(pairs, schema)
+    require(values, "id", "chardev")
+    if p.cfg.netdev(values["id"]) is not None:
+        raise OptionError(f"Duplicate ID '{values['id']}' for netdev")
+    p.cfg.netdevs.append(Netdev(values["id"], values["chardev"], ntype, values.get("queues", 1),
+                                values.get("vhost-pci", "auto"), origin=p.origin))
+
+
+@option("device")
+def device(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS:
+        raise EarlyExit(device_help())
+    driver, pairs = split_head(arg, "driver")
+    driver = DEVICE_ALIASES.get(driver, driver)
+    if driver not in DEVICES:
+        raise OptionError(f"'{driver}' is not a valid device model name")
+    schema = DEVICES[driver][0]
+    if wants_help(pairs):
+        raise EarlyExit(schema.help(driver))
+    values = p.opts(pairs, schema, owner=driver)
+    for name, why in MUST_BE_OFF.items():
+        if values.pop(name, False):
+            raise OptionError(f"Property '{driver}.{name}' doesn't take value 'on': {why}")
+    for param in schema.params:
+        if param.ignored:
+            values.pop(param.name, None)
+    fields = {FIELD_NAMES.get(k, k): v for k, v in values.items()}
+    dev: Device
+    if driver == "virtio-net-pci":
+        features = {f: fields.pop(f) for f in VIRTIO_NET_FEATURES if f in fields}
+        dev = VirtioNetPCI(**fields, features=features, origin=p.origin)
+    else:
+        require(values, "chardev")
+        dev = VhostPCINet(**fields, origin=p.origin)
+    if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
+        raise OptionError(f"Duplicate ID '{dev.id}' for device")
+    p.cfg.devices.append(dev)
+
+
+@option("guest")
+def guest(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS:
+        raise EarlyExit(registry.overview())
+    if p.cfg.guest is not None:
+        raise OptionError("only one -guest may be given")
+    params: dict[str, str] = {}
+    want_help = False
+    for key, value in parse_pairs(arg, "driver"):
+        if value is None:
+            if key in HELP_WORDS:       # -guest DRIVER[,app=APP],help
+                want_help = True
+                continue
+            raise OptionError(f"Expected '=' after parameter '{key}'")
+        if key in params:
+            raise OptionError(f"Parameter '{key}' given twice")
+        params[key] = value
+    drv = registry.driver(params.pop("driver", ""))
+    app = params.pop("app", None)
+    if want_help:
+        raise EarlyExit(drv.help(app))
+    if app is None:
+        raise OptionError("Parameter 'app' is missing")
+    # typed and bounded here, where the value enters, not on the guest thread
+    p.cfg.guest = GuestConfig(drv.name, app, drv.check(app, params).given, origin=p.origin)

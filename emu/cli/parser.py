@@ -1,0 +1,51 @@
+"""argv -> :class:`~emu.config.MachineConfig`, checked as a whole.
+
+Creates nothing (no socket, no memory, no file): a bad command line leaves
+nothing behind.  Each option is a handler in one of the ``*_opts`` modules,
+found by name in :data:`emu.cli.state.OPTIONS`.
+"""
+from __future__ import annotations
+
+# the handler modules register their options on import
+from emu.cli import device_opts, machine_opts, process_opts  # noqa: F401
+from emu.cli.checks import check
+from emu.cli.state import OPTIONS, CommandLineError, ParseState
+from emu.config import MachineConfig
+from emu.keyval import OptionError
+
+
+def parse_args(argv: list[str]) -> MachineConfig:
+    """Parse and check a whole command line.
+
+    Raises :class:`CommandLineError` (message QEMU-style, without the
+    ``emu: `` prefix) or :class:`~emu.cli.state.EarlyExit` for
+    -version/-help/``help``.
+    """
+    p = ParseState()
+    i = 0
+    while i < len(argv):
+        raw = argv[i]
+        i += 1
+        if not raw.startswith("-") or raw == "-":
+            raise CommandLineError(f"{raw}: emu takes no disk image argument")
+        opt = OPTIONS.get(raw[2:] if raw.startswith("--") else raw[1:])
+        p.origin = raw
+        try:
+            if opt is None:
+                raise CommandLineError(f"{raw}: invalid option")
+            if not opt.takes_arg:
+                opt.handler(p)
+                continue
+            if i >= len(argv):
+                raise CommandLineError(f"{raw}: requires an argument")
+            arg = argv[i]
+            i += 1
+            p.origin = f"{raw} {arg}"
+            opt.handler(p, arg)
+        except OptionError as e:
+            raise CommandLineError(f"{p.origin}: {e}") from None
+    try:
+        check(p)
+    except OptionError as e:
+        raise CommandLineError(f"{p.origin}: {e}" if p.origin else str(e)) from None
+    return p.cfg

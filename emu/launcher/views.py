@@ -1,0 +1,107 @@
+"""What the monitor shows of a running :class:`emu.machine.Machine`, in
+QEMU 7.2's shapes: ``query-pci``, ``query-chardev``, ``query-emu-stats``,
+HMP ``info network``.  Read-only: nothing here changes the machine."""
+from __future__ import annotations
+
+from typing import Any
+
+# query-emu-stats: the counters every queue has (0 if its side does not count them)
+QUEUE_COUNTERS = ("packets", "bytes", "drops", "errors", "kicks", "calls")
+
+
+def query_pci(m: Any) -> list[dict[str, Any]]:
+    if m.system.pci is None:          # no PCI bus: QEMU answers []
+        return []
+    devs = []
+    ids = {e.bdf: e.id for e in m.devices.values()}
+    for bdf, fn in sorted(m.system.functions.items()):
+        cfg = fn.config
+        rd = lambda off, n: int.from_bytes(cfg[off:off + n], "little")  # noqa: E731
+        regions = []
+        for index, bar in sorted(fn.bars.items()):
+            r = {"bar": index, "type": "io" if bar.kind == "io" else "memory",
+                 "address": bar.address if bar.address is not None else 0xFFFFFFFFFFFFFFFF,
+                 "size": bar.size}
+            if bar.kind != "io":
+                r["prefetch"] = bool(bar.prefetchable)
+                r["mem_type_64"] = bar.kind == "mem64"
+            regions.append(r)
+        d = {"bus": bdf >> 8, "slot": (bdf >> 3) & 0x1F, "function": bdf & 7,
+             "class_info": {"class": rd(0x0A, 2), "desc": _class_desc(rd(0x0A, 2))},
+             "id": {"vendor": rd(0, 2), "device": rd(2, 2),
+                    "subsystem-vendor": rd(0x2C, 2), "subsystem": rd(0x2E, 2)},
+             "qdev_id": ids.get(bdf, ""), "regions": regions}
+        if cfg[0x3D]:
+            d["irq_pin"] = cfg[0x3D]
+            d["irq"] = cfg[0x3C]
+        devs.append(d)
+    return [{"bus": 0, "devices": devs}]
+
+
+def query_chardev(m: Any) -> list[dict[str, Any]]:
+    out = []
+    open_ids = set()
+    for nd in m.netdevs.values():
+        if nd.connected:
+            open_ids.add(nd.sock.id)
+    for e in m.devices.values():
+        if e.driver == "vhost-pci-net" and getattr(e.model, "backend", None) is not None:
+            open_ids.add(e.props["chardev"])
+    for spec in m.chardevs.values():
+        if spec.path:
+            fn = f"unix:{spec.path}{',server=on' if spec.server else ''}"
+        else:
+            fn = f"fd:{spec.fd}"
+        out.append({"label": spec.id, "filename": fn, "frontend-open": spec.id in open_ids})
+    return out
+
+
+def emu_stats(m: Any) -> dict[str, Any]:
+    raw = m.emu_stats()
+    devices = []
+    for dev_id, d in raw.items():
+        if dev_id == "guest":
+            continue
+        queues = []
+        for qname, q in d["queues"].items():
+            queues.append({"name": qname, "index": q.get("index", _qindex(qname)),
+                           **{k: q.get(k, 0) for k in QUEUE_COUNTERS},
+                           **{k: v for k, v in q.items() if k not in QUEUE_COUNTERS
+                              and k != "index"}})
+        extra = {k: v for k, v in d.items() if k not in ("queues",)}
+        devices.append({"id": dev_id, **extra, "queues": queues})
+    out: dict[str, Any] = {"devices": devices}
+    if "guest" in raw:
+        out["guest"] = raw["guest"]
+    return out
+
+
+def info_network(m: Any) -> str:
+    lines = []
+    for e in m.devices.values():
+        mac = ":".join(f"{b:02x}" for b in e.props.get("mac", b""))
+        lines.append(f"{e.id}: index=0,type=nic,model={e.driver},macaddr={mac}")
+        if e.netdev is not None:
+            nd = e.netdev
+            state = "connected" if nd.connected else "disconnected"
+            lines.append(f" \\ {nd.id}: index=0,type=vhost-user,"
+                         f"vhost-user to {nd.sock.id} ({state})")
+        elif e.driver == "vhost-pci-net":
+            peer = "connected" if getattr(e.model, "backend", None) else "disconnected"
+            lines.append(f" \\ {e.props['chardev']}: vhost-user back-end (peer {peer})")
+    return "\n".join(lines)
+
+
+def _class_desc(cls: int) -> str:
+    return {0x0200: "Ethernet controller", 0x0600: "Host bridge",
+            0x0601: "ISA bridge"}.get(cls, "Class %04x" % cls)
+
+
+def _qindex(name: str) -> int:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    n = int(digits) if digits else 0
+    if name.startswith("rx"):
+        return 2 * n
+    if name.startswith("tx"):
+        return 2 * n + 1
+    return n
