@@ -220,6 +220,11 @@ class VhostUserBackendSocket:
         self.wire_log = wire_log          # a WireLog, or a factory of one per connection
         self.server: BackendServer | BackendClient | None = None
 
+    @property
+    def connected(self) -> bool:
+        """A front-end is being served (its Backend exists and is not closed)."""
+        return self.device.backend is not None
+
     def _new_backend(self) -> Backend:
         wl = self.wire_log() if callable(self.wire_log) else self.wire_log
         return Backend(self.device, memory_mapper=self.mapper, max_queues=self.max_queues,
