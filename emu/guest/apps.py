@@ -18,7 +18,6 @@ import time
 from typing import Callable
 
 from emu import ring
-from emu._ring import ffi
 from emu.guest import packets
 from emu.guest.pci import wait_interrupts
 
@@ -193,7 +192,7 @@ class _PacketLoop(App):
                     self.tx_frames += txq.tx_post(out).packets
                 txq.reclaim()
         if not work:
-            fds = [q.q.irq_fd for d in self.drivers for q in d.rx if q.q.irq_fd >= 0]
+            fds = [q.irq_fd for d in self.drivers for q in d.rx if q.irq_fd >= 0]
             if fds:
                 wait_interrupts(fds, min(timeout, 0.01))
             else:
@@ -236,11 +235,6 @@ class Responder(_PacketLoop):
 
 
 # -- ping-pong latency -----------------------------------------------------------------------------
-def _used_idx(q: ring.DriverQueue):
-    """The device's used->idx of ``q`` (what a driver's virtqueue_poll reads)."""
-    return ffi.cast("uint16_t *", q.q.used) + 1
-
-
 def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes,
                       seq: int, interrupt: bool, timeout_s: float,
                       sink: ring.Sink) -> int | None:
@@ -252,19 +246,18 @@ def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes
     the payload pattern; an older, late echo only moves ``next_seq``
     back).  So the figure includes Python's per-packet overhead (two cffi
     calls and the loop, about 1-2 us) on top of the devices and the peer."""
-    used = _used_idx(rxq)
-    fds = [rxq.q.irq_fd] if interrupt and rxq.q.irq_fd >= 0 else []
-    sink.s.next_seq = seq
+    fds = [rxq.irq_fd] if interrupt and rxq.irq_fd >= 0 else []
+    sink.next_seq = seq
     t0 = time.perf_counter_ns()
     deadline = t0 + int(timeout_s * 1e9)
     txq.tx_post((frame,))
     while True:
         spins = 0
-        while used[0] == rxq.q.last_used_idx:
+        while not rxq.has_used():
             if fds:
                 # re-arm (used_event = our position), re-check, then sleep
                 rxq.irq_enable(True)
-                if used[0] != rxq.q.last_used_idx:
+                if rxq.has_used():
                     break
                 wait_interrupts(fds, max(0.0, (deadline - time.perf_counter_ns()) / 1e9))
             spins += 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from emu.errors import PeerError
-from emu.pci import regs
+from emu.spec import pci as regs
 
 MSI_ADDRESS = regs.MSI_ADDR_BASE          # destination: APIC 0, fixed delivery
 FIRST_DEVICE_VECTOR = 0x30                 # Linux's first external vector

@@ -21,7 +21,7 @@ from emu.guest import registry
 from emu.guest import virtio_net
 from emu.guest.dma import DmaPool
 from emu.guest.pci import probe, wait_interrupts
-from emu.virtio import net_spec as N
+from emu.spec import virtio as V, virtio_net as N
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ _DRIVER_KWARGS = ("queue_size", "buf_size", "tx_buf_size", "layout", "msix")
 
 def _feature_mask(params: Mapping[str, Any]) -> int:
     mask = virtio_net.SUPPORTED
-    for key, bit in (("mrg_rxbuf", N.F_MRG_RXBUF), ("event_idx", N.F_EVENT_IDX),
-                     ("indirect_desc", N.F_INDIRECT_DESC)):
+    for key, bit in (("mrg_rxbuf", N.F_MRG_RXBUF), ("event_idx", V.F_EVENT_IDX),
+                     ("indirect_desc", V.F_INDIRECT_DESC)):
         if params.get(key) is False:
             mask &= ~bit
     return mask

@@ -21,10 +21,7 @@ from typing import Any, Callable, Mapping
 
 from emu.keyval import (OptionError, Param, Schema, boolean, choice, format_value, integer,
                         macaddr, power_of_two, string)
-
-#: VIRTIO 1.2, 2.7: "Queue Size value is always a power of 2.  The maximum
-#: Queue Size value is 32768" (emu.ring's MAX_QUEUE_SIZE; emu.spec once merged)
-QUEUE_MAX_SIZE = 32768
+from emu.spec.virtio import QUEUE_MAX_SIZE
 #: the smallest frame the generator can stamp: emu.guest.packets.MIN_STAMPED
 #: (Ethernet + IPv4 + UDP headers and the 8-byte sequence stamp; a test pins it)
 MIN_STAMPED = 50

@@ -25,13 +25,12 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
-from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
-                                  DeviceLifecycle, VirtioPCIDriver)
-from emu.spec import vhost_pci_net as S
+from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.spec import vhost_pci_net as S, virtio_net as N, virtio_pci, virtio_ring as R
 from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_MAC, CFG_MAX_PAIRS, CFG_PEER_VQ_MAX,
                                     CFG_VQ_SELECT, CFG_VQ_VECTOR, METADATA_BAR, M_GENERATION,
                                     PS_CONNECTED, PS_MEM_READY, WINDOW_BAR)
-from emu.virtio import net_spec as N
+from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ SUPPORTED = S.FEATURES
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == S.PCI_DEVICE_ID
+    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == S.PCI_DEVICE_ID
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ class VhostPciNetDriver(DeviceLifecycle):
     def _own_queue(self, index: int):
         num = self.queue_size
         if index not in self._areas:
-            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            d, a, u, ring_bytes = R.ring_layout(0, num)
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self.buf_size)

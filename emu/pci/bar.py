@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from emu.errors import EmuBug
-from emu.pci import regs
+from emu.spec import pci as regs
 from emu.pci.errors import GuestAccessError
 
 BAR_KINDS = ("mem32", "mem64", "io")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from emu.errors import EmuBug
 from emu.address_space import AddressSpace, Region
-from emu.pci import regs
+from emu.spec import pci as regs
 from emu.pci.bar import Bar
 from emu.pci.errors import BusError
 from emu.pci.function import PCIFunction, all_ones

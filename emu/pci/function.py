@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from emu.errors import EmuBug
-from emu.pci import regs
+from emu.spec import pci as regs
 from emu.pci.bar import Bar, RegisterOps, as_ram_backing
 from emu.pci.errors import GuestAccessError, GuestErrors
 

@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 
 from emu.address_space import Region
-from emu.pci import regs
+from emu.spec import pci as regs
 
 NUM_VECTORS = 256
 FIRST_VALID_VECTOR = 16

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from emu.virtio import net_spec as N
+from emu.spec import virtio as V, virtio_net as N
 
 # -- §1 identity ------------------------------------------------------------------------------------
 VIRTIO_ID_VHOST_PCI_NET = 21                       # the original design's VIRTIO_ID_VHOST_PCI_NET
@@ -29,7 +29,7 @@ DOORBELL_OFFSET = 0x3800    # BAR0: right after it, one 4-byte doorbell per peer
 DOORBELL_STRIDE = 4
 
 # -- §3 features offered to the driver ----------------------------------------------------------------
-FEATURES = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
+FEATURES = V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_INDIRECT_DESC | V.F_EVENT_IDX
 
 
 @dataclass(frozen=True)

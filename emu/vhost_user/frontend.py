@@ -35,7 +35,7 @@ from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequ
                                      ProtocolFeature as PF, SingleMemRegion, U64, U64_MAX,
                                      VirtioFeature, VringAddr, VringFd, VringState, spec_of)
 from emu.vhost_user.transport import MessageStream, connect_unix
-from emu.vhost_user.vring import ring_sizes
+from emu.spec.virtio_ring import ring_sizes
 from emu.vhost_user.wirelog import WireLog
 
 log = logging.getLogger(__name__)

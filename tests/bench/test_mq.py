@@ -7,7 +7,7 @@ import asyncio
 from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.testing import vms
-from emu.virtio import net_spec as N
+from emu.spec import virtio_net as N
 
 PAIRS = 2
 COUNT = 20000

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from emu.guest.pci import DriverError, VectorAllocator, probe
 from emu.guest.virtio_pci import VirtioPCIDriver
 from emu.machines.platform import Platform
-from emu.pci import regs
+from emu.spec import pci as regs
+from emu.spec.virtio import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
+                             STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
+                             STATUS_NEEDS_RESET)
 from emu.virtio import VirtioPCIFunction
-from emu.virtio.device import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
-                               STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
-                               STATUS_NEEDS_RESET)
 
 from tests.pci.helpers import ToyNet
 

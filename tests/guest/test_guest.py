@@ -10,7 +10,8 @@ import pytest
 from emu.guest.pci import (DriverError, PCIDevice, ResourceWindows, VectorAllocator, Window,
                            assign_resources, enumerate_bus, probe, wait_interrupts)
 from emu.guest.virtio_pci import VirtioPCIDriver
-from emu.pci import PCIFunction, regs
+from emu.pci import PCIFunction
+from emu.spec import pci as regs
 from emu.pci.bus import make_bdf
 from emu.virtio import VirtioPCIFunction
 

@@ -29,7 +29,7 @@ from emu.launcher import MachineAdapter
 from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
-from emu.virtio import net_spec as N
+from emu.spec import virtio as V, virtio_net as N
 from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
                                     PS_MEM_READY, VRING, vring_at)
 
@@ -138,7 +138,7 @@ def _queue_sel(g: Guest, q: int) -> None:
 def ctrl_queue_outside_ram(g: Guest) -> None:
     """The control queue's rings programmed outside guest RAM, then kicked:
     the device must not fault (nor raise into the guest)."""
-    g.features_ok(N.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
+    g.features_ok(V.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, 1 << 40), (QAVAIL, (1 << 40) + 0x1000), (QUSED, (1 << 40) + 0x2000)):
         g.w(0, reg, 4, addr & 0xFFFFFFFF)
@@ -150,7 +150,7 @@ def ctrl_queue_outside_ram(g: Guest) -> None:
 
 def ctrl_chain_outside_ram(g: Guest) -> None:
     """A control queue inside RAM whose command descriptors point outside it."""
-    g.features_ok(N.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
+    g.features_ok(V.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
     base = 0x10000
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, base), (QAVAIL, base + 0x1000), (QUSED, base + 0x2000)):
@@ -178,7 +178,7 @@ def queue_write(reg: int, size: int, value: int, *, select: int = 0, after_ok: b
                 enable_first: bool = False):
     def act(g: Guest):
         if after_ok or enable_first:
-            g.features_ok(N.F_VERSION_1)
+            g.features_ok(V.F_VERSION_1)
         _queue_sel(g, select)
         if enable_first:
             for r, a in ((QDESC, 0x20000), (QAVAIL, 0x21000), (QUSED, 0x22000)):
@@ -193,7 +193,7 @@ def queue_write(reg: int, size: int, value: int, *, select: int = 0, after_ok: b
 
 
 def misaligned_enable(g: Guest) -> None:
-    g.features_ok(N.F_VERSION_1)
+    g.features_ok(V.F_VERSION_1)
     _queue_sel(g, 0)
     g.w(0, QDESC, 4, 0x20008)                     # descriptor table needs 16-byte alignment
     g.w(0, QENABLE, 2, 1)
@@ -226,11 +226,11 @@ CASES = [
     Case("status-reserved-bits", "net0", "status-reserved", lambda g: g.status(ACK | 0x20)),
     Case("status-out-of-order", "net0", "status-order", lambda g: g.status(0) or g.status(DOK)),
     Case("features-not-offered", "net0", "features-unoffered",
-         lambda g: g.features_ok(N.F_VERSION_1 | 1 << 63)),
+         lambda g: g.features_ok(V.F_VERSION_1 | 1 << 63)),
     Case("features-without-version-1", "net0", "features-no-version-1",
          lambda g: g.features_ok(N.F_MAC)),
     Case("features-written-after-features-ok", "net0", "features-after-ok",
-         lambda g: (g.features_ok(N.F_VERSION_1), g.w(0, GF, 4, 0))),
+         lambda g: (g.features_ok(V.F_VERSION_1), g.w(0, GF, 4, 0))),
     Case("msix-config-vector-beyond-the-table", "net0", "vector-refused", vector_refused(MSIX_CFG)),
     Case("queue-vector-beyond-the-table", "net0", "vector-refused", vector_refused(QMSIX, 0)),
     Case("queue-select-beyond-num-queues", "net0", "queue-select",

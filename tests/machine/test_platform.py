@@ -11,7 +11,8 @@ from emu.errors import EmuBug
 from emu.guest.pci import assign_resources, enumerate_bus
 from emu.machine import Machine
 from emu.machines import types
-from emu.pci import MSIX, PCIFunction, RegisterMap, regs
+from emu.pci import MSIX, PCIFunction, RegisterMap
+from emu.spec import pci as regs
 from tests.pci.helpers import eventfd_count
 
 

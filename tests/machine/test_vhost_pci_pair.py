@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from emu.testing import vms
-from emu.virtio import net_spec as N
+from emu.spec import virtio as V, virtio_net as N
 
 
 def run(coro):
@@ -111,7 +111,7 @@ def test_feature_dance_vm1_renegotiates_with_vm2s_subset(tmp_path):
             b.guest.request("reconfigure", {"mrg_rxbuf": "off"})
             await ev.wait("EMU_GUEST_RENEGOTIATED", "vm1", timeout=10)
             assert not drv.features & N.F_MRG_RXBUF
-            assert drv.features & N.F_VERSION_1
+            assert drv.features & V.F_VERSION_1
             before = vms.guest_stats(a)["received"]
             await vms.wait_for(lambda: vms.guest_stats(a)["received"] > before + 2000,
                                what="traffic after renegotiation")

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from emu.errors import EmuBug
-from emu.pci import BusError, PCIFunction, RamBacking, regs
+from emu.pci import BusError, PCIFunction, RamBacking
+from emu.spec import pci as regs
 from emu.pci.bus import make_bdf
 
 from .helpers import RegFile, eventfd_count

@@ -5,7 +5,8 @@ import pytest
 
 from emu.errors import EmuBug
 from emu.machines.platform import Platform
-from emu.pci import PCIFunction, regs
+from emu.pci import PCIFunction
+from emu.spec import pci as regs
 from emu.pci.bus import INTX_GSI_BASE, make_bdf
 
 from .helpers import RegFile, eventfd_count

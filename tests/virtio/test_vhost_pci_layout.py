@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from emu.pci.errors import GuestAccessError
-from emu.spec import vhost_pci_net as S
-from emu.virtio import net_spec as N
-from emu.virtio import pci as vpci
+from emu.spec import vhost_pci_net as S, virtio as V, virtio_net as N
+from emu.spec import virtio_pci as vpci
 from emu.virtio.vhost_pci_net import VhostPciNetDevice, VhostPciNetFunction
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "vhost-pci-device.md"
@@ -166,8 +165,9 @@ def test_features(fn):
     bits = sum(1 << int(r[0]) for r in rows)
     assert bits == S.FEATURES == fn.device.device_features()
     for r in rows:
-        name = re.sub(r"^VIRTIO_(NET_|RING_)?F_", "F_", name_of(r[1]))
-        assert getattr(N, name) == 1 << int(r[0]), r
+        spec, name = (N, name_of(r[1])[len("VIRTIO_NET_"):]) if "_NET_" in r[1] else \
+            (V, re.sub(r"^VIRTIO_(RING_)?", "", name_of(r[1])))
+        assert getattr(spec, name) == 1 << int(r[0]), r
 
 
 def test_device_configuration(fn):

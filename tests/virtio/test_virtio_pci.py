@@ -8,12 +8,13 @@ import pytest
 from emu.errors import EmuBug
 from emu.guest.pci import DriverError, probe
 from emu.guest.virtio_pci import VirtioPCIDriver
-from emu.pci import RamBacking, regs
+from emu.pci import RamBacking
+from emu.spec import pci as regs
+from emu.spec import virtio_pci as vp
+from emu.spec.virtio import (F_EVENT_IDX, F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE,
+                             STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
+                             STATUS_NEEDS_RESET)
 from emu.virtio import VirtioPCIFunction, VirtioPCILayout
-from emu.virtio import pci as vp
-from emu.virtio.device import (F_RING_EVENT_IDX, F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE,
-                               STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED,
-                               STATUS_FEATURES_OK, STATUS_NEEDS_RESET)
 
 from tests.pci.helpers import RegFile, ToyNet, eventfd_count
 
@@ -112,10 +113,10 @@ def test_pci_cfg_capability_reaches_bar0_through_config_space(dev, vnet, cc):
 # -- device status -----------------------------------------------------------------------------
 def test_status_sequence_and_callbacks(cc, vnet):
     assert cc.status == 0
-    cc.to_features_ok(F_VERSION_1 | F_RING_EVENT_IDX)
+    cc.to_features_ok(F_VERSION_1 | F_EVENT_IDX)
     assert cc.status == ACK | DRV | FOK
-    assert vnet.guest_features == F_VERSION_1 | F_RING_EVENT_IDX
-    assert events(vnet, "features_ok") == [("features_ok", F_VERSION_1 | F_RING_EVENT_IDX)]
+    assert vnet.guest_features == F_VERSION_1 | F_EVENT_IDX
+    assert events(vnet, "features_ok") == [("features_ok", F_VERSION_1 | F_EVENT_IDX)]
     cc.set_status(ACK | DRV | FOK | DOK)
     assert cc.status == ACK | DRV | FOK | DOK and events(vnet, "driver_ok")
     assert vnet.errors.total == 0
@@ -152,7 +153,7 @@ def test_ack_driver_features_ok_in_one_write(cc, vnet):
 
 def test_reset_clears_everything(no_fd_leak, bus, dev, drv, cc, vnet):
     vecs = dev.enable_msix()
-    drv.negotiate(F_RING_EVENT_IDX)
+    drv.negotiate(F_EVENT_IDX)
     drv.set_config_vector(0)
     drv.setup_queue(0, 0x10000, 0x11000, 0x12000, size=64, vector=1)
     drv.driver_ok()
@@ -201,17 +202,17 @@ def test_device_feature_windows(cc):
         cc.w(vp.COMMON_DFSELECT, 4, sel)
         assert cc.r(vp.COMMON_DFSELECT, 4) == sel
         got.append(cc.r(vp.COMMON_DF, 4))
-    assert got == [F_RING_EVENT_IDX | 1 << 5, 1, 0, 0]
+    assert got == [F_EVENT_IDX | 1 << 5, 1, 0, 0]
 
 
 def test_negotiation_through_the_driver(drv, vnet):
-    assert drv.negotiate(F_RING_EVENT_IDX | 1 << 3) == F_VERSION_1 | F_RING_EVENT_IDX
-    assert vnet.guest_features == F_VERSION_1 | F_RING_EVENT_IDX
+    assert drv.negotiate(F_EVENT_IDX | 1 << 3) == F_VERSION_1 | F_EVENT_IDX
+    assert vnet.guest_features == F_VERSION_1 | F_EVENT_IDX
 
 
 @pytest.mark.parametrize("features,kind", [
     (F_VERSION_1 | 1 << 7, "features-unoffered"),
-    (F_RING_EVENT_IDX, "features-no-version-1"),
+    (F_EVENT_IDX, "features-no-version-1"),
     (F_VERSION_1 | 1 << 63, "features-unoffered"),
 ])
 def test_features_ok_refused_for_bad_features(cc, vnet, features, kind):
@@ -224,7 +225,7 @@ def test_features_ok_refused_for_bad_features(cc, vnet, features, kind):
 def test_device_may_refuse_features(drv, cc, vnet):
     vnet.device.refuse_features = True
     with pytest.raises(DriverError):
-        drv.negotiate(F_RING_EVENT_IDX)
+        drv.negotiate(F_EVENT_IDX)
     assert cc.status == ACK | DRV | STATUS_FAILED
     assert vnet.features_refused == 1 and vnet.errors.total == 0
 
@@ -232,7 +233,7 @@ def test_device_may_refuse_features(drv, cc, vnet):
 def test_driver_features_frozen_after_features_ok(cc, vnet):
     cc.to_features_ok(F_VERSION_1)
     cc.w(vp.COMMON_GFSELECT, 4, 0)
-    cc.w(vp.COMMON_GF, 4, F_RING_EVENT_IDX)
+    cc.w(vp.COMMON_GF, 4, F_EVENT_IDX)
     assert cc.r(vp.COMMON_GF, 4) == 0 and vnet.guest_features == F_VERSION_1
     assert vnet.errors["features-after-ok"] == 1
 
@@ -514,7 +515,7 @@ def test_read_config_gives_up_on_a_device_that_never_settles(dev, drv, vnet):
 
 
 # -- register-level abuse -------------------------------------------------------------------------
-COMMON_REGS = [(o, s) for o, s in vp._COMMON_SIZES.items()]
+COMMON_REGS = [(o, s) for o, s in vp.COMMON_FIELD_SIZES.items()]
 
 
 @pytest.mark.parametrize("off,width", COMMON_REGS)
@@ -541,7 +542,7 @@ def test_misaligned_and_unassigned_common_offsets(cc, vnet, off):
 @pytest.mark.parametrize("off", [vp.COMMON_DF, vp.COMMON_NUMQ, vp.COMMON_CFGGENERATION,
                                  vp.COMMON_Q_NOFF, vp.COMMON_Q_NDATA])
 def test_read_only_common_registers(cc, vnet, off):
-    width = vp._COMMON_SIZES[off]
+    width = vp.COMMON_FIELD_SIZES[off]
     before = cc.r(off, width)
     cc.w(off, width, 0x55)
     assert cc.r(off, width) == before and vnet.errors["common-readonly"] == 1

@@ -9,7 +9,8 @@ from typing import Callable
 
 from emu.pci.errors import GuestAccessError
 from emu.spec import vhost_pci_net as S
-from emu.virtio.device import ISR_QUEUE, NO_VECTOR, VirtioDevice
+from emu.spec.virtio import ISR_QUEUE, NO_VECTOR
+from emu.virtio.device import VirtioDevice
 from emu.window import PeerWindow
 
 from .doorbells import CallAliases

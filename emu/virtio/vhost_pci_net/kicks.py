@@ -9,7 +9,7 @@ import asyncio
 import os
 from typing import Callable
 
-from emu.virtio.device import NO_VECTOR
+from emu.spec.virtio import NO_VECTOR
 
 
 class KickRouter:

@@ -14,7 +14,7 @@ import logging
 from typing import Callable, Protocol
 
 from emu.spec import vhost_pci_net as S
-from emu.virtio import net_spec as N
+from emu.spec import virtio_net as N
 from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice, BackendPort
 from emu.window import PeerWindow, WindowMemory

@@ -1,5 +1,7 @@
-"""PCI configuration-space layout and register bits (PCI Local Bus 3.0,
-type 0 header), named as in Linux's ``pci_regs.h``."""
+"""PCI configuration space (PCI Local Bus 3.0, type 0 header; MSI-X from
+PCI 3.0 §6.8.2): register offsets and bits, named as in Linux's
+``pci_regs.h`` without its ``PCI_`` prefix.  The device side (emu.pci) and
+the guest's firmware and drivers (emu.guest) both read them here."""
 from __future__ import annotations
 
 CONFIG_SPACE_SIZE = 0x1000      # 4 KiB: conventional 256 B + extended space

@@ -1,11 +1,17 @@
 """virtio-net as the virtio 1.x specification defines it (§5.1): feature
-bits, configuration layout, control-queue commands.  Shared by the device
-models and the guest drivers, which otherwise know nothing of each other."""
+bits, configuration layout, control-queue commands, the packet header.
+Shared by the device models and the guest drivers, which otherwise know
+nothing of each other.  The transport's bits (VERSION_1, EVENT_IDX...)
+are :mod:`emu.spec.virtio`'s."""
 from __future__ import annotations
 
 import struct
 
-VIRTIO_ID_NET = 1
+from emu.spec import vhost
+from emu.spec.virtio import (F_ANY_LAYOUT, F_EVENT_IDX, F_INDIRECT_DESC, F_NOTIFY_ON_EMPTY,
+                             F_VERSION_1)
+
+VIRTIO_ID_NET = 1               # device id (§5)
 
 # device feature bits (§5.1.3)
 F_CSUM = 1 << 0
@@ -18,28 +24,12 @@ F_CTRL_VQ = 1 << 17
 F_CTRL_RX = 1 << 18
 F_GUEST_ANNOUNCE = 1 << 21
 F_MQ = 1 << 22
-# reserved (transport) bits (§6)
-F_NOTIFY_ON_EMPTY = 1 << 24
-F_ANY_LAYOUT = 1 << 27
-F_INDIRECT_DESC = 1 << 28
-F_EVENT_IDX = 1 << 29
-F_VERSION_1 = 1 << 32
-# vhost-user owned bits
-F_LOG_ALL = 1 << 26
-F_PROTOCOL_FEATURES = 1 << 30
-
-FEATURE_NAMES = {
-    0: "CSUM", 1: "GUEST_CSUM", 3: "MTU", 5: "MAC", 15: "MRG_RXBUF", 16: "STATUS",
-    17: "CTRL_VQ", 18: "CTRL_RX", 21: "GUEST_ANNOUNCE", 22: "MQ", 24: "NOTIFY_ON_EMPTY",
-    26: "LOG_ALL", 27: "ANY_LAYOUT", 28: "INDIRECT_DESC", 29: "EVENT_IDX",
-    30: "PROTOCOL_FEATURES", 32: "VERSION_1",
-}
 
 # Bits a vhost-user back-end implements (the rings' format); the rest of a
 # virtio-net device's bits (MAC, STATUS, CTRL_*) are the device model's own.
 # Same idea as QEMU's user_feature_bits in hw/net/vhost_net.c.
 VHOST_NET_BITS = (F_MRG_RXBUF | F_MTU | F_MQ | F_GUEST_ANNOUNCE | F_NOTIFY_ON_EMPTY
-                  | F_ANY_LAYOUT | F_INDIRECT_DESC | F_EVENT_IDX | F_VERSION_1 | F_LOG_ALL)
+                  | F_ANY_LAYOUT | F_INDIRECT_DESC | F_EVENT_IDX | F_VERSION_1 | vhost.F_LOG_ALL)
 DEVICE_MODEL_BITS = F_MAC | F_STATUS | F_CTRL_VQ | F_CTRL_RX
 
 # configuration layout (§5.1.4)
@@ -50,16 +40,17 @@ S_ANNOUNCE = 2
 
 # control queue (§5.1.6.5)
 CTRL_HDR = struct.Struct("<BB")         # class, command
-CTRL_OK, CTRL_ERR = 0, 1
+CTRL_OK, CTRL_ERR = 0, 1                # VIRTIO_NET_OK, VIRTIO_NET_ERR
 CTRL_RX = 0                             # promisc/allmulti...: accepted, no filtering here
 CTRL_MAC = 1
 CTRL_VLAN = 2
 CTRL_ANNOUNCE = 3
 CTRL_MQ = 4
 CTRL_MQ_VQ_PAIRS_SET = 0
-MQ_PAIRS_MIN, MQ_PAIRS_MAX = 1, 0x8000
+CTRL_MQ_VQ_PAIRS_MIN, CTRL_MQ_VQ_PAIRS_MAX = 1, 0x8000
 
-# header (§5.1.6)
+# header (§5.1.6): struct virtio_net_hdr, and with num_buffers (MRG_RXBUF, or
+# always in virtio 1.x) struct virtio_net_hdr_mrg_rxbuf
 HDR_LEN_LEGACY = 10
 HDR_LEN_MRG = 12
 
@@ -74,7 +65,3 @@ def rx_queue(pair: int) -> int:
 
 def tx_queue(pair: int) -> int:
     return 2 * pair + 1
-
-
-def feature_names(bits: int) -> str:
-    return "|".join(FEATURE_NAMES.get(b, f"bit{b}") for b in range(64) if bits >> b & 1) or "0"
