@@ -68,6 +68,7 @@ class Machine:
         self.machine_type = mtype
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
+        self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
         self.chardevs: dict[str, object] = {}
         self.guest = None
         self.guest_spec: tuple | None = None
@@ -144,13 +145,19 @@ class Machine:
                           window: int = 4 << 30, queue_size: int = 256,
                           vhost_pci: str = "auto", ack_timeout: float = 1.0,
                           limits=None) -> DeviceEntry:
+        from emu.netdev import VhostUserBackendSocket
         from emu.virtio.vhost_pci_net import PeerLimits, VhostPciNetDevice, VhostPciNetFunction
+        limits = limits or PeerLimits()
         model = VhostPciNetDevice(mac=mac, queue_pairs=queue_pairs, peer_vq_max=peer_vq_max,
                                   window_size=window, queue_size=queue_size,
-                                  ack_timeout=ack_timeout, name=id, events=self.emit,
-                                  limits=limits or PeerLimits())
-        model.configure_socket(self.chardevs[chardev], vhost_pci=vhost_pci,
-                               wire_log=self.wire_log)
+                                  ack_timeout=ack_timeout, name=id, chardev=chardev,
+                                  events=self.emit, limits=limits)
+        self.backend_sockets[id] = VhostUserBackendSocket(
+            self.chardevs[chardev], model.peer, mapper=model.peer.mapper,
+            max_queues=peer_vq_max, counters=model.peer.counters,
+            max_regions=limits.max_regions, max_payload=limits.max_payload,
+            max_connections=limits.max_connections, message_timeout=limits.message_timeout,
+            vhost_pci=vhost_pci, wire_log=self.wire_log)
         fn = VhostPciNetFunction(model, name=id)
         entry = DeviceEntry(id, "vhost-pci-net", fn, model, props={"chardev": chardev, "mac": mac})
         return self.add_device(entry, addr)
@@ -193,12 +200,12 @@ class Machine:
                 e.model.loop = self.loop
         for nd in self.netdevs.values():
             await nd.open()
+        for sock in self.backend_sockets.values():
+            await sock.open()
         for e in self.devices.values():
             starter = getattr(e.model, "start_loop_side", None)
             if starter is not None:
-                r = starter()
-                if asyncio.iscoroutine(r):
-                    await r
+                starter()
         if self.guest_spec is not None:
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
@@ -257,10 +264,8 @@ class Machine:
         self.run_state = "shutdown"
         if self.guest is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.guest.stop)
-        for e in self.devices.values():
-            closer = getattr(e.model, "aclose", None)
-            if closer is not None:
-                await closer()
+        for sock in self.backend_sockets.values():
+            await sock.close()
         for nd in self.netdevs.values():
             await nd.close()
         self.release()
