@@ -14,8 +14,8 @@
 
 :meth:`QtestEndpoint.open` makes the connection or the listener (a failure
 raises :class:`QtestSetupError` with QEMU's text); :meth:`serve` starts
-serving once the machine runs.  One :class:`~emu.qtest.session.QtestSession`
-serves every connection in turn.
+serving once the machine runs, one :class:`~emu.qtest.session.QtestSession`
+for every connection in turn.
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ class QtestSetupError(EmuError):
 
 
 class QtestEndpoint:
-    def __init__(self, session: QtestSession, *, path: str | None = None, fd: int | None = None,
+    def __init__(self, *, path: str | None = None, fd: int | None = None,
                  server: bool = False, wait: bool = True, reconnect: float = 0.0):
         if (path is None) == (fd is None):
             raise QtestSetupError("exactly one of path or fd is required")
-        self.session = session
+        self.session: QtestSession | None = None
         self.path, self.fd = path, fd
         self.server, self.wait, self.reconnect = server, wait, reconnect
         self.connections = 0              # served so far (a counter for query-emu-stats)
@@ -124,8 +124,10 @@ class QtestEndpoint:
             await self._first.wait()
 
     # -- serving --------------------------------------------------------------------------------
-    def serve(self) -> None:
-        """Serve the connections, one at a time, from now on."""
+    def serve(self, session: QtestSession) -> None:
+        """Serve the connections with ``session``, one at a time, from now on
+        (a client that connected before waits, its commands unread)."""
+        self.session = session
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve())
 
