@@ -81,7 +81,7 @@ class MachineTarget:
         # none is still the intercepted one, and nothing is reported)
         lines = getattr(device.impl, f"gpio_{direction}", None)
         if lines is not None:
-            lines.observe(_on_loop(asyncio.get_running_loop(), notify))
+            lines.observe(_on_loop(_running_loop(), notify))
 
     def set_irq_in(self, device: Object, name: str | None, num: int, level: int) -> None:
         if name is None:
@@ -102,14 +102,18 @@ class MachineTarget:
         return True
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop, notify: IrqNotify) -> IrqNotify:
-    """``notify`` called on ``loop``'s thread whoever reports the change."""
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop | None, notify: IrqNotify) -> IrqNotify:
+    """``notify`` called on ``loop``'s thread whoever reports the change
+    (no loop: a caller that drives the session itself, on one thread)."""
     def report(line: int, level: int) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if loop is None or _running_loop() is loop:
             notify(line, level)
         else:
             try:

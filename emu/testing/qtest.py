@@ -207,8 +207,11 @@ class QtestMachine:
 
     def __init__(self, args: Sequence[str] = (), *, binary: Sequence[str] | None = None,
                  qtest_log: str = "/dev/null", timeout: float = DEFAULT_TIMEOUT,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, own_qtest: bool = True):
+        """``own_qtest=False``: no ``-qtest`` of ours (``args`` bring their own
+        ``-qtest chardev:ID``); :attr:`qtest` stays None."""
         self.args = list(args)
+        self.own_qtest = own_qtest
         self.binary = list(binary) if binary is not None else emu_binary()
         self.qtest_log = qtest_log
         self.timeout = timeout
@@ -222,7 +225,8 @@ class QtestMachine:
 
     def argv(self, qtest_path: str, qmp_path: str) -> list[str]:
         """The command line libqtest would give (qtest_init_without_qmp_handshake)."""
-        return [*self.binary, "-qtest", f"unix:{qtest_path}", "-qtest-log", self.qtest_log,
+        qtest = ["-qtest", f"unix:{qtest_path}"] if self.own_qtest else []
+        return [*self.binary, *qtest, "-qtest-log", self.qtest_log,
                 "-chardev", f"socket,path={qmp_path},id=char0",
                 "-mon", "chardev=char0,mode=control", "-display", "none",
                 *self.args, "-accel", "qtest"]
@@ -231,7 +235,7 @@ class QtestMachine:
         self._dir = tempfile.TemporaryDirectory(prefix="emu-qtest-")
         qpath, mpath = (os.path.join(self._dir.name, n) for n in ("qtest.sock", "qmp.sock"))
         listeners = []
-        for path in (qpath, mpath):
+        for path in (qpath, mpath) if self.own_qtest else (mpath,):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(path)
             s.listen(1)
@@ -241,15 +245,16 @@ class QtestMachine:
             self.proc = subprocess.Popen(self.argv(qpath, mpath), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=self._stderr,
                                          env=self.env)
-            qsock, msock = (self._accept(s) for s in listeners)
+            socks = [self._accept(s) for s in listeners]
         except BaseException:
             self.kill()
             raise
         finally:
             for s in listeners:
                 s.close()
-        self.qtest = QtestClient(qsock, self.timeout)
-        self.qmp = QmpClient(msock, self.timeout)
+        if self.own_qtest:
+            self.qtest = QtestClient(socks[0], self.timeout)
+        self.qmp = QmpClient(socks[-1], self.timeout)
         return self
 
     def _accept(self, listener: socket.socket) -> socket.socket:
