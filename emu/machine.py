@@ -72,6 +72,8 @@ class Machine:
             self.ram.close()
             raise
         self.machine_type = mtype
+        # the platform's time (the chipset's timers) is the virtual clock, as in QEMU
+        self.system.clock = self.clocks.virtual.now
         self.qom = machine_tree(mtype, self.system)     # /machine/... (qtest, qom-*)
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}

@@ -9,8 +9,10 @@ attributes ``gpio_in`` / ``gpio_out`` and named ones as
 lines keep driving what they drive, as QEMU's ``qtest_irq_handler``
 forwards to the original handler), and, for inputs, ``set(line, level)``.
 
-:class:`IrqLineInputs` presents the platform's interrupt controller lines
-(the GSIs PCI INTx is routed to) as the ioapic's unnamed inputs.
+:class:`IoapicInputs` presents an I/O APIC model's 24 inputs (one with
+``intercept(notify)`` and ``set_irq(pin, level, source)``) as the ioapic's
+unnamed inputs; a platform without one has :class:`IrqLineInputs`, its
+interrupt controller's lines (the GSIs PCI INTx is routed to).
 """
 from __future__ import annotations
 
@@ -45,3 +47,19 @@ class IrqLineInputs:
     def set(self, line: int, level: int) -> None:
         # driven like a device's INTx: this object is one more source on the line
         self.irq.set_intx(line, self, bool(level))
+
+
+class IoapicInputs:
+    """The inputs of an I/O APIC model: ``intercept(notify)`` reports every
+    level change, ``set_irq(pin, level, source)`` drives a pin (the line is
+    the OR of its sources; a qtest client is one more source)."""
+
+    def __init__(self, ioapic, count: int = IOAPIC_NUM_PINS):
+        self.ioapic = ioapic
+        self.count = count
+
+    def observe(self, notify: Notify) -> None:
+        self.ioapic.intercept(notify)
+
+    def set(self, line: int, level: int) -> None:
+        self.ioapic.set_irq(line, bool(level), source=self)

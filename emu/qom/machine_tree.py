@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from emu.qom import catalog as C
-from emu.qom.gpio import IrqLineInputs
+from emu.qom.gpio import IoapicInputs, IrqLineInputs
 from emu.qom.tree import Object, ObjectTree
 
 #: machine type name -> (host bridge child, its type, root bus child, bus type)
@@ -43,15 +43,19 @@ def machine_tree(machine_type, platform) -> ObjectTree:
         name, htype, bus, btype = host
         bridge = tree.add(tree.machine, name, htype, platform.config_mechanism)
         tree.add(bridge, bus, btype, platform.pci)
-        tree.add(bridge, "ioapic", C.TYPE_IOAPIC, _Ioapic(platform.irq))
+        ioapic = getattr(platform, "ioapic", None)
+        inputs = IoapicInputs(ioapic) if ioapic is not None else IrqLineInputs(platform.irq)
+        tree.add(bridge, "ioapic", C.TYPE_IOAPIC, _Ioapic(ioapic, inputs))
     return tree
 
 
 class _Ioapic:
-    """The ioapic's model as qtest sees it: its unnamed GPIO inputs."""
+    """The ioapic as qtest sees it: its unnamed GPIO inputs (and the model,
+    where the platform has one)."""
 
-    def __init__(self, irq):
-        self.gpio_in = IrqLineInputs(irq)
+    def __init__(self, model, inputs):
+        self.model = model
+        self.gpio_in = inputs
 
 
 def add_device(tree: ObjectTree, id: str | None, driver: str, entry: Any) -> Object:

@@ -72,11 +72,17 @@ def _reason(returncode, mine, bail, stderr: str) -> str:
            and ": info:" not in line and ": warning:" not in line]
     if emu:
         return emu[0]
+    # the first failed assertion is the cause; a GLib subprocess test's parent
+    # then only reports that its child failed
+    errors = [line for line in stderr.splitlines()
+              if line.startswith("ERROR:") and "subprocess_run_one_test" not in line]
+    if errors:
+        return errors[0]
     if bail is not None:
         return bail[len("Bail out! "):]
-    errors = [line for line in stderr.splitlines() if "ERROR" in line or "assert" in line]
+    errors = [line for line in stderr.splitlines() if "ERROR" in line or "kill_qemu" in line]
     if errors:
-        return errors[-1]
+        return errors[0]
     if returncode is None:
         return f"no result within {PATH_TIMEOUT} s"
     if not mine:

@@ -9,7 +9,7 @@ import functools
 import pytest
 
 from emu.launcher.introspection import EmuIntrospection, machine_info
-from emu.machines.types import find
+from emu.machines.types import MACHINE_TYPES, default, find
 from emu.qmp import MonitorEndpoint, QmpServer
 
 from .qmp_helpers import client
@@ -79,7 +79,8 @@ def test_machine_info_members():
         "name": "pc-i440fx-7.2", "alias": "pc", "cpu-max": 255, "hotpluggable-cpus": True,
         "numa-mem-supported": False, "deprecated": False,
         "default-cpu-type": "qemu64-x86_64-cpu", "default-ram-id": "pc.ram"}
-    assert machine_info(find("q35"))["is-default"] is True
+    assert machine_info(default())["is-default"] is True
+    assert [t.name for t in MACHINE_TYPES if "is-default" in machine_info(t)] == [default().name]
     assert machine_info(find("none")) == {
         "name": "none", "cpu-max": 1, "hotpluggable-cpus": False, "numa-mem-supported": False,
         "deprecated": False, "default-ram-id": "ram"}

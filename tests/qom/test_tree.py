@@ -111,3 +111,30 @@ def test_a_platform_that_lays_out_its_own_tree_is_asked():
         assert t.resolve("/machine/fw_cfg") is not None and t.resolve("/machine/i440fx") is None
     finally:
         platform.close()
+
+
+def test_an_ioapic_model_of_the_platform_is_the_ioapic_qtest_reaches():
+    class Ioapic:
+        def __init__(self):
+            self.observers, self.pins = [], {}
+
+        def intercept(self, notify):
+            self.observers.append(notify)
+
+        def set_irq(self, pin, level, source=None):
+            self.pins[pin] = (level, source)
+            for n in self.observers:
+                n(pin, int(level))
+    mtype = machine_types.find("pc")
+    platform = Platform(mtype)
+    platform.ioapic = Ioapic()
+    try:
+        t = machine_tree(mtype, platform)
+        lines = t.resolve("ioapic").impl.gpio_in
+        seen = []
+        lines.observe(lambda n, level: seen.append((n, level)))
+        lines.set(9, 1)
+        assert seen == [(9, 1)] and platform.ioapic.pins[9] == (True, lines)
+        assert not platform.irq.intx_level(9)      # the model drives the controller, not us
+    finally:
+        platform.close()

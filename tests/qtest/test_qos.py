@@ -72,6 +72,13 @@ def test_failures_say_why():
     assert r.status == FAIL and r.reason.startswith("-netdev hubport,hubid=0,id=hs0: Parameter")
     r = parse(PATH, -6, f"{HEAD}{bail}\n", "")
     assert r.status == FAIL and r.reason.startswith("ERROR:../src/tests/qtest/libqtest.c")
+    # a subprocess test: the child's assertion, not the parent's report of it
+    child = ("ERROR:../src/tests/qtest/libqos/virtio-net.c:160:virtio_net_pci_create: assertion "
+             "failed (interface->vdev->device_type == VIRTIO_ID_NET): (0x00001af4 == 0x00000001)")
+    parent = ("ERROR:../src/tests/qtest/qos-test.c:191:subprocess_run_one_test: child process "
+              f"({PATH}/subprocess [1]) failed unexpectedly")
+    r = parse(PATH, 134, f"{HEAD}Bail out! {parent}\n", f"**\n{child}\n**\n{parent}\n")
+    assert r.reason == child
     assert parse(PATH, 1, f"{HEAD}not ok 1 {PATH}\n", "").status == FAIL
     assert parse(PATH, 0, f"{HEAD}1..0\n", "").reason.startswith("no result for the path")
     assert parse(PATH, None, HEAD, "").reason.startswith("no result within")
