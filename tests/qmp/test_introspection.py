@@ -75,7 +75,9 @@ async def test_a_server_without_introspection_has_no_such_commands(tmp_path):
 
 
 def test_machine_info_members():
-    assert machine_info(find("pc")) == {
+    pc = machine_info(find("pc"))
+    assert pc.pop("is-default", False) is find("pc").default
+    assert pc == {
         "name": "pc-i440fx-7.2", "alias": "pc", "cpu-max": 255, "hotpluggable-cpus": True,
         "numa-mem-supported": False, "deprecated": False,
         "default-cpu-type": "qemu64-x86_64-cpu", "default-ram-id": "pc.ram"}

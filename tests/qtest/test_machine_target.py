@@ -125,7 +125,12 @@ def test_mmio_of_an_unprogrammed_bar_reaches_nothing_until_the_bar_decodes(machi
 
 def test_device_intx_is_reported_on_the_intercepted_ioapic_lines(machine, q):
     fn = machine.fn
+    # route PIRQ A..D to IRQ 11 as SeaBIOS does (PIIX3 at 00:01.0, registers
+    # 0x60..0x63); a platform without that router has fixed routes
+    q("outl 0xcf8 0x80000860")
+    q("outl 0xcfc 0x0b0b0b0b")
     line = machine.system.intx_route(fn.bdf)
+    assert line is not None
     assert q("irq_intercept_in /machine/peripheral") == "FAIL Unknown device"   # a container
     assert q("irq_intercept_in ioapic") == "OK"
     assert q("irq_intercept_in ioapic") == "OK"
