@@ -166,3 +166,51 @@ def test_the_probe_gets_qemus_shapes():
     assert any(m.get("alias") == "pc" for m in machines)
     assert all(set(t) <= {"name", "abstract", "parent"} for t in types)
     assert {"name": "virtio-net-pci", "parent": "virtio-net-pci-base"} in types
+
+
+def test_a_listening_qtest_socket_holds_start_up_until_a_client_comes(tmp_path):
+    path = str(tmp_path / "q.sock")
+    vm = QtestMachine(["-machine", "none", "-qtest", f"unix:{path},server=on"],
+                      own_qtest=False)
+    # wait=on: the monitor connects first (libqtest's order does not matter), the
+    # machine starts only once a qtest client is there
+    vm.start()
+    try:
+        assert vm.qmp.command("query-machines")       # answered before the machine runs
+        s = socket.socket(socket.AF_UNIX)
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                s.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert time.monotonic() < deadline and vm.proc.poll() is None
+                time.sleep(0.01)
+        q = QtestClient(s, DEADLINE)
+        assert q.endianness() == "little"
+        assert vm.qmp.command("query-status")["status"] == "running"
+        s.close()
+    finally:
+        assert vm.terminate() == 0, vm.stderr
+
+
+def test_a_qtest_client_chardev_with_reconnect_comes_back(tmp_path):
+    path = str(tmp_path / "q.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(DEADLINE)
+    vm = QtestMachine(["-M", "pc", "-qtest", f"unix:{path},reconnect=1"], own_qtest=False).start()
+    try:
+        conn, _ = listener.accept()
+        first = QtestClient(conn, DEADLINE)
+        first.writel(0x100000, 0x5a5a5a5a)
+        conn.close()
+        conn, _ = listener.accept()                   # emu connects again a second later
+        again = QtestClient(conn, DEADLINE)
+        assert again.readl(0x100000) == 0x5a5a5a5a
+        assert vm.qmp.command("query-emu-stats")["qtest"]["connections"] == 2
+        conn.close()
+    finally:
+        listener.close()
+        assert vm.terminate() == 0, vm.stderr
