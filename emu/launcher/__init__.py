@@ -104,12 +104,16 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     server.attach(adapter)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, adapter.signal)
-    await server.wait_for_clients()
-    if qtest is not None:
-        await qtest.endpoint.wait_for_client()
-    # start-up may wait (a reconnect= netdev waits for its first back-end,
-    # as QEMU does): a quit or a signal meanwhile still ends the process
-    starting = loop.create_task(machine.start(paused=cfg.start_paused))
+
+    async def start() -> None:
+        await server.wait_for_clients()
+        if qtest is not None:
+            await qtest.endpoint.wait_for_client()
+        await machine.start(paused=cfg.start_paused)
+    # start-up may wait (wait=on monitors and qtest for their client, a
+    # reconnect= netdev for its first back-end, as QEMU does): a quit or a
+    # signal meanwhile still ends the process
+    starting = loop.create_task(start())
     stopper = loop.create_task(done.wait())
     await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():

@@ -214,3 +214,15 @@ def test_a_qtest_client_chardev_with_reconnect_comes_back(tmp_path):
     finally:
         listener.close()
         assert vm.terminate() == 0, vm.stderr
+
+
+def test_sigterm_while_start_up_waits_for_a_qtest_client_exits_0(tmp_path):
+    path = str(tmp_path / "q.sock")
+    vm = QtestMachine(["-machine", "none", "-qtest", f"unix:{path},server=on"],
+                      own_qtest=False).start()
+    deadline = time.monotonic() + DEADLINE
+    while not os.path.exists(path):               # listening, holding start-up
+        assert time.monotonic() < deadline and vm.proc.poll() is None
+        time.sleep(0.01)
+    assert vm.terminate() == 0, vm.stderr
+    assert not os.path.exists(path)
