@@ -24,9 +24,11 @@ import time
 from dataclasses import dataclass, field
 
 from emu import memory
+from emu.clock import MachineClocks
 from emu.errors import EmuBug
 from emu.machines import types as machine_types
 from emu.pci.bus import format_bdf
+from emu.qom.machine_tree import add_device as qom_add_device, machine_tree
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class DeviceEntry:
     netdev: object | None = None
     props: dict = field(default_factory=dict)
     taps: list = field(default_factory=list)     # emu.pcap.PcapCapture (filter-dump)
+    qom: object | None = None   # its emu.qom.Object (/machine/peripheral/ID)
 
 
 class Machine:
@@ -50,9 +53,12 @@ class Machine:
 
     def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
                  mem_path: str | None = None, share: bool = True, wire_log=None,
-                 machine_type: str | None = None):
+                 machine_type: str | None = None, qtest: bool = False):
         self.name = name
         self.lock = threading.RLock()
+        # -accel qtest: no guest program; the virtual clock moves by qtest only
+        self.qtest = qtest
+        self.clocks = MachineClocks(qtest=qtest)
         mtype = machine_types.find(machine_type) if machine_type else machine_types.default()
         if mtype is None:
             raise EmuBug(f"unknown machine type {machine_type!r}")
@@ -66,6 +72,9 @@ class Machine:
             self.ram.close()
             raise
         self.machine_type = mtype
+        # the platform's time (the chipset's timers) is the virtual clock, as in QEMU
+        self.system.clock = self.clocks.virtual.now
+        self.qom = machine_tree(mtype, self.system)     # /machine/... (qtest, qom-*)
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
@@ -136,9 +145,7 @@ class Machine:
         fn = VirtioPCIFunction(model, layout=layout, name=id)
         entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
                             props={"mac": mac, "netdev": netdev})
-        entry.bdf = self.system.plug(fn, self._slot(addr))
-        self.devices[id] = entry
-        return entry
+        return self.add_device(entry, addr)
 
     def add_vhost_pci_net(self, id: str, chardev: str, *, mac: bytes, addr=None,
                           queue_pairs: int = 1, peer_vq_max: int = 8,
@@ -166,6 +173,7 @@ class Machine:
         """Plug a device model built elsewhere (vhost-pci-net)."""
         entry.bdf = self.system.plug(entry.function, self._slot(addr))
         self.devices[entry.id] = entry
+        entry.qom = qom_add_device(self.qom, entry.id, entry.driver, entry)
         return entry
 
     def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
@@ -195,6 +203,7 @@ class Machine:
     # -- running ------------------------------------------------------------------------------------
     async def start(self, paused: bool = False, connect_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clocks.attach(self.loop)
         for e in self.devices.values():
             if hasattr(e.model, "loop"):
                 e.model.loop = self.loop
@@ -207,6 +216,8 @@ class Machine:
             if starter is not None:
                 starter()
         if self.guest_spec is not None:
+            if self.qtest:
+                raise EmuBug("no guest program runs under the qtest accelerator")
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
             self.guest = GuestProgram(self.system, self.ram, driver, app, params, paused=paused,
@@ -286,6 +297,7 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
+        self.clocks.close()
         self.system.close()
         self.ram.close()
 

@@ -52,7 +52,8 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
     ram = cfg.ram
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type)
+                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type,
+                    qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.add_event_listener(emit)
@@ -67,7 +68,8 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
 def _populate(m: Any, cfg: MachineConfig) -> None:
     from emu.netdev import SocketSpec
     from emu.virtio.vhost_pci_net import PeerLimits
-    monitors = {mon.chardev for mon in cfg.monitors}   # the QMP server's, not ours
+    # the QMP server's and the qtest endpoint's, not the machine's
+    monitors = {mon.chardev for mon in cfg.monitors} | ({cfg.qtest.chardev} if cfg.qtest else set())
     for c in cfg.chardevs:
         if c.backend == "socket" and c.id not in monitors:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
