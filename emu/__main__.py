@@ -5,10 +5,14 @@ them off the command line and sends the QMP greeting before the parser
 (tens of milliseconds of imports) is loaded.  A command line that then
 does not parse closes them again, leaving nothing behind.
 """
+import faulthandler
 import sys
 
 
 def main(argv=None):
+    # a crash in the C data path (or a mapping gone from under it) prints
+    # every thread's Python stack to stderr -- the log a harness keeps
+    faulthandler.enable()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
         from emu.bench import main as bench_main

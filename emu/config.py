@@ -251,6 +251,14 @@ class GuestConfig:
 
 
 @dataclass
+class QtestConfig:
+    """``-qtest``: the chardev carrying the qtest protocol (``unix:PATH``
+    makes one labelled ``qtest``; ``chardev:ID`` names a ``-chardev``)."""
+    chardev: str
+    origin: str = _origin()
+
+
+@dataclass
 class MonitorConfig:
     chardev: str
     mode: str = "control"
@@ -294,8 +302,17 @@ class MachineConfig:
     msg_guest_name: bool = False        # -msg guest-name=on
     #: -add-fd: set id -> [(fd, opaque)]; "/dev/fdset/ID" opens a duplicate
     fdsets: dict[int, list[tuple[int, str | None]]] = field(default_factory=dict)
+    qtest: QtestConfig | None = None    # -qtest
+    qtest_log: str | None = None        # -qtest-log FILE|none; None: standard error
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
+
+    @property
+    def qtest_accel(self) -> bool:
+        """The qtest accelerator: the first of ``-accel``/``-machine accel=``,
+        or implied by ``-qtest`` when no accelerator is given (as QEMU).
+        No guest program runs; the virtual clock moves only by qtest."""
+        return self.accel[0] == "qtest" if self.accel else self.qtest is not None
 
     def chardev(self, id: str) -> Chardev | None:
         return next((c for c in self.chardevs if c.id == id), None)

@@ -41,6 +41,8 @@ def machine(p: ParseState, arg: str) -> None:
     if "accel" in values:
         p.machine_accel = True
         p.cfg.accel += values["accel"].split(":")
+        if values["accel"] != "qtest":
+            p.info("'accel' has no effect but for qtest: emu emulates devices, not CPUs")
 
 
 def _qemu_name(t: machine_types.MachineType) -> str:
@@ -87,7 +89,8 @@ def accel(p: ParseState, arg: str) -> None:
         raise OptionError(f"invalid accelerator {values['accel']}")
     p.cfg.accel.append(values["accel"])
     p.accel_option = True
-    p.info("accelerators have no effect: emu emulates devices, not CPUs")
+    if values["accel"] != "qtest":
+        p.info("accelerators have no effect: emu emulates devices, not CPUs")
 
 
 @option("enable-kvm", arg=False)

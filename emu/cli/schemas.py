@@ -92,7 +92,7 @@ _MACHINE_IGNORED = ("acpi", "dump-guest-core", "graphics", "hpet", "i8042", "ker
                     "suppress-vmdesc", "usb", "vmport")
 MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
-                  _ign("accel", string, "accelerator list"),
+                  Param("accel", string, "accelerator list (qtest: the qtest accelerator)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
 

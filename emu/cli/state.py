@@ -48,6 +48,7 @@ class ParseState:
         self.accel_option = False       # -accel
         self.machine_origin = "-machine"
         self.numa_origin: str | None = None
+        self.qtest_log_origin = "-qtest-log"
         self.compat_monitors = 0        # -qmp monitors so far (compat_monitorN)
         self.serial_index = 0           # -serial options so far (COM1, COM2...)
         self.nographic = False          # -nographic

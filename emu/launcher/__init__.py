@@ -12,9 +12,12 @@ greeting within milliseconds):
    RAM, chardevs, netdevs, devices, captures, serial ports, guest.  A
    failure here is reported ``emu: -device ...: reason`` with exit 1 and
    leaves nothing behind.
-4. ``wait=on`` monitors: hold until a client connects.
+   The ``-qtest`` chardev connects here too (libqtest waits for it).
+4. ``wait=on`` monitors and qtest: hold until a client connects.
 5. Start (``-S``: prelaunch, the guest waits for ``cont``), then serve
-   until ``quit``, a signal (SHUTDOWN host-signal) or the guest's power-off.
+   until ``quit``, a signal (SHUTDOWN host-signal, exit status 0) or the
+   guest's power-off.  Under ``-accel qtest`` no guest program runs: the
+   qtest client is the only driver (:mod:`emu.launcher.qtest_mode`).
 
 This module imports only what steps 1 and 2 need; the rest is loaded on
 first use (``emu.launcher.serve``, ``build_machine``, ``MachineAdapter``).

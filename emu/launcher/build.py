@@ -62,7 +62,7 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
                     mem_path=ram.mem_path, wire_log=wire_log_factory(cfg),
-                    machine_type=cfg.machine_type)
+                    machine_type=cfg.machine_type, qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.add_event_listener(emit)
@@ -76,8 +76,10 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
 
 
 def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
-    # the QMP server's and the serial ports' chardevs are not the machine's
-    others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials}
+    # the QMP server's, the qtest endpoint's and the serial ports' chardevs
+    # are not the machine's
+    others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials} \
+        | ({cfg.qtest.chardev} if cfg.qtest else set())
     if any(c.backend == "socket" and c.id not in others for c in cfg.chardevs):
         from emu.netdev import SocketSpec       # the vhost-user modules, only when used
     if any(isinstance(d, VhostPCINet) for d in cfg.devices):

@@ -3,6 +3,7 @@ over an :class:`emu.machine.Machine`, with QEMU's run-state rules."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable
 
 from emu.config import MachineConfig
@@ -26,6 +27,7 @@ class MachineAdapter:
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
     def name(self) -> str | None:
@@ -57,9 +59,12 @@ class MachineAdapter:
             await self.m.guest_settled()
 
     async def system_reset(self) -> None:
-        self.rs.reset()
-        self.m.system_reset()
+        # (QEMU's qemu_system_reset: the devices first, then the RESET event)
+        done = self.m.system_reset()
+        if inspect.isawaitable(done):
+            await done
         await self.m.guest_settled()
+        self.rs.reset()
 
     def started_running(self, machine: Any) -> None:
         """The machine has started (paused if ``-S``): match the run state
@@ -136,6 +141,8 @@ class MachineAdapter:
         stats = views.emu_stats(self.m)
         if self.serials is not None and self.serials.ports:
             stats["serial"] = self.serials.stats()
+        if self.qtest is not None:
+            stats["qtest"] = self.qtest.stats()
         return stats
 
     def info_network(self) -> str:

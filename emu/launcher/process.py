@@ -14,6 +14,8 @@ from emu.launcher.build import Created, build_machine
 from emu.launcher.control import MachineAdapter
 from emu.launcher.early import PHASES, monitor_endpoints, phase
 from emu.launcher.errors import StartupError
+from emu.launcher.introspection import EmuIntrospection
+from emu.launcher.qtest_mode import open_qtest
 from emu.launcher.serial import SerialPorts
 from emu.qmp.endpoint import MonitorSetupError
 from emu.qmp.server import QmpServer
@@ -28,7 +30,7 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
     once the machine runs (``-daemonize``'s parent exits).  *early*: the
     monitors :mod:`emu.launcher.early` opened and greeted (else they are
     opened here).  *signals*: those received before the loop took them over."""
-    server = QmpServer()
+    server = QmpServer(introspection=EmuIntrospection())
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     created = Created()
@@ -38,15 +40,26 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
         raise StartupError("-D" if cfg.log_file else "-trace",
                            f"cannot open log file: {e.strerror}") from None
     fdset.take_over(cfg.fdsets)
+    # the qtest chardev connects before anything slow, as the monitors did:
+    # libqtest waits for both
+    qtest = await open_qtest(cfg)
     phase("log open")
-    machine = build_machine(cfg, server.emit, created)
+    try:
+        machine = build_machine(cfg, server.emit, created)
+    except BaseException:
+        if qtest is not None:
+            await qtest.close()
+        raise
     phase("machine built")
     machine.add_event_listener(logs.on_event)
     serials = SerialPorts(cfg, machine.system, created)
     adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set),
                              serials=serials)
+    adapter.qtest = qtest
 
     async def teardown() -> None:
+        if qtest is not None:
+            await qtest.close()      # no qtest command runs against a machine going away
         await machine.close()
         await serials.close()
         await server.close()
@@ -80,16 +93,22 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
         loop.add_signal_handler(sig, adapter.signal)
     if signals:         # one came while the process was starting
         adapter.signal()
-    await server.wait_for_clients()
-    # What the clients sent while the machine was set up (a harness's
-    # negotiation and first query) is answered before the guest thread
-    # starts competing for the interpreter: a few loop turns read, run and
-    # write it.  QEMU too answers once the machine is set up.
-    for _ in range(4):
-        await asyncio.sleep(0)
-    # start-up may wait (a reconnect= netdev waits for its first back-end,
-    # as QEMU does): a quit or a signal meanwhile still ends the process
-    starting = loop.create_task(machine.start(paused=cfg.start_paused))
+
+    async def start() -> None:
+        await server.wait_for_clients()
+        if qtest is not None:
+            await qtest.endpoint.wait_for_client()
+        # What the clients sent while the machine was set up (a harness's
+        # negotiation and first query) is answered before the guest thread
+        # starts competing for the interpreter: a few loop turns read, run
+        # and write it.  QEMU too answers once the machine is set up.
+        for _ in range(4):
+            await asyncio.sleep(0)
+        await machine.start(paused=cfg.start_paused)
+    # start-up may wait (wait=on monitors and qtest for their client, a
+    # reconnect= netdev for its first back-end, as QEMU does): a quit or a
+    # signal meanwhile still ends the process
+    starting = loop.create_task(start())
     stopper = loop.create_task(done.wait())
     await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
@@ -109,6 +128,8 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
     adapter.started_running(machine)
     phase("machine started")
     _trace_phases()
+    if qtest is not None and not done.is_set():
+        qtest.serve(machine)
     if ready is not None and not done.is_set():
         ready()
     await done.wait()

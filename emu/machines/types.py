@@ -23,6 +23,21 @@ class MachineType:
     aliases: tuple[str, ...] = ()    # names QEMU also accepts for it
     versioned: str | None = None     # regex of QEMU's versioned names, e.g. pc-i440fx-7.1
     has_pci: bool = True
+    # what query-machines says of it (QEMU 7.2's MachineInfo) and its QOM type
+    canonical: str | None = None     # QEMU's name for it (MachineInfo.name; ours is the alias)
+    qom_parent: str = "machine"      # parent of its QOM type, NAME-machine
+    cpu_max: int = 1
+    hotpluggable_cpus: bool = False
+    default_cpu_type: str | None = None
+    default_ram_id: str = "ram"
+
+    @property
+    def qemu_name(self) -> str:
+        return self.canonical or self.name
+
+    @property
+    def qom_type(self) -> str:
+        return f"{self.qemu_name}-machine"   # (QEMU: TYPE_MACHINE_SUFFIX)
 
     def matches(self, name: str) -> bool:
         return name == self.name or name in self.aliases or bool(
@@ -33,11 +48,15 @@ class MachineType:
         return getattr(importlib.import_module(module), func)(self, **kw)
 
 
+_PC = dict(qom_parent="generic-pc-machine", hotpluggable_cpus=True,
+           default_cpu_type="qemu64-x86_64-cpu", default_ram_id="pc.ram")
 MACHINE_TYPES: tuple[MachineType, ...] = (
     MachineType("pc", "Standard PC (i440FX + PIIX, 1996)", "emu.machines.x86:build",
-                aliases=(f"pc-i440fx-{QEMU_MACHINE_VERSION}",), versioned=r"pc-i440fx-\d+\.\d+"),
+                aliases=(f"pc-i440fx-{QEMU_MACHINE_VERSION}",), versioned=r"pc-i440fx-\d+\.\d+",
+                canonical=f"pc-i440fx-{QEMU_MACHINE_VERSION}", cpu_max=255, **_PC),
     MachineType("q35", "Standard PC (Q35 + ICH9, 2009)", "emu.machines.x86:build", default=True,
-                aliases=(f"pc-q35-{QEMU_MACHINE_VERSION}",), versioned=r"pc-q35-\d+\.\d+"),
+                aliases=(f"pc-q35-{QEMU_MACHINE_VERSION}",), versioned=r"pc-q35-\d+\.\d+",
+                canonical=f"pc-q35-{QEMU_MACHINE_VERSION}", cpu_max=288, **_PC),
     MachineType("none", "empty machine", "emu.machines.none:build", has_pci=False),
 )
 

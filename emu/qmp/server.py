@@ -30,8 +30,9 @@ from typing import Any
 from emu import trace
 from emu.errors import EmuBug
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
+from emu.qmp import introspect  # noqa: F401  (registers query-machines, qom-list-types)
 from emu.qmp.commands import dispatch
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
 from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError
 from emu.qmp.errors import GENERIC_ERROR
 from emu.qmp.greeting import encode, greeting
@@ -252,8 +253,8 @@ class QmpServer:
     """
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
-                 max_output: int = MAX_OUTPUT):
-        self.monitor = Monitor(machine, chardevs=self._chardev_info)
+                 max_output: int = MAX_OUTPUT, introspection: Introspection | None = None):
+        self.monitor = Monitor(machine, chardevs=self._chardev_info, introspection=introspection)
         self.max_message = max_message
         self.max_output = max_output
         self._sessions: set[Connection] = set()

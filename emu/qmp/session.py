@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable
 
 from emu.errors import EmuBug
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
 from emu.qmp.greeting import PACKAGE, QEMU_VERSION, greeting, version_info  # noqa: F401
 
 log = logging.getLogger("emu.qmp")
@@ -26,10 +26,12 @@ class Monitor:
     """
 
     def __init__(self, machine: MachineControl | None = None,
-                 chardevs: Callable[[], list[dict[str, Any]]] = list):
+                 chardevs: Callable[[], list[dict[str, Any]]] = list,
+                 introspection: Introspection | None = None):
         self._machine = machine
         self._attached: asyncio.Event | None = None
         self._chardevs = chardevs
+        self.introspection = introspection
 
     @property
     def machine(self) -> MachineControl:
