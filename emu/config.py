@@ -80,6 +80,18 @@ def _frozen_setattr(self: Any, name: str, value: Any) -> None:
     raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
 
 
+def field_defaults(cls: Any) -> dict[str, Any]:
+    """The default of every field of a record class that has one (what a
+    property defaults to, for QMP's device-list-properties)."""
+    out = {}
+    for f in cls.__record_fields__:
+        if f.factory is not None:
+            out[f.name] = f.factory()
+        elif f.default is not _MISSING:
+            out[f.name] = f.default
+    return out
+
+
 def dataclass(cls: Any = None, *, frozen: bool = False) -> Any:
     """``@dataclass`` / ``@dataclass(frozen=True)`` for this module's records."""
     def make(cls: Any) -> Any:

@@ -199,6 +199,12 @@ class VhostUserNetdev:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+            if self.sock.fd is None and self.sock.path:
+                # the socket file goes with the listener, as QEMU's chardev does
+                try:
+                    os.unlink(self.sock.path)
+                except FileNotFoundError:
+                    pass
 
 
 class VhostUserBackendSocket:

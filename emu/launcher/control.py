@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from emu.config import MachineConfig
 from emu.errors import PeerError
-from emu.launcher import views
+from emu.launcher import qom_views, views
 from emu.qmp.control import GUEST_SHUTDOWN, HOST_QMP_QUIT, HOST_SIGNAL, Emit, RunState
 from emu.qmp.errors import QmpError
 
@@ -150,6 +150,19 @@ class MachineAdapter:
 
     def info_mtree(self) -> str:
         return views.info_mtree(self.m)
+
+    # -- the QOM tree (emu.launcher.qom_views) ---------------------------------------------
+    def qom_list(self, path: str) -> list:
+        return qom_views.qom_list(self.m, self.cfg, path)
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        return qom_views.qom_get(self.m, self.cfg, path, prop)
+
+    def info_qom_tree(self, path: str | None) -> str:
+        return qom_views.info_qom_tree(self.m, path or "/machine")
+
+    def info_qtree(self) -> str:
+        return qom_views.info_qtree(self.m, self.cfg, self.query_pci())
 
     def query_cpus_fast(self) -> list:
         return views.query_cpus_fast(self.m, self.cfg.smp)

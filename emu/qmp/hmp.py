@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from emu.errors import PeerError
 from emu.qmp.commands import Arg, command, execute
+from emu.qmp.errors import QmpError
 from emu.qmp.session import Session
 
 _U64 = (1 << 64) - 1
@@ -92,6 +93,19 @@ async def info_kvm(s: Session) -> str:
     return _lines("kvm support: " + ("enabled" if kvm["enabled"] else "disabled"))
 
 
+async def info_qom_tree(s: Session, path: str | None = None) -> str:
+    try:
+        text = s.machine.info_qom_tree(path)
+    except QmpError:        # QEMU's hmp_info_qom_tree text, not an "Error:"
+        return _lines(f"Path '{path}' could not be resolved.")
+    return _lines(*text.splitlines()) if text else ""
+
+
+async def info_qtree(s: Session) -> str:
+    text = s.machine.info_qtree()
+    return _lines(*text.splitlines()) if text else ""
+
+
 async def info_pci(s: Session) -> str:
     return _lines(*format_pci(await execute(s, "query-pci")))
 
@@ -116,9 +130,14 @@ INFO: dict[str, tuple[Callable[[Session], Awaitable[str]], str]] = {
     "name": (info_name, "show the current VM name"),
     "network": (info_network, "show the network state"),
     "pci": (info_pci, "show PCI info"),
+    "qom-tree": (info_qom_tree, "show QOM composition tree"),
+    "qtree": (info_qtree, "show device tree"),
     "status": (info_status, "show the current VM status (running|paused)"),
     "version": (info_version, "show the version of QEMU"),
 }
+
+#: info subcommands with an optional argument
+WITH_ARGUMENT = ("qom-tree",)
 
 # HMP actions: name -> (aliases, QMP command, help)
 ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -162,6 +181,11 @@ async def run(s: Session, command_line: str) -> str:
         item = INFO.get(rest[0])
         if item is None:
             return _lines(f"unknown command: 'info {rest[0]}'")
+        if rest[0] in WITH_ARGUMENT and len(rest) == 2:      # info qom-tree [path]
+            try:
+                return await item[0](s, rest[1])
+            except PeerError as e:
+                return _lines(f"Error: {e}")
         if len(rest) > 1:
             return _extraneous(rest[0], f"info {rest[0]}")
         return await item[0](s)

@@ -113,6 +113,13 @@ SCHEMA_INFO = Union(Obj(("name", "str"), ("meta-type", _META_TYPE), ("features?"
     "command": Obj(("arg-type", "str"), ("ret-type", "str"), ("allow-oob?", "bool")),
     "event": Obj(("arg-type", "str")),
 })
+MACHINE_INFO = Obj(("name", "str"), ("alias?", "str"), ("is-default?", "bool"), ("cpu-max", "int"),
+                   ("hotpluggable-cpus", "bool"), ("numa-mem-supported", "bool"),
+                   ("deprecated", "bool"), ("default-cpu-type?", "str"),
+                   ("default-ram-id?", "str"))
+OBJECT_TYPE_INFO = Obj(("name", "str"), ("abstract?", "bool"), ("parent?", "str"))
+OBJECT_PROPERTY_INFO = Obj(("name", "str"), ("type", "str"), ("description?", "str"),
+                           ("default-value?", "any"))
 EMU_STATS = Obj(("devices", Array("any")), ("guest?", "any"), ("serial?", Array("any")))
 
 _DEVICE_CHARDEV = (("device", "str"), ("chardev", "str"), ("netdev?", "str"))

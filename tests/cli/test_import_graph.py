@@ -161,6 +161,10 @@ def test_the_front_door_layers():
     # of emu: any layer may use them
     assert GRAPH["emu.trace"] == set() and GRAPH["emu.fdset"] == set()
     assert GRAPH["emu.unixsock"] == set()
+    # the -device properties are declared data too: the parser, QMP's
+    # device-list-properties and the QOM views read them
+    assert _reach("emu.devprops") <= {"emu.devprops", "emu.config", "emu.keyval", "emu.errors"}
+    assert "emu.devprops" in GRAPH["emu.cli.schemas"] and "emu.devprops" in GRAPH["emu.launcher.qom_views"]
     # what greets before anything heavy is imported stays light
     early = _reach("emu.launcher.early")
     assert early <= {"emu", "emu.errors", "emu.launcher.early", "emu.qmp", "emu.qmp.endpoint",
