@@ -15,7 +15,6 @@ from emu.launcher.control import MachineAdapter
 from emu.launcher.early import PHASES, monitor_endpoints, phase
 from emu.launcher.errors import StartupError
 from emu.launcher.introspection import EmuIntrospection
-from emu.launcher.qtest_mode import open_qtest
 from emu.launcher.serial import SerialPorts
 from emu.qmp.endpoint import MonitorSetupError
 from emu.qmp.server import QmpServer
@@ -41,8 +40,11 @@ async def serve(cfg: MachineConfig, ready=None, early=None, signals=()) -> int:
                            f"cannot open log file: {e.strerror}") from None
     fdset.take_over(cfg.fdsets)
     # the qtest chardev connects before anything slow, as the monitors did:
-    # libqtest waits for both
-    qtest = await open_qtest(cfg)
+    # libqtest waits for both (the qtest modules are imported only for it: ~10 ms)
+    qtest = None
+    if cfg.qtest is not None:
+        from emu.launcher.qtest_mode import open_qtest
+        qtest = await open_qtest(cfg)
     phase("log open")
     try:
         machine = build_machine(cfg, server.emit, created)

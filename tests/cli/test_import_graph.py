@@ -141,6 +141,33 @@ def _reach(start: str) -> set[str]:
     return seen
 
 
+def _module_level_reach(start: str) -> set[str]:
+    """What importing *start* imports at once: module-level imports only,
+    not those inside functions."""
+    mods = modules()
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = mods[name]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names if a.name in mods)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                for a in node.names:
+                    todo.append(f"{source}.{a.name}" if f"{source}.{a.name}" in mods else source)
+        todo = [t for t in todo if t in mods]
+    return seen
+
+
 def test_the_front_door_layers():
     front = {m for m in GRAPH if m == "emu.cli" or m.startswith("emu.cli.")}
     # the configuration is the floor of the front door: data, no behaviour
@@ -165,6 +192,9 @@ def test_the_front_door_layers():
     # device-list-properties and the QOM views read them
     assert _reach("emu.devprops") <= {"emu.devprops", "emu.config", "emu.keyval", "emu.errors"}
     assert "emu.devprops" in GRAPH["emu.cli.schemas"] and "emu.devprops" in GRAPH["emu.launcher.qom_views"]
+    # a VM without -qtest does not load the qtest modules (~10 ms): the
+    # launcher imports them where -qtest is handled
+    assert not any(m.startswith("emu.qtest") for m in _module_level_reach("emu.launcher.process"))
     # what greets before anything heavy is imported stays light
     early = _reach("emu.launcher.early")
     assert early <= {"emu", "emu.errors", "emu.launcher.early", "emu.qmp", "emu.qmp.endpoint",
