@@ -96,8 +96,13 @@ def plot(data: dict, path: str) -> str:
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for a in (a1, a2):
         a.set_yscale("log")
+        # a log axis has no zero: its bottom well below the smallest value,
+        # so the lowest bar stands (and its label shows) above the axis
+        shown = [v for v in _values(a) if v > 0]
+        if shown:
+            a.set_ylim(min(shown) / 3, max(shown) * 2.5)
         a.yaxis.set_major_formatter(plain)
-        a.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        a.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         a.set_xticks(x, labels)
         a.set_xlim(-0.6, len(rs) - 0.4)
         a.legend(fontsize=7, loc="lower right")
@@ -115,9 +120,22 @@ def plot(data: dict, path: str) -> str:
     return path
 
 
+def _minor_label(v: float, _pos: Any) -> str:
+    """2 and 5 of each decade labelled too: a span of one or two decades
+    has a single major tick otherwise."""
+    lead = f"{v:.0e}"[0]
+    return f"{v:g}" if lead in "25" else ""
+
+
+def _values(ax: Any) -> list[float]:
+    """Every value drawn on an axis: bars, their ranges, the points."""
+    return ax.__dict__.setdefault("_emu_values", [])
+
+
 def _bars(ax: Any, x: list[int], values: list[float], ranges: list, unit: str) -> None:
     lo = [v - (r[0] if r else v) for v, r in zip(values, ranges)]
     hi = [(r[1] if r else v) - v for v, r in zip(values, ranges)]
+    _values(ax).extend([*values, *(c for r in ranges if r for c in r)])
     ax.bar(x, values, color="tab:blue", width=0.55, label="emu vhost-pci (median, range)",
            yerr=[lo, hi], capsize=4, error_kw={"elinewidth": 1})
     for i, v in zip(x, values):
@@ -128,6 +146,7 @@ def _bars(ax: Any, x: list[int], values: list[float], ranges: list, unit: str) -
 def _points(ax: Any, pts: list[tuple[int, float]], marker: str, color: str, label: str,
             unit: str) -> None:
     xs, ys = zip(*pts)
+    _values(ax).extend(ys)
     ax.plot([x + 0.18 for x in xs], ys, marker, color=color, ms=8, ls="none", label=label)
     for x, y in pts:
         ax.annotate(f"{y:.2f}" if y < 100 else f"{y:.0f}", (x + 0.18, y),
