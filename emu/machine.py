@@ -26,11 +26,24 @@ from dataclasses import dataclass, field
 from emu import memory
 from emu.errors import EmuBug
 from emu.machines import types as machine_types
+from emu.machines.board import Board
 from emu.pci.bus import format_bdf
 
 log = logging.getLogger(__name__)
 
 RUN_STATES = ("prelaunch", "running", "paused", "shutdown")
+DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
+RESET_TIMEOUT = 10.0        # s a vhost-user back-end has to stop its rings at a reset
+RESET_POLL = 0.002
+
+
+def mac_bytes(text: str | None, index: int) -> bytes:
+    """``mac=`` as given, or QEMU's default 52:54:00:12:34:56 + the NIC's index."""
+    if text:
+        return bytes(int(p, 16) for p in text.split(":"))
+    m = list(DEFAULT_MAC)
+    m[5] = (m[5] + index) & 0xFF
+    return bytes(m)
 
 
 @dataclass
@@ -43,29 +56,79 @@ class DeviceEntry:
     netdev: object | None = None
     props: dict = field(default_factory=dict)
     taps: list = field(default_factory=list)     # emu.pcap.PcapCapture (filter-dump)
+    hotplugged: bool = False
+
+    @property
+    def qom_path(self) -> str:
+        return f"/machine/peripheral/{self.id}"
+
+
+class NoPeer:
+    """The back-end of a NIC given no ``netdev=`` (QEMU runs such a NIC and
+    warns "nic ... has no peer"): nothing is connected, the device offers
+    its own features, its rings are never started -- frames the guest
+    sends stay unsent, none arrive."""
+
+    queues = 1
+    connected = False
+    client = None
+    backend_features = (1 << 64) - 1      # no back-end narrows the device's features
+
+    def __init__(self, id: str):
+        from emu.vhost_user.counters import PeerCounters
+        self.id = id
+        self.nic = None
+        self.call_fds: dict[int, int] = {}
+        self.counters = PeerCounters()
+
+    def attach(self, nic) -> None:
+        self.nic = nic
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 class Machine:
-    """Build with the ``add_*`` methods, then ``await start()``."""
+    """Build with the ``add_*`` methods, then ``await start()``.
+
+    ``cpus``/``max_cpus``/``numa_nodes``/``max_ram_below_4g``: what ``-smp``,
+    ``-numa`` and ``-machine`` tell the machine type's builder
+    (:class:`emu.machines.board.Board`); RAM is laid out as the type lays
+    it out (pc and q35 split it around the PCI hole below 4 GiB)."""
 
     def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
                  mem_path: str | None = None, share: bool = True, wire_log=None,
-                 machine_type: str | None = None):
+                 machine_type: str | None = None, cpus: int = 1, max_cpus: int = 0,
+                 numa_nodes: tuple[int, ...] = (), max_ram_below_4g: int | None = None):
         self.name = name
         self.lock = threading.RLock()
         mtype = machine_types.find(machine_type) if machine_type else machine_types.default()
         if mtype is None:
             raise EmuBug(f"unknown machine type {machine_type!r}")
-        self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path)
+        layout = mtype.layout(ram_size, max_ram_below_4g)
+        self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path,
+                                   layout=layout.windows())
         self.ram_backend = backend
+        self.board = Board(ram_size, cpus, max_cpus, tuple(numa_nodes), max_ram_below_4g)
         try:
             # the platform every initiator reaches: the guest program, the
-            # device models' DMA and MSI writes (and, later, a qtest client)
-            self.system = mtype.build(lock=self.lock, ram=self.ram)
+            # device models' DMA and MSI writes, a qtest client
+            self.system = mtype.build(lock=self.lock, ram=self.ram, board=self.board)
         except BaseException:
             self.ram.close()
             raise
         self.machine_type = mtype
+        self.globals: list = []          # -global defaults (emu.config.GlobalProperty)
+        # how device_add reads a device's properties: -device's parser,
+        # given by the command line (emu.config.MachineConfig.device_parser)
+        self.device_parser = None
+        from emu.machine_hotplug import Hotplug
+        self.hotplug = Hotplug(self)
+        self.system.on_reset_request = self._guest_reset_request
+        self.system.on_power_off = self._guest_power_off
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.chardevs: dict[str, object] = {}
@@ -105,6 +168,10 @@ class Machine:
             raise EmuBug(f"PCI slot {addr} out of range")
         return addr
 
+    def nic_mac(self, text: str | None) -> bytes:
+        """The MAC of a NIC added now: ``mac=``, or QEMU's default for the next NIC."""
+        return mac_bytes(text, len(self.devices))
+
     def add_chardev(self, spec) -> None:
         if spec.id in self.chardevs:
             raise EmuBug(f"duplicate chardev id {spec.id}")
@@ -120,24 +187,36 @@ class Machine:
         self.netdevs[id] = nd
         return nd
 
-    def add_virtio_net(self, id: str, netdev: str, *, mac: bytes, addr=None, mq: bool = False,
-                       mrg_rxbuf: bool = True, event_idx: bool = True,
+    def add_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, addr=None,
+                       mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
-                       queue_size: int = 256) -> DeviceEntry:
+                       queue_size: int = 256, hotplug: bool = False) -> DeviceEntry:
+        """``netdev`` None: a NIC with no peer (:class:`NoPeer`).  ``hotplug``:
+        added at run time (the guest is told through ACPI hotplug)."""
+        entry = self.make_virtio_net(id, netdev, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
+                                     event_idx=event_idx, indirect_desc=indirect_desc,
+                                     host_mtu=host_mtu, vectors=vectors, queue_size=queue_size)
+        if hotplug:
+            return self.hotplug.plug(entry, addr)
+        return self.add_device(entry, addr)
+
+    def make_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, mq: bool = False,
+                        mrg_rxbuf: bool = True, event_idx: bool = True,
+                        indirect_desc: bool = True, host_mtu: int = 0,
+                        vectors: int | None = None, queue_size: int = 256) -> DeviceEntry:
+        """A virtio-net-pci device model and function, not plugged yet."""
         from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
         from emu.virtio.virtio_net import VirtioNetDevice
-        nd = self.netdevs[netdev]
-        model = VirtioNetDevice(nd, self.ram, None, mac=mac, queue_pairs=nd.queues, mq=mq,
+        nd = self.netdevs[netdev] if netdev is not None else NoPeer(id)
+        model = VirtioNetDevice(nd, self.ram, self.loop, mac=mac, queue_pairs=nd.queues, mq=mq,
                                 mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
                                 indirect_desc=indirect_desc, host_mtu=host_mtu,
                                 queue_size=queue_size, name=id, events=self.emit)
         layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
         fn = VirtioPCIFunction(model, layout=layout, name=id)
-        entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
-                            props={"mac": mac, "netdev": netdev})
-        entry.bdf = self.system.plug(fn, self._slot(addr))
-        self.devices[id] = entry
-        return entry
+        return DeviceEntry(id, "virtio-net-pci", fn, model,
+                           netdev=nd if netdev is not None else None,
+                           props={"mac": mac, "netdev": netdev})
 
     def add_vhost_pci_net(self, id: str, chardev: str, *, mac: bytes, addr=None,
                           queue_pairs: int = 1, peer_vq_max: int = 8,
@@ -157,9 +236,30 @@ class Machine:
 
     def add_device(self, entry: DeviceEntry, addr=None) -> DeviceEntry:
         """Plug a device model built elsewhere (vhost-pci-net)."""
-        entry.bdf = self.system.plug(entry.function, self._slot(addr))
+        slot, fn = self._devfn(addr)
+        if not 0 <= slot < 32:
+            raise EmuBug(f"PCI slot {slot} out of range")
+        other = self.system.functions.get((slot << 3) | fn)
+        if other is not None:
+            owner = next((e for e in self.devices.values() if e.function is other), None)
+            raise ValueError(f"PCI: slot {slot} function {fn} not available for {entry.driver}, "
+                             f"in use by {owner.driver if owner else other.name},"
+                             f"id={owner.id if owner else ''}")
+        entry.bdf = self.system.plug(entry.function, slot, fn)
         self.devices[entry.id] = entry
         return entry
+
+    def _devfn(self, addr) -> tuple[int, int]:
+        """(slot, function) of ``addr`` ("SS[.F]", a slot number, a
+        :class:`emu.config.PCIAddress` or None: the first free slot)."""
+        if addr is None or addr == "":
+            return self._slot(None), 0
+        if hasattr(addr, "slot"):
+            return addr.slot, addr.function
+        if isinstance(addr, str) and "." in addr:
+            slot, fn = addr.split(".", 1)
+            return int(slot, 16), int(fn)
+        return self._slot(addr), 0
 
     def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
                         queue: str = "all"):
@@ -240,13 +340,64 @@ class Machine:
             # a guest that died meanwhile serves no request: do not hang the monitor
             log.warning("%s: guest did not settle within %s s", self.name, timeout)
 
-    def system_reset(self) -> None:
-        """The guest reboots: its drivers reset their devices and start over."""
-        if self.guest is not None:
-            self.guest.request("reset")
+    async def system_reset(self, timeout: float = RESET_TIMEOUT) -> None:
+        """QEMU's qemu_system_reset: the guest is halted (as QEMU pauses its
+        vCPUs), every device and function goes back to power-on (BARs,
+        command registers, virtio status and queues; a vhost-user back-end
+        is told to stop its rings, and this returns once it has), the
+        platform devices too; then the guest program boots again (firmware
+        enumeration, drivers, its app).  RAM is kept."""
+        if self.guest is not None and self.guest.alive:
+            self.guest.request("halt")
+            await self.guest_settled()
+        with self.lock:
+            self.system.reset()
+        await self._resets_settled(timeout)
+        if self.guest is not None and self.guest.alive:
+            self.guest.request("boot")
+
+    async def _resets_settled(self, timeout: float) -> None:
+        """Wait until every virtio function reads status 0 (a vhost-user
+        back-end has stopped the rings), at most ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = [e for e in self.devices.values() if hasattr(e.function, "device")]
+        while pending:
+            with self.lock:
+                pending = [e for e in pending if e.function.status != 0]
+            if not pending:
+                return
+            if loop.time() >= deadline:
+                log.warning("%s: reset of %s not complete after %s s", self.name,
+                            ", ".join(e.id for e in pending), timeout)
+                return
+            await asyncio.sleep(RESET_POLL)
+
+    # -- what the guest asks of the machine through the chipset (guest thread, lock held) ---
+    def _guest_reset_request(self) -> None:
+        """0xCF9 RST_CPU: reset on the loop, then RESET {guest: true} (QEMU's
+        qemu_system_reset_request(SHUTDOWN_CAUSE_GUEST_RESET))."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+
+        async def reset() -> None:
+            await self.system_reset()
+            self.emit("RESET", {"guest": True, "reason": "guest-reset"})
+        loop.call_soon_threadsafe(lambda: loop.create_task(reset()))
+
+    def _guest_power_off(self) -> None:
+        """ACPI soft-off: the machine shuts down as after the guest program's power-off."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.emit, "EMU_GUEST_POWEROFF", {"reason": "acpi"})
 
     def system_powerdown(self) -> None:
-        """The guest "OS" powers off at once: its drivers reset the devices."""
+        """The power button: the ACPI power-button event (PM1 PWRBTN_STS, if
+        the guest enabled it) and the guest "OS" powers off at once."""
+        pm = self.system.chipset.get("piix4-pm")
+        if pm is not None:
+            pm.power_button()
         if self.guest is not None:
             self.guest.request("poweroff")
 

@@ -90,8 +90,19 @@ MEMORY = Schema((Param("size", _ram_size, "guest RAM size (default unit M)"),), 
 _MACHINE_IGNORED = ("acpi", "dump-guest-core", "graphics", "hpet", "i8042", "kernel-irqchip",
                     "mem-merge", "nvdimm", "pic", "pit", "sata", "smbus", "smm",
                     "suppress-vmdesc", "usb", "vmport")
-MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
+def _below_4g(name: str, text: str) -> int:
+    value = size(name, text)
+    if value > 4 << 30:
+        raise OptionError(f"Machine option 'max-ram-below-4g={value}' expects size less than "
+                          f"or equal to 4G")
+    return value
+
+
+_below_4g.kind = "size"  # type: ignore[attr-defined]
+
+MACHINE = Schema((Param("type", string, "machine type (pc, q35, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
+                  Param("max-ram-below-4g", _below_4g, "RAM below 4 GiB at most (pc, q35)"),
                   _ign("accel", string, "accelerator list"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
@@ -102,9 +113,12 @@ ACCEL = Schema((Param("accel", string, "accelerator name"),
                                             "kvm-shadow-mem", "dirty-ring-size"))),
                implied="accel")
 
-SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in
-                   ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")),
-             implied="cpus")
+SMP_KEYS = ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")
+SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in SMP_KEYS), implied="cpus")
+
+SET = Schema(())            # -set GROUP.ID.PROP=VALUE: parsed by its handler
+GLOBAL = Schema((Param("driver", string, "device type"), Param("property", string, "property"),
+                 Param("value", string, "default value")))
 
 _BACKEND_COMMON = (Param("id", identifier, "object id"),
                    Param("size", _backend_size, "size in bytes (K/M/G/T suffixes)"),

@@ -3,6 +3,7 @@ over an :class:`emu.machine.Machine`, with QEMU's run-state rules."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable
 
 from emu.config import MachineConfig
@@ -50,9 +51,19 @@ class MachineAdapter:
             await self.m.guest_settled()
 
     async def system_reset(self) -> None:
-        self.rs.reset()
-        self.m.system_reset()
+        # (QEMU's qemu_system_reset: the devices first, then the RESET event)
+        done = self.m.system_reset()
+        if inspect.isawaitable(done):
+            await done
         await self.m.guest_settled()
+        self.rs.reset()
+
+    # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
+    def device_add(self, args: dict[str, Any]) -> None:
+        self.m.hotplug.device_add(args)
+
+    def device_del(self, ident: str) -> None:
+        self.m.hotplug.device_del(ident)
 
     def system_powerdown(self) -> None:
         self.rs.powerdown()

@@ -25,7 +25,7 @@ def error(line: str | list[str]) -> str:
 
 def test_empty_command_line_is_a_default_machine():
     cfg = parse([])
-    assert cfg.machine_type == "q35"
+    assert cfg.machine_type == "pc"                 # QEMU 7.2's default x86 machine
     assert cfg.ram_size == 128 << 20
     assert cfg.ram == MemoryBackend("pc.ram", "memory-backend-shm", 128 << 20, share=True)
     assert (cfg.devices, cfg.monitors, cfg.guest, cfg.start_paused) == ([], [], None, False)
@@ -170,9 +170,13 @@ def test_unknown_trace_event_is_a_warning_as_in_qemu():
     assert cfg.messages == ["-trace foo: warning: trace event 'foo' does not exist"]
 
 
-def test_nic_without_netdev_warns():
+def test_nic_without_netdev_runs_and_a_netdev_without_nic_warns():
+    # (QEMU 7.2's net_check_clients runs before -device NICs exist: only
+    # netdevs without a NIC are reported)
     cfg = parse("-device virtio-net-pci,id=lonely")
-    assert cfg.messages == ["-device virtio-net-pci,id=lonely: warning: nic lonely has no peer"]
+    assert cfg.messages == [] and cfg.devices[0].netdev is None
+    cfg = parse("-chardev socket,id=c,path=/tmp/x.sock -netdev vhost-user,id=hs0,chardev=c")
+    assert cfg.messages == ["warning: netdev hs0 has no peer"]
 
 
 # -- errors: exact text, as `emu: <text>` ---------------------------------------------
