@@ -355,6 +355,7 @@ class Machine:
         await self._resets_settled(timeout)
         if self.guest is not None and self.guest.alive:
             self.guest.request("boot")
+            await self.guest_settled()
 
     async def _resets_settled(self, timeout: float) -> None:
         """Wait until every virtio function reads status 0 (a vhost-user
