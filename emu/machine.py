@@ -244,7 +244,7 @@ class Machine:
             owner = next((e for e in self.devices.values() if e.function is other), None)
             raise ValueError(f"PCI: slot {slot} function {fn} not available for {entry.driver}, "
                              f"in use by {owner.driver if owner else other.name},"
-                             f"id={owner.id if owner else ''}")
+                             f"id={owner.id if owner else '(null)'}")
         entry.bdf = self.system.plug(entry.function, slot, fn)
         self.devices[entry.id] = entry
         return entry

@@ -68,7 +68,9 @@ class Hotplug:
         try:
             dev = m.device_parser(str(driver), pairs, m.globals)
         except OptionError as e:
-            raise QmpError(str(e)) from None
+            # (QEMU's error hints -- the lines after the first -- go to a
+            # command line's stderr, never into a QMP error)
+            raise QmpError(str(e).split("\n", 1)[0]) from None
         if dev.driver not in HOTPLUGGABLE_DRIVERS:
             raise QmpError("Parameter 'driver' expects a pluggable device type")
         if m.system.hotplug is None:
@@ -151,7 +153,8 @@ class Hotplug:
         name = entry.driver if entry is not None else function.name
         if not with_id:
             return name
-        return f"{name},id={entry.id if entry is not None else ''}"
+        # (QEMU prints a device without id with glibc's "(null)")
+        return f"{name},id={entry.id if entry is not None else '(null)'}"
 
     # -- device_del ---------------------------------------------------------------------
     def find(self, ident: str):

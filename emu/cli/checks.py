@@ -2,6 +2,7 @@
 netdevs, then devices): references, ids in use, slots, RAM, the guest."""
 from __future__ import annotations
 
+from emu.cli.schemas import VIRTIO_DEVICE_OF
 from emu.cli.state import ParseState
 from emu.config import (DEFAULT_RAM_SIZE, Chardev, Device, FilterDump, MemoryBackend, PCIAddress,
                         VirtioNetPCI)
@@ -57,10 +58,11 @@ def check(p: ParseState) -> None:
             if dev.netdev is None:
                 pass            # a NIC with no peer: QEMU runs it (frames go nowhere)
             elif cfg.netdev(dev.netdev) is None:
-                raise OptionError(f"Property '{dev.driver}.netdev' can't find value '{dev.netdev}'")
+                raise OptionError(f"Property '{VIRTIO_DEVICE_OF[dev.driver]}.netdev' can't find "
+                                  f"value '{dev.netdev}'")
             elif dev.netdev in nics:
-                raise OptionError(f"Property '{dev.driver}.netdev' can't take value "
-                                  f"'{dev.netdev}', it's in use")
+                raise OptionError(f"Property '{VIRTIO_DEVICE_OF[dev.driver]}.netdev' can't take "
+                                  f"value '{dev.netdev}', it's in use")
             else:
                 nics[dev.netdev] = dev.driver
                 nd = cfg.netdev(dev.netdev)

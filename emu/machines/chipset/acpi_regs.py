@@ -16,9 +16,10 @@ QEMU 7.2's ``hw/acpi/core.c``, which both its PIIX4 and ICH9 use.
   and event (QEMU's ``acpi_update_sci``).  QEMU also arms a timer for the
   PM timer overflow; here the overflow shows at the next access.
 
-Register widths follow QEMU's memory-region ``impl`` sizes: PM1 event and
-control are 16-bit registers (a byte access at an odd offset of the event
-block reads 0, as in QEMU), the timer a 32-bit one, GPE0 byte-wide.
+Register widths follow QEMU's memory-region ``valid``/``impl`` sizes: PM1
+event and control are 16-bit registers (a byte access at an odd offset of
+the event block reads 0, a dword one is two word accesses, as in QEMU),
+the timer a 32-bit one, GPE0 byte-wide.
 """
 from __future__ import annotations
 
@@ -52,21 +53,26 @@ GPE_PCI_HOTPLUG = 0x02                        # QEMU's ACPI_PCI_HOTPLUG_STATUS
 
 
 class _Sized:
-    """A register block served at its implementation width: a narrower
-    access reads/writes the wider register at the same offset and keeps
-    its low bytes (QEMU's ``access_with_adjusted_size``)."""
+    """A register block served as QEMU's memory core serves its
+    MemoryRegionOps: an access wider than ``valid`` is split into accesses
+    of ``valid`` bytes (``flatview_read``'s ``memory_access_size``); one
+    narrower than ``impl`` reads/writes the ``impl``-wide register at the
+    same offset and keeps its low bytes (``access_with_adjusted_size``)."""
 
     impl = 1
-    valid = 4           # widest access the block takes; a wider one reads 0, writes vanish
+    valid = 4
 
     def read(self, offset: int, size: int) -> int:
-        if size > self.valid:
-            return 0
-        return self.read_reg(offset, max(size, self.impl)) & all_ones(size)
+        n = min(size, self.valid)
+        value = 0
+        for i in range(0, size, n):
+            value |= (self.read_reg(offset + i, max(n, self.impl)) & all_ones(n)) << (8 * i)
+        return value
 
     def write(self, offset: int, size: int, value: int) -> None:
-        if size <= self.valid:
-            self.write_reg(offset, max(size, self.impl), value & all_ones(size))
+        n = min(size, self.valid)
+        for i in range(0, size, n):
+            self.write_reg(offset + i, max(n, self.impl), (value >> (8 * i)) & all_ones(n))
 
 
 class _Pm1Event(_Sized):

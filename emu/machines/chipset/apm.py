@@ -2,7 +2,8 @@
 a write to the control port (APMC) passes the command to the chipset's
 power management (0xF1/0xF0 enable/disable ACPI mode; anything else would
 raise an SMI, which emu has no SMM for); the status port (APMS) is plain
-storage.  Byte accesses only (a wider one reads 0)."""
+storage.  Byte registers: a wider access is one access per byte, as
+QEMU's memory core splits it."""
 from __future__ import annotations
 
 from typing import Callable
@@ -25,13 +26,16 @@ class APM:
         return Region(APM_CNT_IOPORT, APM_STS_IOPORT + 1, self, name="apm-io")
 
     def read(self, offset: int, size: int) -> int:
-        if size != 1:
-            return 0
+        return sum(self._read_byte(offset + i) << (8 * i) for i in range(size))
+
+    def _read_byte(self, offset: int) -> int:
         return self.apmc if offset == 0 else self.apms
 
     def write(self, offset: int, size: int, value: int) -> None:
-        if size != 1:
-            return
+        for i in range(size):
+            self._write_byte(offset + i, (value >> (8 * i)) & 0xFF)
+
+    def _write_byte(self, offset: int, value: int) -> None:
         if offset == 0:
             self.apmc = value
             self.command(value)

@@ -25,6 +25,7 @@ CLASS_HOST_BRIDGE = 0x060000
 
 EXT_TSEG_MBYTES = 0x50
 EXT_TSEG_DEFAULT = 16
+EXT_TSEG_QUERY = 0xFFFF       # written by firmware: reads back the size in MiB
 PCIEXBAR = 0x60
 PCIEXBAR_DEFAULT = 0xB000_0000
 PCIEXBAREN = 0x1
@@ -33,6 +34,7 @@ PCIEXBAR_LENGTHS = {0: 256 << 20, 1: 128 << 20, 2: 64 << 20}   # 3: reserved
 PCIEXBAR_BASE_MASKS = {256 << 20: 0xF_F000_0000, 128 << 20: 0xF_F800_0000,
                        64 << 20: 0xF_FC00_0000}
 F_SMBASE = 0x9C
+F_SMBASE_QUERY, F_SMBASE_IN_RAM, F_SMBASE_LCK = 0xFF, 0x01, 0x02
 SMRAM = 0x9D
 SMRAM_D_OPEN, SMRAM_D_CLS, SMRAM_D_LCK, SMRAM_G_SMRAME = 0x40, 0x20, 0x10, 0x08
 SMRAM_DEFAULT = 0x02        # C_BASE_SEG, hardwired
@@ -83,7 +85,6 @@ class MCH(ChipsetFunction):
         self.memory = memory
         self.priority = priority
         self.mmconfig: tuple[int, int] | None = None
-        self.readonly(F_SMBASE)
         self._power_on_registers()
 
     def _power_on_registers(self) -> None:
@@ -98,6 +99,8 @@ class MCH(ChipsetFunction):
         self.config[SMRAM], self.config[ESMRAMC] = SMRAM_DEFAULT, ESMRAMC_DEFAULT
         self.wmask[SMRAM], self.wmask[ESMRAMC] = SMRAM_WMASK, ESMRAMC_WMASK
         self.config[F_SMBASE] = 0
+        self.wmask[F_SMBASE] = 0xFF
+        self.config[EXT_TSEG_MBYTES:EXT_TSEG_MBYTES + 2] = EXT_TSEG_DEFAULT.to_bytes(2, "little")
 
     def after_reset(self) -> None:
         self._update_mmconfig()
@@ -110,6 +113,26 @@ class MCH(ChipsetFunction):
                 self.wmask[SMRAM], self.wmask[ESMRAMC] = SMRAM_WMASK_LCK, 0
         if self.touches(offset, size, PCIEXBAR, 8):
             self._update_mmconfig()
+        if self.touches(offset, size, F_SMBASE):
+            self._update_smbase()
+        if self.touches(offset, size, EXT_TSEG_MBYTES, 2) and int.from_bytes(
+                self.config[EXT_TSEG_MBYTES:EXT_TSEG_MBYTES + 2], "little") == EXT_TSEG_QUERY:
+            self.config[EXT_TSEG_MBYTES:EXT_TSEG_MBYTES + 2] = \
+                EXT_TSEG_DEFAULT.to_bytes(2, "little")
+
+    def _update_smbase(self) -> None:
+        """QEMU's mch_update_smbase_smram (firmware asks whether SMRAM at
+        SMBASE exists, then locks it)."""
+        reg = self.config[F_SMBASE]
+        if reg == F_SMBASE_QUERY:
+            self.wmask[F_SMBASE] = F_SMBASE_LCK
+            self.config[F_SMBASE] = F_SMBASE_IN_RAM
+            return
+        if self.wmask[F_SMBASE] == 0xFF:
+            self.config[F_SMBASE] = 0           # not negotiated: the write is discarded
+        elif self.config[F_SMBASE] & F_SMBASE_LCK:
+            self.wmask[F_SMBASE] &= ~F_SMBASE_LCK
+            self.config[F_SMBASE] = F_SMBASE_LCK
 
     def _update_mmconfig(self) -> None:
         bar = int.from_bytes(self.config[PCIEXBAR:PCIEXBAR + 8], "little")

@@ -12,9 +12,12 @@ QEMU 7.2 ``hw/acpi/piix4.c``): ACPI on the pc machine.
 * SMBus: the host controller's base (config 0x90 = 0xB101) and enable
   (0xD2 = 0x09) hold QEMU's values; its registers are not modelled.
 
-Reset (QEMU's ``piix4_pm_reset``): config 0x58-0x5B cleared (0x5B = 0x02,
-"SMM already initialised": emu has no SMM), PMBASE back to 0x0001, PMIOSE
-off, PM1/GPE registers cleared, pending hotplug removals carried out.
+Reset (QEMU's ``piix4_pm_reset``): config 0x58-0x5B cleared, PMBASE back
+to 0x0001, PMIOSE off, PM1/GPE registers cleared, pending hotplug removals
+carried out.  Config 0x5B bit 1 stays clear as on QEMU's TCG/qtest machines
+(``smm-enabled``: QEMU sets it only without SMM, to mark SMM "already
+initialised"); an APM command other than ACPI enable/disable would then
+raise an SMI only if the guest sets it -- emu has no SMM and counts it.
 """
 from __future__ import annotations
 
@@ -95,7 +98,6 @@ class PIIX4PM(ChipsetFunction):
         self.cpus = _CpuPresent(cpus)
         self.smi_requests = 0
         self.power_on(PMBASE, bytes([PMBASE_IO]))
-        self.power_on(DEVACTB_SMM, bytes([SMM_ALREADY_INIT]))
         self.power_on(SMBBA, (SMB_IO_BASE | 1).to_bytes(2, "little"))
         self.power_on(SMBHSTCFG, bytes([SMB_ENABLED]))
         for off, value in POWER_ON.items():
@@ -136,7 +138,8 @@ class PIIX4PM(ChipsetFunction):
 
     def _apm_command(self, value: int) -> None:
         self.acpi.apm_command(value == apm.ACPI_ENABLE, value == apm.ACPI_DISABLE)
-        if value not in (apm.ACPI_ENABLE, apm.ACPI_DISABLE) and self.config[DEVACTB_SMM] & 0x02:
+        if value not in (apm.ACPI_ENABLE, apm.ACPI_DISABLE) \
+                and self.config[DEVACTB_SMM] & SMM_ALREADY_INIT:
             self.smi_requests += 1     # an SMI: emu has no SMM
 
     def power_button(self) -> None:
@@ -148,7 +151,6 @@ class PIIX4PM(ChipsetFunction):
         self.config[0x58:0x5C] = bytes(4)
         self.config[PMBASE] = PMBASE_IO
         self.config[PMREGMISC] = 0
-        self.config[DEVACTB_SMM] = SMM_ALREADY_INIT
         self.acpi.reset()
 
     def after_reset(self) -> None:
