@@ -79,7 +79,7 @@ def device(p: ParseState, arg: str) -> None:
         schema = DEVICES.get(DEVICE_ALIASES.get(driver, driver))
         if schema is not None:
             raise EarlyExit(schema[0].help(DEVICE_ALIASES.get(driver, driver)))
-    dev = parse_device(driver, pairs, p, p.cfg.globals)
+    dev = parse_device(driver, pairs, p)      # -global defaults: applied by the whole-line check
     if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
         raise OptionError(f"Duplicate ID '{dev.id}' for device")
     p.cfg.devices.append(dev)
