@@ -236,3 +236,11 @@ def test_fw_cfg_dma(pair):
     script += dma(0x100000, (0x01 << 16) | 0x08 | 0x10, 4, 0x200080)   # write: refused
     script += dma(0x100000, 0, 8, 0x200090)                            # no operation
     assert_same(*run_both(ref, emu, script))
+
+
+@pytest.mark.parametrize("pair", ["pc", "q35"], indirect=True)
+def test_query_pci_shows_the_chipset_as_qemu(pair):
+    from emu.launcher.views import query_pci
+    ref, emu = pair
+    want = ref.qmp("query-pci")["return"]
+    assert query_pci(emu.machine) == want
