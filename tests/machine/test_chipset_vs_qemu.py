@@ -86,7 +86,9 @@ def test_write_masks_and_the_pci_reset(pair):
                   f"outl 0xcf8 {cfg_addr(bdf, 0x3C):#x}", "outb 0xcfc 0x0b",
                   f"outl 0xcf8 {cfg_addr(bdf, 0x60):#x}", "outl 0xcfc 0x0b0b0a0a",
                   f"outl 0xcf8 {cfg_addr(bdf, 0x20):#x}", "outl 0xcfc 0xc001",
-                  f"outl 0xcf8 {cfg_addr(bdf, 0x5c):#x}", "outl 0xcfc 0x12345678"]
+                  f"outl 0xcf8 {cfg_addr(bdf, 0x5c):#x}", "outl 0xcfc 0x12345678",
+                  f"outl 0xcf8 {cfg_addr(bdf, 0x40):#x}", "outl 0xcfc 0x601",
+                  f"outl 0xcf8 {cfg_addr(bdf, 0x80):#x}", "outb 0xcfc 0x01"]
     assert_same(*run_both(ref, emu, setup))
     assert ref.qmp("system_reset") == {"return": {}}
     ref.wait_event("RESET")
