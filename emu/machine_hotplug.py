@@ -74,7 +74,8 @@ class Hotplug:
         if dev.driver not in HOTPLUGGABLE_DRIVERS:
             raise QmpError("Parameter 'driver' expects a pluggable device type")
         if m.system.hotplug is None:
-            raise QmpError(m.machine_type.hotplug_error or "this machine has no PCI hotplug")
+            raise QmpError((m.machine_type.hotplug_error or "this machine has no PCI hotplug")
+                           .format(driver=dev.driver))
         if dev.id is not None and dev.id in m.devices:
             raise QmpError(f"Duplicate device ID '{dev.id}'")
         assert isinstance(dev, VirtioNetPCI)
@@ -171,7 +172,8 @@ class Hotplug:
         m = self.m
         entry = self.find(ident)
         if m.system.hotplug is None:
-            raise QmpError(m.machine_type.hotplug_error or "this machine has no PCI hotplug")
+            raise QmpError((m.machine_type.hotplug_error or "this machine has no PCI hotplug")
+                           .format(driver=entry.driver))
         slot = (entry.bdf >> 3) & 31
         with m.lock:
             now_ms = m.system.now() // 1_000_000

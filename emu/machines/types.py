@@ -26,7 +26,7 @@ class MachineType:
     ram_layout: str = "flat"         # emu.machines.ram_layout: pc | q35 | flat
     cpu_max: int = 1                 # QEMU's MachineClass.max_cpus
     hotplug: bool = False            # device_add/device_del on the root bus (ACPI)
-    hotplug_error: str = ""          # QEMU's refusal where it cannot
+    hotplug_error: str = ""          # QEMU's refusal where it cannot ({driver}: the device's)
 
     def matches(self, name: str) -> bool:
         return name == self.name or name in self.aliases or bool(
@@ -57,7 +57,7 @@ MACHINE_TYPES: tuple[MachineType, ...] = (
                 ram_layout="q35", cpu_max=288,
                 hotplug_error="Bus 'pcie.0' does not support hotplugging"),
     MachineType("none", "empty machine", "emu.machines.none:build", has_pci=False,
-                hotplug_error="No 'PCI' bus found for device"),
+                hotplug_error="No 'PCI' bus found for device '{driver}'"),
 )
 
 

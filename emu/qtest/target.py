@@ -16,6 +16,13 @@ change of the device's unnamed GPIO lines by calling the ``notify`` it was
 given, with (line number, level); the session turns a change into
 ``IRQ raise N`` / ``IRQ lower N`` (QEMU still forwards the level to the
 original sink: interception only observes).
+
+On emu's pc and q35 machines the device ``ioapic`` resolves to is the
+platform's I/O APIC (:class:`emu.machines.ioapic.IOAPIC`,
+``Platform.ioapic``): its ``gpio_in`` offers ``count`` (24),
+``observe(notify)`` -- called on every change of an input's level, which
+is the OR of what drives it (PIIX3/ICH9 PCI interrupt routing, the ACPI
+SCI) -- and ``set(line, level)`` for ``set_irq_in`` (one more source).
 """
 from __future__ import annotations
 

@@ -192,3 +192,28 @@ def test_the_chipset_cannot_be_ejected(pc):
     assert pc.cmd("outl 0xae08 0x2") == ["OK"]
     assert set(pc.platform.functions) == {0x00, 0x08, 0x09, 0x0B}
     assert pc.deleted() == []
+
+
+def test_none_has_no_bus_for_it():
+    m = EmuMachine("none")
+    try:
+        assert m.qmp("device_add", driver="virtio-net-pci", id="net1")["error"]["desc"] == \
+            "No 'PCI' bus found for device 'virtio-net-pci'"
+    finally:
+        m.close()
+
+
+def test_the_ioapic_inputs_as_qtest_reaches_them(pc):
+    """irq_intercept_in/set_irq_in through the I/O APIC's gpio_in (the
+    interface the qtest machine target uses)."""
+    gpio = pc.platform.ioapic.gpio_in
+    seen = []
+    gpio.observe(lambda line, level: seen.append((line, level)))
+    assert gpio.count == 24
+    gpio.set(11, 1)
+    gpio.set(11, 1)
+    gpio.set(11, 0)
+    assert seen == [(11, 1), (11, 0)]
+    pc.cmd("outb 0xafe2 0x02")                  # the SCI joins the observed lines
+    pc.qmp("device_add", driver="virtio-net-pci", id="net1", addr="0x05")
+    assert seen[-1] == (9, 1)
