@@ -152,6 +152,14 @@ class GuestConfig:
 
 
 @dataclass
+class QtestConfig:
+    """``-qtest``: the chardev carrying the qtest protocol (``unix:PATH``
+    makes one labelled ``qtest``; ``chardev:ID`` names a ``-chardev``)."""
+    chardev: str
+    origin: str = _origin()
+
+
+@dataclass
 class MonitorConfig:
     chardev: str
     mode: str = "control"
@@ -193,11 +201,20 @@ class MachineConfig:
     log_file: str | None = None         # -D
     log_items: list[str] = field(default_factory=list)   # -d
     trace: TraceConfig = field(default_factory=TraceConfig)
+    qtest: QtestConfig | None = None    # -qtest
+    qtest_log: str | None = None        # -qtest-log FILE|none; None: standard error
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
     #: ``(driver, pairs, globals) -> Device``: -device's parser, set by the
     #: command line, for QMP device_add (the same schema and texts)
     device_parser: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def qtest_accel(self) -> bool:
+        """The qtest accelerator: the first of ``-accel``/``-machine accel=``,
+        or implied by ``-qtest`` when no accelerator is given (as QEMU).
+        No guest program runs; the virtual clock moves only by qtest."""
+        return self.accel[0] == "qtest" if self.accel else self.qtest is not None
 
     def chardev(self, id: str) -> Chardev | None:
         return next((c for c in self.chardevs if c.id == id), None)

@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass, field
 
 from emu import memory
+from emu.clock import MachineClocks
 from emu.errors import EmuBug
 from emu.machines import types as machine_types
 from emu.machines.board import Board
 from emu.pci.bus import format_bdf
+from emu.qom.machine_tree import add_device as qom_add_device, machine_tree
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class DeviceEntry:
     netdev: object | None = None
     props: dict = field(default_factory=dict)
     taps: list = field(default_factory=list)     # emu.pcap.PcapCapture (filter-dump)
+    qom: object | None = None   # its emu.qom.Object (/machine/peripheral/ID)
     hotplugged: bool = False
 
     @property
@@ -102,9 +105,13 @@ class Machine:
     def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
                  mem_path: str | None = None, share: bool = True, wire_log=None,
                  machine_type: str | None = None, cpus: int = 1, max_cpus: int = 0,
-                 numa_nodes: tuple[int, ...] = (), max_ram_below_4g: int | None = None):
+                 numa_nodes: tuple[int, ...] = (), max_ram_below_4g: int | None = None,
+                 qtest: bool = False):
         self.name = name
         self.lock = threading.RLock()
+        # -accel qtest: no guest program; the virtual clock moves by qtest only
+        self.qtest = qtest
+        self.clocks = MachineClocks(qtest=qtest)
         mtype = machine_types.find(machine_type) if machine_type else machine_types.default()
         if mtype is None:
             raise EmuBug(f"unknown machine type {machine_type!r}")
@@ -121,6 +128,9 @@ class Machine:
             self.ram.close()
             raise
         self.machine_type = mtype
+        # the platform's time (the chipset's timers) is the virtual clock, as in QEMU
+        self.system.clock = self.clocks.virtual.now
+        self.qom = machine_tree(mtype, self.system)     # /machine/... (qtest, qom-*)
         self.globals: list = []          # -global defaults (emu.config.GlobalProperty)
         # how device_add reads a device's properties: -device's parser,
         # given by the command line (emu.config.MachineConfig.device_parser)
@@ -131,6 +141,7 @@ class Machine:
         self.system.on_power_off = self._guest_power_off
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
+        self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
         self.chardevs: dict[str, object] = {}
         self.guest = None
         self.guest_spec: tuple | None = None
@@ -223,13 +234,19 @@ class Machine:
                           window: int = 4 << 30, queue_size: int = 256,
                           vhost_pci: str = "auto", ack_timeout: float = 1.0,
                           limits=None) -> DeviceEntry:
+        from emu.netdev import VhostUserBackendSocket
         from emu.virtio.vhost_pci_net import PeerLimits, VhostPciNetDevice, VhostPciNetFunction
+        limits = limits or PeerLimits()
         model = VhostPciNetDevice(mac=mac, queue_pairs=queue_pairs, peer_vq_max=peer_vq_max,
                                   window_size=window, queue_size=queue_size,
-                                  ack_timeout=ack_timeout, name=id, events=self.emit,
-                                  limits=limits or PeerLimits())
-        model.configure_socket(self.chardevs[chardev], vhost_pci=vhost_pci,
-                               wire_log=self.wire_log)
+                                  ack_timeout=ack_timeout, name=id, chardev=chardev,
+                                  events=self.emit, limits=limits)
+        self.backend_sockets[id] = VhostUserBackendSocket(
+            self.chardevs[chardev], model.peer, mapper=model.peer.mapper,
+            max_queues=peer_vq_max, counters=model.peer.counters,
+            max_regions=limits.max_regions, max_payload=limits.max_payload,
+            max_connections=limits.max_connections, message_timeout=limits.message_timeout,
+            vhost_pci=vhost_pci, wire_log=self.wire_log)
         fn = VhostPciNetFunction(model, name=id)
         entry = DeviceEntry(id, "vhost-pci-net", fn, model, props={"chardev": chardev, "mac": mac})
         return self.add_device(entry, addr)
@@ -247,6 +264,7 @@ class Machine:
                              f"id={owner.id if owner else '(null)'}")
         entry.bdf = self.system.plug(entry.function, slot, fn)
         self.devices[entry.id] = entry
+        entry.qom = qom_add_device(self.qom, entry.id, entry.driver, entry)
         return entry
 
     def _devfn(self, addr) -> tuple[int, int]:
@@ -288,18 +306,21 @@ class Machine:
     # -- running ------------------------------------------------------------------------------------
     async def start(self, paused: bool = False, connect_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clocks.attach(self.loop)
         for e in self.devices.values():
             if hasattr(e.model, "loop"):
                 e.model.loop = self.loop
         for nd in self.netdevs.values():
             await nd.open()
+        for sock in self.backend_sockets.values():
+            await sock.open()
         for e in self.devices.values():
             starter = getattr(e.model, "start_loop_side", None)
             if starter is not None:
-                r = starter()
-                if asyncio.iscoroutine(r):
-                    await r
+                starter()
         if self.guest_spec is not None:
+            if self.qtest:
+                raise EmuBug("no guest program runs under the qtest accelerator")
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
             self.guest = GuestProgram(self.system, self.ram, driver, app, params, paused=paused,
@@ -409,10 +430,8 @@ class Machine:
         self.run_state = "shutdown"
         if self.guest is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.guest.stop)
-        for e in self.devices.values():
-            closer = getattr(e.model, "aclose", None)
-            if closer is not None:
-                await closer()
+        for sock in self.backend_sockets.values():
+            await sock.close()
         for nd in self.netdevs.values():
             await nd.close()
         self.release()
@@ -433,6 +452,7 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
+        self.clocks.close()
         self.system.close()
         self.ram.close()
 

@@ -107,6 +107,8 @@ class Hotplug:
         with m.lock:
             entry.bdf = m.system.hotplug.plug(entry.function, slot, fn)
             m.devices[entry.id] = entry
+        from emu.qom.machine_tree import add_device
+        entry.qom = add_device(m.qom, entry.id, entry.driver, entry)
         if m.loop is not None:
             if hasattr(entry.model, "loop"):
                 entry.model.loop = m.loop
@@ -225,6 +227,9 @@ class Hotplug:
         if entry.netdev is not None:
             entry.netdev.attach(None)       # free for another NIC
             entry.netdev.call_fds = {}
+        if getattr(entry, "qom", None) is not None:
+            m.qom.remove(entry.qom)         # /machine/peripheral/ID goes with it
+            entry.qom = None
         self.deleted += 1
         path = entry.qom_path
         m.emit("DEVICE_DELETED", {"path": f"{path}/{VIRTIO_BACKEND}"})

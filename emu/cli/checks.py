@@ -34,6 +34,10 @@ def check(p: ParseState) -> None:
         dev = use_chardev(mon.chardev, mon.origin, "a monitor")
         if dev.backend == "stdio" and cfg.daemonize:
             raise OptionError("cannot use stdio with -daemonize")
+    if cfg.qtest is not None:
+        dev = use_chardev(cfg.qtest.chardev, cfg.qtest.origin, "qtest")
+        if dev.backend != "socket":
+            raise OptionError(f'chardev "{cfg.qtest.chardev}" is not a unix socket')
     for nd in cfg.netdevs:
         dev = use_chardev(nd.chardev, nd.origin, f"netdev '{nd.id}'")
         if dev.backend != "socket":
@@ -158,5 +162,8 @@ def _check_guest(p: ParseState) -> None:
     if g is None:
         return
     p.origin = g.origin
+    if p.cfg.qtest_accel:
+        raise OptionError("no guest program runs under the qtest accelerator: "
+                          "the qtest client drives the devices")
     drv = registry.driver(g.driver)
     drv.check_devices(g.app, sum(d.driver == drv.device for d in p.cfg.devices))

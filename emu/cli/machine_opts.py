@@ -43,6 +43,8 @@ def machine(p: ParseState, arg: str) -> None:
     if "accel" in values:
         p.machine_accel = True
         p.cfg.accel += values["accel"].split(":")
+        if values["accel"] != "qtest":
+            p.info("'accel' has no effect but for qtest: emu emulates devices, not CPUs")
 
 
 @option("numa")
@@ -67,14 +69,15 @@ def mem_path(p: ParseState, arg: str) -> None:
 def accel(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit("Accelerators supported in QEMU binary:\n" + "\n".join(ACCELERATORS)
-                        + "\n(none has an effect: emu emulates devices, not CPUs)")
+                        + "\n(only qtest has an effect: emu emulates devices, not CPUs)")
     values = p.opts(arg, ACCEL)
     require(values, "accel")
     if values["accel"] not in ACCELERATORS:
         raise OptionError(f"invalid accelerator {values['accel']}")
     p.cfg.accel.append(values["accel"])
     p.accel_option = True
-    p.info("accelerators have no effect: emu emulates devices, not CPUs")
+    if values["accel"] != "qtest":
+        p.info("accelerators have no effect: emu emulates devices, not CPUs")
 
 
 @option("enable-kvm", arg=False)

@@ -103,7 +103,7 @@ _below_4g.kind = "size"  # type: ignore[attr-defined]
 MACHINE = Schema((Param("type", string, "machine type (pc, q35, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
                   Param("max-ram-below-4g", _below_4g, "RAM below 4 GiB at most (pc, q35)"),
-                  _ign("accel", string, "accelerator list"),
+                  Param("accel", string, "accelerator list (qtest: the qtest accelerator)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
 

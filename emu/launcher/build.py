@@ -43,7 +43,7 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
                     mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type,
                     cpus=cfg.smp, max_cpus=cfg.max_cpus, numa_nodes=numa,
-                    max_ram_below_4g=cfg.max_ram_below_4g)
+                    max_ram_below_4g=cfg.max_ram_below_4g, qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.globals = list(cfg.globals)
@@ -61,7 +61,8 @@ def _populate(m: Any, cfg: MachineConfig) -> None:
     from emu.machine import mac_bytes
     from emu.netdev import SocketSpec
     from emu.virtio.vhost_pci_net import PeerLimits
-    monitors = {mon.chardev for mon in cfg.monitors}   # the QMP server's, not ours
+    # the QMP server's and the qtest endpoint's, not the machine's
+    monitors = {mon.chardev for mon in cfg.monitors} | ({cfg.qtest.chardev} if cfg.qtest else set())
     for c in cfg.chardevs:
         if c.backend == "socket" and c.id not in monitors:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,

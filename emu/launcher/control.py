@@ -25,6 +25,7 @@ class MachineAdapter:
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
     def name(self) -> str | None:
@@ -125,7 +126,10 @@ class MachineAdapter:
         return views.query_chardev(self.m)
 
     def emu_stats(self) -> dict:
-        return views.emu_stats(self.m)
+        out = views.emu_stats(self.m)
+        if self.qtest is not None:
+            out["qtest"] = self.qtest.stats()
+        return out
 
     def info_network(self) -> str:
         return views.info_network(self.m)

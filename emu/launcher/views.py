@@ -48,9 +48,9 @@ def query_chardev(m: Any) -> list[dict[str, Any]]:
     for nd in m.netdevs.values():
         if nd.connected:
             open_ids.add(nd.sock.id)
-    for e in m.devices.values():
-        if e.driver == "vhost-pci-net" and getattr(e.model, "backend", None) is not None:
-            open_ids.add(e.props["chardev"])
+    for sock in m.backend_sockets.values():
+        if sock.connected:
+            open_ids.add(sock.sock.id)
     for spec in m.chardevs.values():
         if spec.path:
             fn = f"unix:{spec.path}{',server=on' if spec.server else ''}"
@@ -91,7 +91,7 @@ def info_network(m: Any) -> str:
             lines.append(f" \\ {nd.id}: index=0,type=vhost-user,"
                          f"vhost-user to {nd.sock.id} ({state})")
         elif e.driver == "vhost-pci-net":
-            peer = "connected" if getattr(e.model, "backend", None) else "disconnected"
+            peer = "connected" if m.backend_sockets[e.id].connected else "disconnected"
             lines.append(f" \\ {e.props['chardev']}: vhost-user back-end (peer {peer})")
     return "\n".join(lines)
 

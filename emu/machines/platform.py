@@ -71,7 +71,9 @@ class Platform:
                  pci: bool = True, ram=None):
         self.machine_type = machine_type
         self.lock = lock if lock is not None else threading.RLock()
-        self.memory = AddressSpace("mmio", MEMORY_SIZE, MEMORY_SIZES, self.lock)
+        # (QEMU: unassigned memory reads 0, unassigned I/O ports all ones)
+        self.memory = AddressSpace("mmio", MEMORY_SIZE, MEMORY_SIZES, self.lock,
+                                   unassigned_ones=False)
         self.io = AddressSpace("pio", IO_SIZE, IO_SIZES, self.lock)
         self.irq = InterruptController()
         self.memory.set_layer("apic", [self.irq.msi_window().region()], PLATFORM_PRIORITY)

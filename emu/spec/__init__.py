@@ -10,7 +10,9 @@ spec area, in the spec's own words:
 * :mod:`emu.spec.virtio_net` -- the network device (§5.1);
 * :mod:`emu.spec.vhost` -- the feature bits vhost owns in the virtio
   feature space;
-* :mod:`emu.spec.pci` -- PCI configuration space (PCI Local Bus 3.0).
+* :mod:`emu.spec.pci` -- PCI configuration space (PCI Local Bus 3.0);
+* :mod:`emu.spec.vhost_pci_net` -- emu's vhost-pci-net device
+  (``docs/vhost-pci-device.md``): BARs, device configuration, metadata page.
 
 Device models (emu.virtio), drivers (emu.guest), the ring engine
 (emu.ring) and vhost-user (emu.vhost_user) all read their constants here,

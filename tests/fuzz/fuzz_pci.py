@@ -179,7 +179,7 @@ def _check(rig) -> None:
         assert fn.isr & ~3 == 0
     vp = rig.vp
     assert 0 <= vp.vq_select < vp.peer_vq_max
-    for v in vp.kick_vector:
+    for v in vp.kicks.vectors:
         assert v == 0xFFFF or v < rig.fn_vp.msix.nvectors
 
 

@@ -50,8 +50,9 @@ class Survivor:
         self.current = self.listener.accept()
         self.current.serve_until_started()
         self.vm1.wait(lambda: self.vm1.device("net0")["link_up"], 10, "link up")
-        # the baseline once the guest's app runs (its thread, its lazy imports)
-        self.vm1.wait(lambda: self.vm1.guest().get("sent", 0) > 0, 10, "the guest sending")
+        # the baseline is the running guest's: its app (and the app's module,
+        # pump thread and buffers) comes up after the link does
+        self.vm1.wait(lambda: self.vm1.queue("net0", "tx0")["packets"] > 0, 15, "traffic")
         self.fds = len(self.vm1.fds())
         self.maps = len(self.vm1.maps())
 

@@ -30,8 +30,8 @@ from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
 from emu.spec import virtio as V, virtio_net as N
-from emu.virtio.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
-                                      M_VRINGS, PS_MEM_READY, VRING, VRING_SIZE)
+from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
+                                    PS_MEM_READY, VRING, vring_at)
 
 MAC1, MAC2 = bytes.fromhex("525400000001"), bytes.fromhex("525400000002")
 COMMON, ISR, DEVCFG, NOTIFY = 0x0, 0x1000, 0x2000, 0x3000
@@ -365,7 +365,7 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
         p.start()
         return p
 
-    epochs = list(dev.vring_epoch[:2])
+    epochs = list(dev.peer.vring_epoch[:2])
     drv = vm1_driver()                   # VM1 brings its device up: its memory is in the window
     # Acknowledge only a generation that describes VM1's finished bring-up
     # (both its vrings started afresh on the new table).  Acking a generation
@@ -376,8 +376,8 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
     while True:
         assert time.monotonic() < deadline, "VM1's bring-up never settled in the metadata"
         gen = dev.metadata.generation
-        vrings = [VRING.unpack_from(dev.metadata.mm, M_VRINGS + VRING_SIZE * i) for i in (0, 1)]
-        state = dev.peer_state
+        vrings = [VRING.unpack_from(dev.metadata.mm, vring_at(i)) for i in (0, 1)]
+        state = dev.peer.state
         if (gen % 2 == 0 and dev.window.mapped and state & PS_MEM_READY
                 and all(v[2] and v[3] and v[4] != e for v, e in zip(vrings, epochs))
                 and dev.metadata.generation == gen):
@@ -387,11 +387,11 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
     assert dev.metadata.generation == gen, "the peer changed the table while we acknowledged"
     window = vm2.system.map_ram(g.dev.bars[2].address, 1 << 20)
     assert bytes(window.view[0:16]) == vm1.ram.read(0, 16)          # it is the peer's memory
-    revoked = dev.window_revocations
+    revoked = dev.handshake.window_revocations
     drv.stop()
     machines.run(vm1.netdevs["n0"].client.close())       # VM1 goes away: memory dropped
     deadline = time.monotonic() + 10
-    while dev.window_revocations == revoked:
+    while dev.handshake.window_revocations == revoked:
         assert time.monotonic() < deadline, "the window was not revoked"
         time.sleep(0.02)
     vm1.ram.write(0, b"peer-secret")

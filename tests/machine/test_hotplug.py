@@ -217,3 +217,23 @@ def test_the_ioapic_inputs_as_qtest_reaches_them(pc):
     pc.cmd("outb 0xafe2 0x02")                  # the SCI joins the observed lines
     pc.qmp("device_add", driver="virtio-net-pci", id="net1", addr="0x05")
     assert seen[-1] == (9, 1)
+
+
+def test_libqos_hotplug_sequence_against_the_emu_process():
+    """What qos-test's virtio-net-pci hotplug path does, with the qtest
+    accelerator over the emu-system-x86_64 process (its -netdev socket,fd=
+    left out: the internal netdevs are another branch's): device_add at
+    0x06, device_del, the eject libqos writes itself, DEVICE_DELETED."""
+    from emu.testing.qtest import QtestMachine
+    with QtestMachine(["-M", "pc", "-device", "virtio-net-pci,addr=04.0"]) as vm:
+        assert vm.qmp.command("device_add", driver="virtio-net-pci", id="net1", addr="0x06") == {}
+        vm.qtest.outl(0xCF8, cfg_addr(0x30, 0))
+        assert vm.qtest.inw(0xCFC) == 0x1AF4
+        assert vm.qmp.command("device_del", id="net1") == {}
+        vm.qtest.outl(0xAE08, 0x40)
+        assert vm.qmp.wait_event("DEVICE_DELETED")["data"] == {
+            "path": "/machine/peripheral/net1/virtio-backend"}
+        assert vm.qmp.wait_event("DEVICE_DELETED")["data"] == {
+            "device": "net1", "path": "/machine/peripheral/net1"}
+        assert vm.qtest.inw(0xCFC) == 0xFFFF
+        assert vm.qmp.command("query-pci")[0]["devices"][-1]["slot"] == 4

@@ -152,3 +152,29 @@ def test_the_guest_program_ejects_what_device_del_asks(tmp_path):
         assert vm.guest().get("error") is None
     finally:
         vm.kill()
+
+
+def test_system_reset_in_qtest_mode_as_libqos_sees_it():
+    """The large_tx paths' second test starts with system_reset: RESET
+    arrives, and the device libqos programmed is at power-on again (BARs,
+    command, virtio status), ready to be set up from scratch."""
+    from emu.testing.qtest import QtestMachine
+    from tests.machine.qtest_pair import cfg_addr
+    with QtestMachine(["-M", "pc", "-device", "virtio-net-pci,addr=04.0"]) as vm:
+        q = vm.qtest
+        q.outl(0xCF8, cfg_addr(0x20, regs.BASE_ADDRESS_0))
+        q.outl(0xCFC, 0xE0000000)
+        q.outl(0xCF8, cfg_addr(0x20, regs.COMMAND))
+        q.outw(0xCFC, 0x7)
+        q.writeb(0xE0000000 + STATUS, 3)
+        assert q.readb(0xE0000000 + STATUS) == 3
+        assert vm.qmp.command("system_reset") == {}
+        assert vm.qmp.wait_event("RESET")["data"] == {"guest": False,
+                                                     "reason": "host-qmp-system-reset"}
+        assert q.inw(0xCFC) == 0                                     # command
+        q.outl(0xCF8, cfg_addr(0x20, regs.BASE_ADDRESS_0))
+        assert q.inl(0xCFC) == 0                                     # BAR0 unassigned
+        q.outl(0xCFC, 0xE0000000)
+        q.outl(0xCF8, cfg_addr(0x20, regs.COMMAND))
+        q.outw(0xCFC, 0x7)
+        assert q.readb(0xE0000000 + STATUS) == 0                     # virtio status
