@@ -27,6 +27,7 @@ from emu import memory
 from emu.clock import MachineClocks
 from emu.errors import EmuBug
 from emu.machines import types as machine_types
+from emu.machine_nic import NoPeer, mac_bytes
 from emu.machines.board import Board
 from emu.pci.bus import format_bdf
 from emu.qom.machine_tree import add_device as qom_add_device, machine_tree
@@ -34,18 +35,6 @@ from emu.qom.machine_tree import add_device as qom_add_device, machine_tree
 log = logging.getLogger(__name__)
 
 RUN_STATES = ("prelaunch", "running", "paused", "shutdown")
-DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
-RESET_TIMEOUT = 10.0        # s a vhost-user back-end has to stop its rings at a reset
-RESET_POLL = 0.002
-
-
-def mac_bytes(text: str | None, index: int) -> bytes:
-    """``mac=`` as given, or QEMU's default 52:54:00:12:34:56 + the NIC's index."""
-    if text:
-        return bytes(int(p, 16) for p in text.split(":"))
-    m = list(DEFAULT_MAC)
-    m[5] = (m[5] + index) & 0xFF
-    return bytes(m)
 
 
 @dataclass
@@ -64,34 +53,6 @@ class DeviceEntry:
     @property
     def qom_path(self) -> str:
         return f"/machine/peripheral/{self.id}"
-
-
-class NoPeer:
-    """The back-end of a NIC given no ``netdev=`` (QEMU runs such a NIC and
-    warns "nic ... has no peer"): nothing is connected, the device offers
-    its own features, its rings are never started -- frames the guest
-    sends stay unsent, none arrive."""
-
-    queues = 1
-    connected = False
-    client = None
-    backend_features = (1 << 64) - 1      # no back-end narrows the device's features
-
-    def __init__(self, id: str):
-        from emu.vhost_user.counters import PeerCounters
-        self.id = id
-        self.nic = None
-        self.call_fds: dict[int, int] = {}
-        self.counters = PeerCounters()
-
-    def attach(self, nic) -> None:
-        self.nic = nic
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 class Machine:
@@ -361,58 +322,18 @@ class Machine:
             # a guest that died meanwhile serves no request: do not hang the monitor
             log.warning("%s: guest did not settle within %s s", self.name, timeout)
 
-    async def system_reset(self, timeout: float = RESET_TIMEOUT) -> None:
-        """QEMU's qemu_system_reset: the guest is halted (as QEMU pauses its
-        vCPUs), every device and function goes back to power-on (BARs,
-        command registers, virtio status and queues; a vhost-user back-end
-        is told to stop its rings, and this returns once it has), the
-        platform devices too; then the guest program boots again (firmware
-        enumeration, drivers, its app).  RAM is kept."""
-        if self.guest is not None and self.guest.alive:
-            self.guest.request("halt")
-            await self.guest_settled()
-        with self.lock:
-            self.system.reset()
-        await self._resets_settled(timeout)
-        if self.guest is not None and self.guest.alive:
-            self.guest.request("boot")
-            await self.guest_settled()
+    async def system_reset(self, timeout: float | None = None) -> None:
+        """QEMU's qemu_system_reset (:func:`emu.machine_reset.system_reset`)."""
+        from emu import machine_reset
+        await machine_reset.system_reset(self, timeout)
 
-    async def _resets_settled(self, timeout: float) -> None:
-        """Wait until every virtio function reads status 0 (a vhost-user
-        back-end has stopped the rings), at most ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        pending = [e for e in self.devices.values() if hasattr(e.function, "device")]
-        while pending:
-            with self.lock:
-                pending = [e for e in pending if e.function.status != 0]
-            if not pending:
-                return
-            if loop.time() >= deadline:
-                log.warning("%s: reset of %s not complete after %s s", self.name,
-                            ", ".join(e.id for e in pending), timeout)
-                return
-            await asyncio.sleep(RESET_POLL)
-
-    # -- what the guest asks of the machine through the chipset (guest thread, lock held) ---
     def _guest_reset_request(self) -> None:
-        """0xCF9 RST_CPU: reset on the loop, then RESET {guest: true} (QEMU's
-        qemu_system_reset_request(SHUTDOWN_CAUSE_GUEST_RESET))."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-
-        async def reset() -> None:
-            await self.system_reset()
-            self.emit("RESET", {"guest": True, "reason": "guest-reset"})
-        loop.call_soon_threadsafe(lambda: loop.create_task(reset()))
+        from emu import machine_reset
+        machine_reset.guest_reset_request(self)
 
     def _guest_power_off(self) -> None:
-        """ACPI soft-off: the machine shuts down as after the guest program's power-off."""
-        loop = self.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.emit, "EMU_GUEST_POWEROFF", {"reason": "acpi"})
+        from emu import machine_reset
+        machine_reset.guest_power_off(self)
 
     def system_powerdown(self) -> None:
         """The power button: the ACPI power-button event (PM1 PWRBTN_STS, if

@@ -7,7 +7,8 @@ interrupt router for PCI INTx, the ACPI SCI, a qtest client's
 
 * reported to the observers (:meth:`IOAPIC.intercept`: QEMU's qtest
   ``irq_intercept_in ioapic`` reports them as ``IRQ raise N`` /
-  ``IRQ lower N``; observing changes nothing);
+  ``IRQ lower N``, through :class:`emu.qom.gpio.IoapicInputs`; observing
+  changes nothing);
 * passed to the interrupt controller as that GSI's level
   (:meth:`emu.pci.irq.InterruptController.set_intx`: a rising edge signals
   the line's eventfd, which emu's guest program waits on);
@@ -57,7 +58,6 @@ RO_BITS = LVT_DELIV_STATUS | LVT_REMOTE_IRR
 REDTBL_RESET = LVT_MASKED
 
 IrqObserver = Callable[[int, int], None]
-QTEST_SOURCE = "qtest"          # the source a qtest client's set_irq_in drives
 
 
 class IOAPIC:
@@ -111,12 +111,6 @@ class IOAPIC:
     def release(self, notify: IrqObserver) -> None:
         if notify in self._observers:
             self._observers.remove(notify)
-
-    @property
-    def gpio_in(self) -> "GpioInputs":
-        """The inputs as qtest reaches a QOM device's unnamed GPIO inputs
-        (``count``, ``observe(notify)``, ``set(line, level)``)."""
-        return GpioInputs(self)
 
     # -- delivery -----------------------------------------------------------------------
     def _service(self, pin: int) -> None:
@@ -199,19 +193,3 @@ class IOAPIC:
         return {"levels": self.levels(), "changes": list(self.changes),
                 "delivered": self.delivered}
 
-
-class GpioInputs:
-    """The I/O APIC's unnamed GPIO inputs as qtest sees them
-    (``irq_intercept_in ioapic`` observes, ``set_irq_in ioapic
-    unnamed-gpio-in N L`` drives input N as one more source)."""
-
-    count = NUM_PINS
-
-    def __init__(self, ioapic: IOAPIC):
-        self.ioapic = ioapic
-
-    def observe(self, notify: IrqObserver) -> None:
-        self.ioapic.intercept(notify)
-
-    def set(self, line: int, level: int) -> None:
-        self.ioapic.set_irq(line, bool(level), QTEST_SOURCE)

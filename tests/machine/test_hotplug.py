@@ -204,9 +204,10 @@ def test_none_has_no_bus_for_it():
 
 
 def test_the_ioapic_inputs_as_qtest_reaches_them(pc):
-    """irq_intercept_in/set_irq_in through the I/O APIC's gpio_in (the
-    interface the qtest machine target uses)."""
-    gpio = pc.platform.ioapic.gpio_in
+    """irq_intercept_in/set_irq_in through the machine's QOM tree: the
+    ``ioapic`` object's inputs are the platform's I/O APIC."""
+    gpio = pc.machine.qom.resolve("ioapic").impl.gpio_in
+    assert pc.machine.qom.resolve("ioapic").impl.model is pc.platform.ioapic
     seen = []
     gpio.observe(lambda line, level: seen.append((line, level)))
     assert gpio.count == 24
