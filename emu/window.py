@@ -266,8 +266,17 @@ class PeerWindow:
         return self.install(self.prepare(specs, fds, max_regions=max_regions))
 
     def _map(self, s: _Slot) -> None:
-        _mmap(self.base + s.start, s.length, PROT_RW, mmap.MAP_SHARED | MAP_FIXED, s.fd,
-              s.mmap_offset - s.delta)
+        # A MAP_FIXED mmap that fails may already have unmapped the range it
+        # was to replace (mmap(2)), leaving a hole in the window that any
+        # thread's next allocation can land in -- and the roll-back's
+        # MAP_FIXED would then map over that allocation.  So the mapping is
+        # first tried where the kernel likes (a hugetlbfs offset that is not
+        # huge-page aligned, a file that refuses mmap fail here, harmlessly),
+        # and only then placed: the same mapping again, at the window.
+        off = s.mmap_offset - s.delta
+        trial = _mmap(None, s.length, PROT_RW, mmap.MAP_SHARED, s.fd, off)
+        _libc.munmap(trial, s.length)
+        _mmap(self.base + s.start, s.length, PROT_RW, mmap.MAP_SHARED | MAP_FIXED, s.fd, off)
 
     def _region(self, s: _Slot) -> WindowRegion:
         host = self.base + s.window_offset

@@ -291,6 +291,29 @@ def test_a_refused_install_restores_zero_pages_even_when_the_old_table_is_gone(n
     vm1.close()
 
 
+def test_a_region_mmap_refuses_never_leaves_a_hole_in_the_window(no_fd_leak):
+    """A refused MAP_FIXED may unmap the range it was to replace: a hole any
+    thread's next allocation can land in, which the roll-back's MAP_FIXED
+    would then map over (VM2 crashed in json encoding, its heap clobbered).
+    The window tries each mapping elsewhere first: the refusal leaves the
+    reservation whole."""
+    vm1 = peer_ram()
+    w = PeerWindow(16 * MiB)
+    w.map_table(*_two_region_table(vm1))
+    w.unmap()
+    seen, undo = [], w._undo
+
+    def watch_undo(offset, length):
+        seen.append(_protection(w.base + offset))
+        undo(offset, length)
+    w._undo = watch_undo
+    with pytest.raises(RegionTableError):
+        w.map_table(*_hugetlb_second_region(vm1))
+    assert len(seen) == 2 and seen[1] == "---p", seen      # the refused region's range
+    w.close()
+    vm1.close()
+
+
 def test_mmap_refusing_the_first_table_leaves_nothing_mapped(no_fd_leak):
     vm1 = peer_ram()
     w = PeerWindow(16 * MiB)
