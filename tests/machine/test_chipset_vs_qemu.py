@@ -49,7 +49,12 @@ def _machine_kw(args) -> dict:
     kw = {}
     for i, a in enumerate(args):
         if a == "-smp":
-            kw["cpus"] = int(args[i + 1])
+            cpus, _, rest = args[i + 1].partition(",maxcpus=")
+            kw["cpus"] = int(cpus)
+            if rest:
+                kw["max_cpus"] = int(rest)
+        elif a == "-numa":              # one node: all of -m
+            kw["numa_nodes"] = (_size(args[args.index("-m") + 1]),)
     return kw
 
 
@@ -191,6 +196,10 @@ def _file_dir(target) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("pair", [("pc",), ("q35",), ("pc", "-m", "256", "-smp", "4"),
+                                  ("pc", "-smp", "2,maxcpus=6"),
+                                  ("pc", "-m", "256", "-object",
+                                   "memory-backend-memfd,id=mem,size=256M,", "-numa",
+                                   "node,memdev=mem"),
                                   ("pc", "-m", "3584"), ("pc", "-m", "4G"),
                                   ("q35", "-m", "2816"), ("q35", "-m", "2G")], indirect=True)
 def test_fw_cfg_items_files_and_e820(pair):
