@@ -59,6 +59,13 @@ class MachineAdapter:
         await self.m.guest_settled()
         self.rs.reset()
 
+    # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
+    def device_add(self, args: dict[str, Any]) -> None:
+        self.m.hotplug.device_add(args)
+
+    def device_del(self, ident: str) -> None:
+        self.m.hotplug.device_del(ident)
+
     def system_powerdown(self) -> None:
         self.rs.powerdown()
         self.m.system_powerdown()

@@ -93,7 +93,7 @@ def test_query_status_name_version_commands(pair):
                          "system_powerdown", "quit", "query-version", "query-commands",
                          "query-name", "query-pci", "query-chardev", "human-monitor-command",
                          "query-emu-stats", "emu-set-guest-app", "query-machines",
-                         "qom-list-types"}
+                         "qom-list-types", "device_add", "device_del"}
 
 
 def test_query_pci_has_qemus_schema_and_the_devices(pair):
