@@ -19,7 +19,7 @@ compared fields, ``repr``, ``frozen`` (hashable, immutable).
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 _MISSING = object()
 
@@ -251,6 +251,16 @@ MemoryObject = Union[MemoryBackend, FilterDump]
 
 
 @dataclass
+class GlobalProperty:
+    """``-global DRIVER.PROP=VALUE``: the default of a property of every
+    device of that driver (as given; applied when each device is made)."""
+    driver: str
+    prop: str
+    value: str
+    origin: str = _origin()
+
+
+@dataclass
 class GuestConfig:
     """``-guest DRIVER,app=APP,key=val...``: the driver program and its app.
 
@@ -287,12 +297,16 @@ class TraceConfig:
 @dataclass
 class MachineConfig:
     name: str | None = None
-    machine_type: str = "q35"
+    machine_type: str = "pc"            # QEMU's default x86 machine (emu.machines.types)
     ram_size: int = DEFAULT_RAM_SIZE
     memory_backend: str | None = None   # -machine memory-backend=ID (or -numa node,memdev=ID)
     mem_path: str | None = None         # -mem-path: implicit RAM from a file in this directory
     mem_prealloc: bool = False          # -mem-prealloc
-    smp: int = 1
+    smp: int = 1                        # -smp: boot CPUs
+    max_cpus: int = 0                   # -smp maxcpus= (0: as many as boot CPUs)
+    numa_memdevs: list[str] = field(default_factory=list)   # -numa node,memdev=ID
+    max_ram_below_4g: int | None = None  # -machine max-ram-below-4g=
+    globals: list[GlobalProperty] = field(default_factory=list)   # -global
     accel: list[str] = field(default_factory=list)
     objects: list[MemoryObject] = field(default_factory=list)
     chardevs: list[Chardev] = field(default_factory=list)
@@ -318,6 +332,9 @@ class MachineConfig:
     qtest_log: str | None = None        # -qtest-log FILE|none; None: standard error
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
+    #: ``(driver, pairs, globals) -> Device``: -device's parser, set by the
+    #: command line, for QMP device_add (the same schema and texts)
+    device_parser: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def qtest_accel(self) -> bool:

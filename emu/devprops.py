@@ -82,11 +82,16 @@ VIRTIO_NET_FEATURES = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", 
                        "ctrl_guest_offloads", "status", "any_layout", "in_order", "notify_on_empty")
 
 
+#: the virtio device behind a -device driver: QEMU aliases the device's
+#: properties (mac, netdev...) on the PCI proxy, and its errors name the device
+VIRTIO_DEVICE_OF = {"virtio-net-pci": "virtio-net-device"}
+
+
 def _device_schema(driver: str, *params: Param) -> Schema:
     return Schema((Param("id", identifier, "device id"),
                    Param("addr", _pci_addr(driver), "PCI slot and function, e.g. 06.0"),
                    Param("vectors", integer(0, 2048), "MSI-X vectors (0: INTx)"),
-                   Param("mac", _mac(driver), "MAC address"),
+                   Param("mac", _mac(VIRTIO_DEVICE_OF.get(driver, driver)), "MAC address"),
                    Param("mrg_rxbuf", boolean, "VIRTIO_NET_F_MRG_RXBUF"),
                    Param("event_idx", boolean, "VIRTIO_RING_F_EVENT_IDX"),
                    Param("indirect_desc", boolean, "VIRTIO_RING_F_INDIRECT_DESC"),

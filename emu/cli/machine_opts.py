@@ -34,6 +34,8 @@ def machine(p: ParseState, arg: str) -> None:
     values = p.opts(arg, MACHINE, owner=mtype, title=f"{_qemu_name(found)}-machine")
     p.cfg.machine_type = mtype
     p.machine_origin = p.origin
+    if "max-ram-below-4g" in values:
+        p.cfg.max_ram_below_4g = values["max-ram-below-4g"]
     if "memory-backend" in values:
         if p.numa_origin is not None and p.cfg.memory_backend != values["memory-backend"]:
             raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
@@ -72,6 +74,7 @@ def numa(p: ParseState, arg: str) -> None:
     if p.cfg.memory_backend not in (None, values["memdev"]):
         raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
     p.cfg.memory_backend = values["memdev"]
+    p.cfg.numa_memdevs.append(values["memdev"])
 
 
 @option("mem-path")
@@ -100,10 +103,9 @@ def enable_kvm(p: ParseState) -> None:
 
 @option("smp")
 def smp(p: ParseState, arg: str) -> None:
-    values = p.opts(arg, SMP)
-    p.cfg.smp = values.get("cpus", 1) or 1
-    if p.cfg.smp > 1:
-        p.info("emu runs one guest driver thread; the CPU count is only recorded")
+    # the topology is computed once the machine type is known (emu.cli.checks)
+    p.smp_values = p.opts(arg, SMP)
+    p.smp_origin = p.origin
 
 
 @option("object")

@@ -7,8 +7,8 @@ found by name in :data:`emu.cli.state.OPTIONS`.
 from __future__ import annotations
 
 # the handler modules register their options on import
-from emu.cli import (char_opts, compat_opts, device_opts, machine_opts, process_opts,  # noqa: F401
-                     qtest_opts)
+from emu.cli import (char_opts, compat_opts, device_opts, global_opts, machine_opts,  # noqa: F401
+                     process_opts, qtest_opts)
 from emu.cli.checks import check
 from emu.cli.state import OPTIONS, CommandLineError, ParseState
 from emu.config import MachineConfig
@@ -52,6 +52,7 @@ def parse_args(argv: list[str]) -> MachineConfig:
         check(p)
     except OptionError as e:
         raise _error(p, f"{p.origin}: {e}" if p.origin else str(e)) from None
+    p.cfg.device_parser = device_opts.qmp_device_parser
     return p.cfg
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from emu.config import PAGE_SIZE
 from emu.devprops import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL,  # noqa: F401
-                          MUST_BE_OFF, VIRTIO_NET_FEATURES, VHOST_PCI_MODE as _VHOST_PCI_MODE,
+                          MUST_BE_OFF, VIRTIO_DEVICE_OF, VIRTIO_NET_FEATURES,
+                          VHOST_PCI_MODE as _VHOST_PCI_MODE,
                           ignored as _ign)
 from emu.keyval import (SIZE_HELP, OptionError, Param, Schema, boolean, choice, identifier, integer,
                         size, string, to_size)
@@ -52,8 +53,19 @@ MEMORY = Schema((Param("size", _ram_size, "guest RAM size (default unit M)"),), 
 _MACHINE_IGNORED = ("acpi", "dump-guest-core", "graphics", "hpet", "i8042", "kernel-irqchip",
                     "mem-merge", "nvdimm", "pic", "pit", "sata", "smbus", "smm",
                     "suppress-vmdesc", "usb", "vmport")
-MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
+def _below_4g(name: str, text: str) -> int:
+    value = size(name, text)
+    if value > 4 << 30:
+        raise OptionError(f"Machine option 'max-ram-below-4g={value}' expects size less than "
+                          f"or equal to 4G")
+    return value
+
+
+_below_4g.kind = "size"  # type: ignore[attr-defined]
+
+MACHINE = Schema((Param("type", string, "machine type (pc, q35, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
+                  Param("max-ram-below-4g", _below_4g, "RAM below 4 GiB at most (pc, q35)"),
                   Param("accel", string, "accelerator list (qtest: the qtest accelerator)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
@@ -64,9 +76,12 @@ ACCEL = Schema((Param("accel", string, "accelerator name"),
                                             "kvm-shadow-mem", "dirty-ring-size"))),
                implied="accel")
 
-SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in
-                   ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")),
-             implied="cpus")
+SMP_KEYS = ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")
+SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in SMP_KEYS), implied="cpus")
+
+SET = Schema(())            # -set GROUP.ID.PROP=VALUE: parsed by its handler
+GLOBAL = Schema((Param("driver", string, "device type"), Param("property", string, "property"),
+                 Param("value", string, "default value")))
 
 _BACKEND_COMMON = (Param("id", identifier, "object id"),
                    Param("size", _backend_size, "size in bytes (K/M/G/T suffixes)"),

@@ -49,6 +49,8 @@ class ParseState:
         self.machine_origin = "-machine"
         self.numa_origin: str | None = None
         self.qtest_log_origin = "-qtest-log"
+        self.smp_values: dict[str, int] = {}   # -smp as given
+        self.smp_origin = ""
         self.compat_monitors = 0        # -qmp monitors so far (compat_monitorN)
         self.serial_index = 0           # -serial options so far (COM1, COM2...)
         self.nographic = False          # -nographic

@@ -16,17 +16,6 @@ from emu.errors import PeerError
 from emu.guest import registry
 from emu.launcher.errors import StartupError
 
-DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
-
-
-def mac_bytes(text: str | None, index: int) -> bytes:
-    """``mac=`` as given, or QEMU's default 52:54:00:12:34:56 + the NIC's index."""
-    if text:
-        return bytes(int(p, 16) for p in text.split(":"))
-    m = list(DEFAULT_MAC)
-    m[5] = (m[5] + index) & 0xFF
-    return bytes(m)
-
 
 class Created:
     """Files start-up creates: removed again if the VM does not start
@@ -59,12 +48,17 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
     from emu.machine import Machine
     ram = cfg.ram
     created = created if created is not None else Created()
+    numa = tuple(cfg.object(i).size for i in cfg.numa_memdevs)
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
                     mem_path=ram.mem_path, wire_log=wire_log_factory(cfg),
-                    machine_type=cfg.machine_type, qtest=cfg.qtest_accel)
+                    machine_type=cfg.machine_type, cpus=cfg.smp, max_cpus=cfg.max_cpus,
+                    numa_nodes=numa, max_ram_below_4g=cfg.max_ram_below_4g,
+                    qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
+    m.globals = list(cfg.globals)
+    m.device_parser = cfg.device_parser
     m.add_event_listener(emit)
     try:
         _populate(m, cfg, created)
@@ -76,6 +70,7 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
 
 
 def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
+    from emu.machine import mac_bytes
     # the QMP server's, the qtest endpoint's and the serial ports' chardevs
     # are not the machine's
     others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials} \
@@ -91,14 +86,10 @@ def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
     for n in cfg.netdevs:
         m.add_netdev_vhost_user(n.id, n.chardev, queues=n.queues, vhost_pci=n.vhost_pci)
     for i, d in enumerate(cfg.devices):
-        slot = d.addr.slot if d.addr else None
+        slot = d.addr
         try:
             if isinstance(d, VirtioNetPCI):
-                if d.netdev is None:
-                    # QEMU runs a NIC without a peer; emu's device model is
-                    # its vhost-user back-end, so there is nothing to run.
-                    raise ValueError("emu cannot run a NIC without a back-end: "
-                                     "give it netdev= (a vhost-user netdev)")
+                # a NIC without netdev= has no peer (emu.machine.NoPeer), as in QEMU
                 m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=mac_bytes(d.mac, i), addr=slot,
                                  mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                  indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,

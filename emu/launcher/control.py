@@ -77,6 +77,13 @@ class MachineAdapter:
         elif not self.rs.running and not g.paused:
             machine.stop()
 
+    # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
+    def device_add(self, args: dict[str, Any]) -> None:
+        self.m.hotplug.device_add(args)
+
+    def device_del(self, ident: str) -> None:
+        self.m.hotplug.device_del(ident)
+
     def system_powerdown(self) -> None:
         self.rs.powerdown()
         self.m.system_powerdown()

@@ -200,11 +200,19 @@ class _Namer:
         return name
 
 
+#: the name of an Arg that lets a command take arguments beyond its spec
+#: (device_add's properties)
+ANY_ARGS = "*"
+
+
 def arg_type(args: tuple) -> Obj:
-    """A command's arguments (emu.qmp.commands.Arg) as a QAPI struct."""
+    """A command's arguments (emu.qmp.commands.Arg) as a QAPI struct.  The
+    catch-all of a command that takes more (device_add's properties) is not
+    a member: QEMU declares such a command's named arguments only."""
     simple = {"str": "str", "int": "int", "bool": "bool", "object": "any", "array": Array("any"),
               "any": "any"}
-    return Obj(*((a.name + ("?" if a.optional else ""), a.schema or simple[a.type]) for a in args))
+    return Obj(*((a.name + ("?" if a.optional else ""), a.schema or simple[a.type]) for a in args
+                 if a.name != ANY_ARGS))
 
 
 def schema_info(commands: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,8 +18,11 @@ given, with (line number, level); the session turns a change into
 original sink: interception only observes).  A device is found in the
 machine's QOM tree (:mod:`emu.qom`); its model offers its GPIO lines as
 ``gpio_in``/``gpio_out`` (:mod:`emu.qom.gpio`: ``count``,
-``observe(notify)``, ``set(line, level)``) -- the PC's ``ioapic`` offers its
-24 inputs so.
+``observe(notify)``, ``set(line, level)``) -- the PC's ``ioapic`` is the
+platform's I/O APIC (:class:`emu.machines.ioapic.IOAPIC`, through
+:class:`emu.qom.gpio.IoapicInputs`): 24 inputs, each the OR of what drives
+it (PIIX3/ICH9 PCI interrupt routing, the ACPI SCI, ``set_irq_in`` as one
+more source).
 """
 from __future__ import annotations
 

@@ -283,7 +283,8 @@ def test_legacy_config_mechanism(bus, regfile_fn):
     assert bus.pio_read(0xCFC, 4) == 0x56781234
     assert bus.pio_read(0xCFE, 2) == 0x5678
     assert bus.pio_read(0xCFD, 1) == 0x12
-    assert bus.pio_read(0xCFD, 2) == 0xFFFF                       # crosses a lane boundary
+    # misaligned: QEMU serves registers 1 and 2 (a byte at a time)
+    assert bus.pio_read(0xCFD, 2) == 0x7812
     bus.pio_write(0xCF8, 4, addr | regs.COMMAND)
     bus.pio_write(0xCFC, 2, regs.COMMAND_MEMORY)
     assert regfile_fn.command == regs.COMMAND_MEMORY
