@@ -63,13 +63,15 @@ def python_floor(size: int, count: int) -> dict:
     round trip above this is the peer, the caches and the poll loop."""
     from emu import memory, ring
     from emu.guest import apps, packets
+    from emu.spec import virtio, virtio_net
+    from emu.spec.virtio_ring import ring_layout
     mem = memory.allocate(4 << 20, "memfd", name="lat-floor")
     try:
-        feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+        feats = virtio.F_VERSION_1 | virtio_net.F_MRG_RXBUF
         table = ring.RegionTable(mem)
         pairs = []
         for base in (0, 2 << 20):
-            d, a, u, nbytes = ring.ring_layout(base, 256)
+            d, a, u, nbytes = ring_layout(base, 256)
             drv = ring.DriverQueue(mem, 256, d, a, u, base + nbytes, 4096, features=feats)
             pairs.append((drv, ring.DeviceQueue.from_gpa(table, 256, d, a, u, features=feats)))
         (txq, txdev), (rxq, rxdev) = pairs
@@ -82,7 +84,7 @@ def python_floor(size: int, count: int) -> dict:
         for seq in range(count + 100):
             frame = frames[seq & 0xFF]
             frame[packets.STAMP_OFF:packets.STAMP_OFF + 8] = seq.to_bytes(8, "little")
-            sink.s.next_seq = seq
+            sink.next_seq = seq
             t0 = time.perf_counter_ns()
             txq.tx_post((frame,))
             t1 = time.perf_counter_ns()

@@ -63,8 +63,8 @@ def _layout(size: int):
 
 
 def _features():
-    from emu import ring
-    return ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+    from emu.spec import virtio, virtio_net
+    return virtio.F_VERSION_1 | virtio_net.F_MRG_RXBUF
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,6 +77,7 @@ def cpu_seconds(pid: int) -> float:
 def _producer(conn, vm1_fd, mem_size, flags):
     """VM1's driver: TX generator on its own core."""
     from emu import memory, ring
+    from emu.spec.virtio_ring import ring_layout
     os.sched_setaffinity(0, {1 % os.cpu_count()})
     mem = memory.map_regions([(0, mem_size, 0, 0)], [vm1_fd])
     while True:
@@ -85,7 +86,7 @@ def _producer(conn, vm1_fd, mem_size, flags):
             break
         size, burst = msg
         buf, ring_bytes = _layout(size)
-        d, a, u, _ = ring.ring_layout(0, NUM)
+        d, a, u, _ = ring_layout(0, NUM)
         mem.view(0, ring_bytes)[:] = 0
         q = ring.DriverQueue(mem, NUM, d, a, u, ring_bytes, buf, features=_features())
         gen = ring.Generator(_frame(size), size, stamp_off=STAMP_OFF, fill=False)
@@ -106,6 +107,7 @@ def _producer(conn, vm1_fd, mem_size, flags):
 def _consumer(conn, vm1_fd, mem_size, flags):
     """VM2's driver: VM1 TX -> VM2 RX copy loop plus VM2's own RX consumer."""
     from emu import memory, ring
+    from emu.spec.virtio_ring import ring_layout
     os.sched_setaffinity(0, {0})
     peer = memory.map_regions([(0, mem_size, 0, 0)], [vm1_fd])
     own = memory.allocate(32 * MiB, "shm", name="vm2")
@@ -116,7 +118,7 @@ def _consumer(conn, vm1_fd, mem_size, flags):
             break
         size, burst, seconds, prod_pid = msg
         buf, ring_bytes = _layout(size)
-        d, a, u, _ = ring.ring_layout(0, NUM)
+        d, a, u, _ = ring_layout(0, NUM)
         own.view(0, ring_bytes)[:] = 0
         rxq = ring.DriverQueue(own, NUM, d, a, u, ring_bytes, buf, features=_features())
         rxq.rx_refill()

@@ -42,14 +42,16 @@ def run_loop(size: int, burst: int, rounds: int, seconds: float = 0.0) -> dict:
     """gen + copy + sink in one thread: ``rounds`` Python-driven rounds, or
     (``seconds`` > 0) a pump thread for that long, timed by its CPU time."""
     from emu import memory, ring
+    from emu.spec import virtio, virtio_net
+    from emu.spec.virtio_ring import ring_layout
     from ring_copy import _frame, _layout
 
     buf, ring_bytes = _layout(size)
-    feats = ring.VIRTIO_F_VERSION_1 | ring.VIRTIO_NET_F_MRG_RXBUF
+    feats = virtio.F_VERSION_1 | virtio_net.F_MRG_RXBUF
     vm1 = memory.allocate(32 * MiB, "shm", name="prof-vm1")
     vm2 = memory.allocate(32 * MiB, "shm", name="prof-vm2")
     try:
-        d, a, u, _ = ring.ring_layout(0, NUM)
+        d, a, u, _ = ring_layout(0, NUM)
         txq = ring.DriverQueue(vm1, NUM, d, a, u, ring_bytes, buf, features=feats)
         rxq = ring.DriverQueue(vm2, NUM, d, a, u, ring_bytes, buf, features=feats)
         rxq.rx_refill()

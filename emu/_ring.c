@@ -46,6 +46,8 @@
 
 struct vdesc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; };
 struct vused_elem { uint32_t id; uint32_t len; };
+_Static_assert(sizeof(struct vdesc) == EMU_VRING_DESC_SIZE, "virtq_desc layout");
+_Static_assert(sizeof(struct vused_elem) == EMU_VRING_USED_ELEM_SIZE, "virtq_used_elem layout");
 
 /* split ring layout: avail = flags, idx, ring[num], used_event;
  *                    used  = flags, idx, ring[num]{id,len}, avail_event */
@@ -55,8 +57,11 @@ struct vused_elem { uint32_t id; uint32_t len; };
 #define USED_EVENT(a, num)  ((uint16_t *)(a) + 2 + (num))
 #define USED_FLAGS(u)       ((uint16_t *)(u))
 #define USED_IDX(u)         ((uint16_t *)(u) + 1)
-#define USED_RING(u, i)     ((struct vused_elem *)((uint8_t *)(u) + 4) + (i))
-#define AVAIL_EVENT(u, num) ((uint16_t *)((uint8_t *)(u) + 4 + 8 * (size_t)(num)))
+#define USED_RING(u, i)     ((struct vused_elem *)((uint8_t *)(u) + EMU_VRING_RING_ENTRIES) + (i))
+#define AVAIL_EVENT(u, num) ((uint16_t *)((uint8_t *)(u) + EMU_VRING_RING_ENTRIES + \
+                                          EMU_VRING_USED_ELEM_SIZE * (size_t)(num)))
+/* descriptor i of a descriptor table (the ring's, or an indirect one) */
+#define DESC_AT(table, i)   ((table) + EMU_VRING_DESC_SIZE * (size_t)(i))
 
 static inline int need_event(uint16_t event, uint16_t new_idx, uint16_t old)
 {
@@ -278,12 +283,13 @@ static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
                 return EMU_E_INDIRECT_NOT_NEG;
             if (d.flags & EMU_VRING_DESC_F_NEXT)
                 return EMU_E_INDIRECT_NEXT;
-            if (d.len == 0 || d.len % 16 || d.len / 16 > q->num)
+            if (d.len == 0 || d.len % EMU_VRING_DESC_SIZE ||
+                d.len / EMU_VRING_DESC_SIZE > q->num)
                 return EMU_E_INDIRECT_LEN;
             table = xlate(m, d.addr, d.len, hint);
             if (!table)
                 return EMU_E_ADDR;
-            table_size = d.len / 16;
+            table_size = d.len / EMU_VRING_DESC_SIZE;
             in_table = 1;
             steps = 0;
             desc_fetch(&d, table);
@@ -322,7 +328,7 @@ static int resolve_chain_slow(struct emu_devq *q, struct vdesc d, int write,
             return EMU_OK;
         if (d.next >= table_size)
             return EMU_E_NEXT;
-        desc_fetch(&d, table + 16 * (size_t)d.next);
+        desc_fetch(&d, DESC_AT(table, d.next));
     }
 }
 
@@ -338,7 +344,7 @@ static inline int resolve_chain(struct emu_devq *q, uint16_t head, int write,
     c->total = 0;
     if (unlikely(head >= q->num))
         return EMU_E_HEAD;
-    desc_fetch(&d, q->desc + 16 * (size_t)head);
+    desc_fetch(&d, DESC_AT(q->desc, head));
     const uint16_t want = write ? EMU_VRING_DESC_F_WRITE : 0;
     if (likely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
                            EMU_VRING_DESC_F_WRITE)) == want && d.len)) {
@@ -531,7 +537,8 @@ static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
 {
     used_put(q->used, q->used_idx & (q->num - 1), id, len);
     if (q->features & EMU_QF_LOG)
-        log_range(q->mem, &q->st, q->used_gpa + 4 + 8 * (uint64_t)(q->used_idx & (q->num - 1)), 8);
+        log_range(q->mem, &q->st, q->used_gpa + EMU_VRING_RING_ENTRIES + EMU_VRING_USED_ELEM_SIZE *
+                  (uint64_t)(q->used_idx & (q->num - 1)), EMU_VRING_USED_ELEM_SIZE);
     q->used_idx++;
     if (q->inflight && id < q->num)
         WRITE_ONCE(*(q->inflight + 16 + 16 * (size_t)id), 0);
@@ -581,7 +588,8 @@ void emu_dev_notify_enable(struct emu_devq *q, int enable)
         WRITE_ONCE(*USED_FLAGS(q->used), enable ? 0 : EMU_VRING_USED_F_NO_NOTIFY);
     }
     if (q->features & EMU_QF_LOG)
-        log_range(q->mem, &q->st, q->used_gpa, 4 + 8 * (uint64_t)q->num + 2);
+        log_range(q->mem, &q->st, q->used_gpa,
+                  EMU_VRING_RING_ENTRIES + EMU_VRING_USED_ELEM_SIZE * (uint64_t)q->num + 2);
     FULL_FENCE();   /* notification request before re-reading avail->idx */
 }
 
@@ -868,7 +876,7 @@ static inline uint32_t copy_gather(struct emu_devq *src, struct emu_devq *dst, u
         uint16_t head = READ_ONCE(ring[idx & (num - 1)]);
         if (unlikely(head >= num))
             break;
-        desc_fetch(&d, table + 16 * (size_t)head);
+        desc_fetch(&d, DESC_AT(table, head));
         if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
                                  EMU_VRING_DESC_F_WRITE)) || d.len < hl))
             break;
@@ -894,7 +902,7 @@ static inline uint32_t copy_gather(struct emu_devq *src, struct emu_devq *dst, u
         uint16_t head = READ_ONCE(ring[idx & (num - 1)]);
         if (unlikely(head >= num))
             break;
-        desc_fetch(&d, table + 16 * (size_t)head);
+        desc_fetch(&d, DESC_AT(table, head));
         if (unlikely((d.flags & (EMU_VRING_DESC_F_NEXT | EMU_VRING_DESC_F_INDIRECT |
                                  EMU_VRING_DESC_F_WRITE)) != EMU_VRING_DESC_F_WRITE ||
                      d.len < (uint64_t)hl + pk[k].frame_len))
@@ -1362,14 +1370,15 @@ static __attribute__((noinline)) void drv_fill_chain(struct emu_drvq *q, uint16_
 {
     uint32_t h = q->hdr_len;
     if (q->layout == 1) {
-        desc_put(q->desc + 16 * (size_t)(2 * s), gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT),
+        desc_put(DESC_AT(q->desc, 2 * s), gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT),
                  (uint16_t)(2 * s + 1));
-        desc_put(q->desc + 16 * (size_t)(2 * s + 1), gpa + h, len - h, w, 0);
+        desc_put(DESC_AT(q->desc, 2 * s + 1), gpa + h, len - h, w, 0);
     } else {
-        uint8_t *t = q->ind_host + 32 * (size_t)s;
-        desc_put(t, gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT), 1);
-        desc_put(t + 16, gpa + h, len - h, w, 0);
-        desc_put(q->desc + 16 * (size_t)s, q->ind_gpa + 32 * (uint64_t)s, 32,
+        const uint32_t tsize = 2 * EMU_VRING_DESC_SIZE;   /* a slot's indirect table */
+        uint8_t *t = q->ind_host + tsize * (size_t)s;
+        desc_put(DESC_AT(t, 0), gpa, h, (uint16_t)(w | EMU_VRING_DESC_F_NEXT), 1);
+        desc_put(DESC_AT(t, 1), gpa + h, len - h, w, 0);
+        desc_put(DESC_AT(q->desc, s), q->ind_gpa + tsize * (uint64_t)s, tsize,
                  EMU_VRING_DESC_F_INDIRECT, 0);
     }
 }
@@ -1383,7 +1392,7 @@ HOT void drv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
     uint64_t gpa = d->buf_gpa + (uint64_t)s * d->buf_size;
     uint16_t w = rx ? EMU_VRING_DESC_F_WRITE : 0;
     if (likely(d->layout == 0))
-        desc_put(d->desc + 16 * (size_t)s, gpa, len, w, 0);
+        desc_put(DESC_AT(d->desc, s), gpa, len, w, 0);
     else
         drv_fill_chain(d->q, s, gpa, len, w);
     uint16_t *e = AVAIL_RING(d->avail, d->avail_idx & (d->num - 1));
@@ -2018,58 +2027,64 @@ static int job_run(struct emu_job *j, int *progress)
     return err == EMU_E_VERIFY ? EMU_OK : err;
 }
 
-/* Arm notifications for a job about to sleep; returns the fds to wait on,
- * and in owner[] the stats of the queue each fd belongs to (wakeups). */
-static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner, int max)
+/* The queues a sleeping job waits on: the device-side queues it pops
+ * from (their kick eventfds) or its driver-side queue (its interrupt
+ * eventfd).  Only queues with an fd count.  One list for arming and
+ * disarming, so the two always agree. */
+struct job_wait {
+    int fd;
+    struct emu_devq *devq;        /* one of devq / drvq */
+    struct emu_drvq *drvq;
+};
+
+static int job_waits(const struct emu_job *j, struct job_wait w[2])
 {
     int n = 0;
     switch (j->kind) {
     case EMU_JOB_COPY:
-        if (j->src && j->src->kick_fd >= 0 && n < max) {
-            emu_dev_notify_enable(j->src, 1);
-            owner[n] = &j->src->st;
-            pfd[n++] = (struct pollfd){j->src->kick_fd, POLLIN, 0};
-        }
-        if (j->dst && j->dst->kick_fd >= 0 && n < max) {
-            emu_dev_notify_enable(j->dst, 1);
-            owner[n] = &j->dst->st;
-            pfd[n++] = (struct pollfd){j->dst->kick_fd, POLLIN, 0};
-        }
-        break;
     case EMU_JOB_DRAIN:
-        if (j->src && j->src->kick_fd >= 0 && n < max) {
-            emu_dev_notify_enable(j->src, 1);
-            owner[n] = &j->src->st;
-            pfd[n++] = (struct pollfd){j->src->kick_fd, POLLIN, 0};
-        }
+        if (j->src && j->src->kick_fd >= 0)
+            w[n++] = (struct job_wait){j->src->kick_fd, j->src, NULL};
+        if (j->kind == EMU_JOB_COPY && j->dst && j->dst->kick_fd >= 0)
+            w[n++] = (struct job_wait){j->dst->kick_fd, j->dst, NULL};
         break;
     case EMU_JOB_GEN:
     case EMU_JOB_SINK:
-        if (j->drv && j->drv->irq_fd >= 0 && n < max) {
-            emu_drv_irq_enable(j->drv, 1);
-            owner[n] = &j->drv->st;
-            pfd[n++] = (struct pollfd){j->drv->irq_fd, POLLIN, 0};
-        }
+        if (j->drv && j->drv->irq_fd >= 0)
+            w[n++] = (struct job_wait){j->drv->irq_fd, NULL, j->drv};
         break;
+    }
+    return n;
+}
+
+static void job_wait_enable(const struct job_wait *w, int enable)
+{
+    if (w->devq)
+        emu_dev_notify_enable(w->devq, enable);
+    else
+        emu_drv_irq_enable(w->drvq, enable);
+}
+
+/* Arm notifications for a job about to sleep; returns the fds to wait on,
+ * and in owner[] the stats of the queue each fd belongs to (wakeups). */
+static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner, int max)
+{
+    struct job_wait w[2];
+    int nw = job_waits(j, w), n = 0;
+    for (int i = 0; i < nw && n < max; i++) {
+        job_wait_enable(&w[i], 1);
+        owner[n] = w[i].devq ? &w[i].devq->st : &w[i].drvq->st;
+        pfd[n++] = (struct pollfd){w[i].fd, POLLIN, 0};
     }
     return n;
 }
 
 static void job_disarm(struct emu_job *j)
 {
-    switch (j->kind) {
-    case EMU_JOB_COPY:
-        if (j->src && j->src->kick_fd >= 0) emu_dev_notify_enable(j->src, 0);
-        if (j->dst && j->dst->kick_fd >= 0) emu_dev_notify_enable(j->dst, 0);
-        break;
-    case EMU_JOB_DRAIN:
-        if (j->src && j->src->kick_fd >= 0) emu_dev_notify_enable(j->src, 0);
-        break;
-    case EMU_JOB_GEN:
-    case EMU_JOB_SINK:
-        if (j->drv && j->drv->irq_fd >= 0) emu_drv_irq_enable(j->drv, 0);
-        break;
-    }
+    struct job_wait w[2];
+    int nw = job_waits(j, w);
+    for (int i = 0; i < nw; i++)
+        job_wait_enable(&w[i], 0);
 }
 
 /* Anything to do for this job right now (after arming)? */

@@ -43,12 +43,16 @@
 #define EMU_MAX_SEGS            1024   /* segments per chain (DPDK caps at 256) */
 #define EMU_MAX_MRG_BUFS        256    /* RX chains per merged packet */
 
-/* ---- virtio constants the Python side shares -------------------------- */
+/* ---- split-ring layout (VIRTIO 1.2 §2.7): emu.spec.virtio_ring's values,
+ * which tests/spec checks these against --------------------------------- */
 #define EMU_VRING_DESC_F_NEXT      1
 #define EMU_VRING_DESC_F_WRITE     2
 #define EMU_VRING_DESC_F_INDIRECT  4
 #define EMU_VRING_AVAIL_F_NO_INTERRUPT 1
 #define EMU_VRING_USED_F_NO_NOTIFY     1
+#define EMU_VRING_DESC_SIZE       16   /* struct virtq_desc */
+#define EMU_VRING_USED_ELEM_SIZE   8   /* struct virtq_used_elem */
+#define EMU_VRING_RING_ENTRIES     4   /* ring[] after {flags, idx}, in both areas */
 
 /* queue feature flags (subset of negotiated features, in emu's own bits) */
 #define EMU_QF_EVENT_IDX   1

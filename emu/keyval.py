@@ -22,7 +22,6 @@ before the monitor listens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from emu.errors import PeerError
@@ -99,6 +98,17 @@ def integer(lo: int, hi: int) -> Callable[[str, str], int]:
     return parse
 
 
+def power_of_two(lo: int, hi: int) -> Callable[[str, str], int]:
+    """A power of two in [lo, hi] (queue sizes)."""
+    def parse(name: str, text: str) -> int:
+        value = integer(lo, hi)(name, text)
+        if value & (value - 1):
+            raise OptionError(f"Parameter '{name}' expects a power of 2 between {lo} and {hi}")
+        return value
+    parse.kind = f"int {lo}..{hi}, a power of 2"  # type: ignore[attr-defined]
+    return parse
+
+
 def choice(*values: str) -> Callable[[str, str], str]:
     def parse(name: str, text: str) -> str:
         if text not in values:
@@ -118,38 +128,77 @@ def identifier(name: str, text: str) -> str:
     return text
 
 
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}\Z")
+
+
+def macaddr(name: str, text: str) -> str:
+    """A MAC address, ``:`` or ``-`` separated; returned lower case with ``:``."""
+    if not MAC_RE.match(text):
+        raise OptionError(f"Parameter '{name}' expects a MAC address (six hex bytes, "
+                          "e.g. 52:54:00:12:34:56)")
+    return text.lower().replace("-", ":")
+
+
 boolean.kind = "on|off"  # type: ignore[attr-defined]
 string.kind = "str"  # type: ignore[attr-defined]
 size.kind = "size"  # type: ignore[attr-defined]
 identifier.kind = "id"  # type: ignore[attr-defined]
+macaddr.kind = "macaddr"  # type: ignore[attr-defined]
 
 
 # -- schemas -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: the schemas hold a few hundred parameters,
+# built while the process starts (before its monitor answers).
+
 class Param:
-    name: str
-    parse: Callable[[str, str], Any] = string
-    help: str = ""
-    #: accepted for compatibility with QEMU command lines, without effect in emu
-    ignored: bool = False
+    """One parameter: its parser (``(name, text) -> value``), help, and
+    whether it is ``ignored`` (accepted for compatibility with QEMU command
+    lines, without effect in emu); ``default``: the value when it is not
+    given (None: no default, or the user's)."""
+
+    __slots__ = ("name", "parse", "help", "ignored", "default")
+
+    def __init__(self, name: str, parse: Callable[[str, str], Any] = string, help: str = "",
+                 ignored: bool = False, default: Any = None):
+        self.name, self.parse, self.help = name, parse, help
+        self.ignored, self.default = ignored, default
 
     @property
     def kind(self) -> str:
         return getattr(self.parse, "kind", "str")
 
+    def _key(self) -> tuple:
+        return (self.name, self.parse, self.help, self.ignored, self.default)
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Param) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.help, self.ignored))
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, {self.kind}{', ignored' if self.ignored else ''})"
+
+
 class Schema:
-    """The parameters of one option (or one ``-device`` driver, ``-object`` type...)."""
-    params: tuple[Param, ...]
-    implied: str | None = None
-    #: error text for a key not in ``params``; ``{key}`` is substituted
-    unknown: str = "Invalid parameter '{key}'"
-    by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+    """The parameters of one option (or one ``-device`` driver, ``-object``
+    type...); ``unknown``: the error text for a key not in ``params``
+    (``{key}`` is substituted)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {p.name: p for p in self.params})
+    __slots__ = ("params", "implied", "unknown", "by_name")
+
+    def __init__(self, params: tuple[Param, ...], implied: str | None = None,
+                 unknown: str = "Invalid parameter '{key}'"):
+        self.params, self.implied, self.unknown = tuple(params), implied, unknown
+        self.by_name: dict[str, Param] = {p.name: p for p in self.params}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and (self.params, self.implied, self.unknown) == \
+            (other.params, other.implied, other.unknown)
+
+    def __repr__(self) -> str:
+        return f"Schema({[p.name for p in self.params]}, implied={self.implied!r})"
 
     def __contains__(self, key: str) -> bool:
         return key in self.by_name
@@ -159,9 +208,20 @@ class Schema:
         lines = [f"{title} options:"]
         for p in sorted(self.params, key=lambda p: p.name):
             left = f"{p.name}=<{p.kind}>"
-            note = " (accepted, no effect in emu)" if p.ignored else ""
-            lines.append(f"  {left:<{width}} - {p.help}{note}".rstrip())
+            notes = [p.help] if p.help else []
+            if p.ignored:
+                notes.append("(accepted, no effect in emu)" if p.help else "accepted, no effect in emu")
+            if p.default is not None:
+                notes.append(f"(default {format_value(p.default)})")
+            lines.append(f"  {left:<{width}} - {' '.join(notes)}".rstrip(" -"))
         return "\n".join(lines)
+
+
+def format_value(value: Any) -> str:
+    """A typed value as an option string would give it (``on``, ``64``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def split_opts(text: str) -> list[str]:
@@ -246,6 +306,34 @@ def split_head(text: str, key: str) -> tuple[str, list[tuple[str, str | None]]]:
     pairs = parse_pairs(text, key)
     head = next((v for k, v in pairs if k == key), None)
     return head or "", [(k, v) for k, v in pairs if k != key]
+
+
+def from_json(text: str) -> str:
+    """``-device '{"driver":"virtio-net-pci","netdev":"n0","addr":"0x2"}'``,
+    the JSON form QEMU 7.2 takes for -object, -device, -netdev and
+    -audiodev (and libvirt writes), as the equivalent option string.
+    Anything else is returned as it is.  Members must be scalars: QEMU's
+    QemuOpts-based options have no nested values."""
+    if not text.startswith("{"):
+        return text
+    import json     # here: only a JSON option pays for it
+    try:
+        # pairs, not a dict: a member given twice is refused as in key=value form
+        obj = json.loads(text, object_pairs_hook=list)
+    except ValueError as e:
+        raise OptionError(f"JSON parse error, {e}") from None
+    if not isinstance(obj, list):
+        raise OptionError("JSON option must be an object")
+    items = []
+    for key, value in obj:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        elif isinstance(value, (int, str)):
+            value = str(value)
+        else:
+            raise OptionError(f"Parameter '{key}' expects a scalar value")
+        items.append(f"{key.replace(',', ',,')}={value.replace(',', ',,')}")
+    return ",".join(items)
 
 
 def require(values: dict[str, Any], *names: str) -> None:

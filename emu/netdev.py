@@ -1,11 +1,19 @@
-"""``-netdev vhost-user``: the host side of a NIC whose back-end is another
-process (emu's vhost-pci VM2, DPDK, any vhost-user net back-end).
+"""Every vhost-user socket of a machine, one class per role:
 
-It owns the socket (client, with QEMU's ``reconnect=`` semantics, or
-server: listen and take one connection), runs the vhost-user front-end
-handshake, and tells the NIC device model what happened (connected,
-disconnected, the back-end's vhost-pci feature push).  Everything here
-runs on the machine's event loop.
+* :class:`VhostUserNetdev` -- ``-netdev vhost-user``: the host side of a NIC
+  whose back-end is another process (emu's vhost-pci VM2, DPDK, any
+  vhost-user net back-end).  It owns the socket (client, with QEMU's
+  ``reconnect=`` semantics, or server: listen and take one connection), runs
+  the vhost-user front-end handshake, and tells the NIC device model what
+  happened (connected, disconnected, the back-end's vhost-pci feature push).
+* :class:`VhostUserBackendSocket` -- the ``-chardev socket`` of a device
+  that *is* a vhost-user back-end (vhost-pci-net): it listens or connects,
+  and serves each connection with a fresh
+  :class:`~emu.vhost_user.backend.Backend` over the device's vhost-user face.
+
+Both are opened and closed by the machine through the same two coroutines
+(:class:`VhostUserSocket`).  Everything here runs on the machine's event
+loop.
 """
 from __future__ import annotations
 
@@ -14,13 +22,18 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
+from emu.vhost_user.backend import Backend
 from emu.vhost_user.counters import PeerCounters
-from emu.vhost_user.client import FrontendClient, Negotiated
-from emu.vhost_user.frontend import Frontend
+from emu.vhost_user.device import BackendDevice, MemoryMapper
 from emu.vhost_user.errors import VhostUserError
 from emu.vhost_user.sockets import backlog_for, listen_unix
+from emu.vhost_user.transport import BackendClient, BackendServer
+
+if TYPE_CHECKING:   # the front-end is imported when a netdev opens: a VM whose
+    # only socket chardev is a vhost-pci-net device's never loads it
+    from emu.vhost_user.client import FrontendClient, Negotiated
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,15 @@ class SocketSpec:
         if self.path:
             return f"unix:{self.path}{',server=on' if self.server else ''}"
         return f"fd:{self.fd}"
+
+
+class VhostUserSocket(Protocol):
+    """What the machine does with a vhost-user socket: open it at start
+    (connect, listen or accept), close it at the end."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class VhostUserNetdev:
@@ -78,6 +100,8 @@ class VhostUserNetdev:
             and not self.client.stream.closed
 
     def _client(self, path=None, sock=None) -> FrontendClient:
+        from emu.vhost_user.client import FrontendClient
+        from emu.vhost_user.frontend import Frontend
         fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
         kw = dict(frontend=fe, timeout=self.timeout,
                   on_backend_features=self._on_backend_features,
@@ -178,6 +202,66 @@ class VhostUserNetdev:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+            if self.sock.fd is None and self.sock.path:
+                # the socket file goes with the listener, as QEMU's chardev does
+                try:
+                    os.unlink(self.sock.path)
+                except FileNotFoundError:
+                    pass
+
+
+class VhostUserBackendSocket:
+    """The socket of a vhost-user back-end device: server (``server=on``, or
+    an fd passed by the caller: listen) or client (connect, with QEMU's
+    ``reconnect=``).  One front-end is served at a time, each connection by
+    a fresh Backend; the limits are the device's (``PeerLimits``)."""
+
+    def __init__(self, sock: SocketSpec, device: BackendDevice, *, mapper: MemoryMapper,
+                 max_queues: int, counters: PeerCounters, max_regions: int, max_payload: int,
+                 max_connections: int, message_timeout: float, vhost_pci: str = "auto",
+                 wire_log=None):
+        self.sock = sock
+        self.device = device
+        self.mapper = mapper
+        self.max_queues = max_queues
+        self.counters = counters          # the device's, across connections
+        self.max_regions = max_regions
+        self.max_payload = max_payload
+        self.max_connections = max_connections
+        self.message_timeout = message_timeout
+        self.vhost_pci = vhost_pci
+        self.wire_log = wire_log          # a WireLog, or a factory of one per connection
+        self.server: BackendServer | BackendClient | None = None
+
+    @property
+    def connected(self) -> bool:
+        """A front-end is being served (its Backend exists and is not closed)."""
+        return self.device.backend is not None
+
+    def _new_backend(self) -> Backend:
+        wl = self.wire_log() if callable(self.wire_log) else self.wire_log
+        return Backend(self.device, memory_mapper=self.mapper, max_queues=self.max_queues,
+                       max_regions=self.max_regions, wire_log=wl, vhost_pci=self.vhost_pci,
+                       counters=self.counters)
+
+    async def open(self) -> None:
+        s = self.sock
+        if s.server or s.path is None:
+            self.server = BackendServer(self._new_backend, path=s.path if s.fd is None else None,
+                                        fd=s.fd, counters=self.counters,
+                                        max_payload=self.max_payload,
+                                        max_connections=self.max_connections,
+                                        message_timeout=self.message_timeout)
+        else:
+            self.server = BackendClient(s.path, self._new_backend, reconnect=s.reconnect or None,
+                                        max_payload=self.max_payload,
+                                        message_timeout=self.message_timeout)
+        await self.server.start()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.close()
 
 
 def _listen(s: SocketSpec) -> socket.socket:

@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz.sh [-t SECONDS] [-j] [TARGET ...]
 #
-# Targets: codec (decoder + Backend, tests/vhost_user/fuzz_codec.py),
+# Targets: codec (decoder + Backend, tests/fuzz/fuzz_codec.py),
 # frontend (Frontend reply handling), ring (C engine, plain build: guard
 # pages catch any stray access), pci (PCI/virtio registers), ring-asan (the
 # ring corpus replayed, then mutated, against an AddressSanitizer+UBSan
@@ -37,7 +37,7 @@ status=0
 
 script_of() {
     case $1 in
-        codec) echo "$root/tests/vhost_user/fuzz_codec.py" ;;
+        codec) echo "$root/tests/fuzz/fuzz_codec.py" ;;
         frontend|ring|pci) echo "$root/tests/fuzz/fuzz_$1.py" ;;
         ring-asan) echo "$root/tests/fuzz/fuzz_ring.py" ;;
         *) echo "fuzz: unknown target $1" >&2; exit 2 ;;

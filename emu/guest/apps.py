@@ -4,10 +4,10 @@ Fast apps build C jobs on a :class:`emu.ring.Pump` (one data-path thread
 spinning, or sleeping on interrupts in ``mode=interrupt``); apps that
 look at packets (echo, responder) run a Python loop over bursts.
 
-virtio-net apps (VM1 side): ``gen`` (size, rate, count, burst, verify,
-dst), ``sink``, ``echo``, ``responder`` (ip, mac), ``pingpong`` (count,
-size, warmup, timeout_ms, engine).  vhost-pci-net apps are in
-:mod:`emu.guest.vhost_pci_apps`.
+virtio-net apps (VM1 side): ``gen``, ``sink``, ``echo``, ``responder``,
+``pingpong``; vhost-pci-net apps are in :mod:`emu.guest.vhost_pci_apps`.
+Their parameters (types, bounds, defaults) are declared in
+:mod:`emu.guest.registry`: an app gets them typed and complete.
 """
 from __future__ import annotations
 
@@ -18,34 +18,15 @@ import time
 from typing import Callable
 
 from emu import ring
-from emu._ring import ffi
 from emu.guest import packets
 from emu.guest.pci import wait_interrupts
 
 log = logging.getLogger(__name__)
 
 
-def _bool(v, default=False) -> bool:
-    if v is None:
-        return default
-    if isinstance(v, bool):
-        return v
-    return str(v).lower() in ("1", "on", "yes", "true")
-
-
-def _int(v, default: int) -> int:
-    if v is None or v == "":
-        return default
-    s = str(v).lower()
-    mult = 1
-    for suf, m in (("k", 10**3), ("m", 10**6), ("g", 10**9)):
-        if s.endswith(suf):
-            s, mult = s[:-1], m
-    return int(float(s) * mult)
-
-
 class App:
-    """Base: an app over a list of drivers.  ``params`` are the -guest keys."""
+    """Base: an app over a list of drivers.  ``params``: its -guest keys,
+    typed and complete (see :mod:`emu.guest.registry`)."""
 
     name = "?"
     uses_pump = True
@@ -115,13 +96,8 @@ class Gen(App):
 
     def build(self):
         p = self.params
-        size = _int(p.get("size"), 64)
-        if size < packets.MIN_STAMPED:
-            raise ValueError(f"gen: size {size} < {packets.MIN_STAMPED}")
-        count = _int(p.get("count"), 0)
-        rate = _int(p.get("rate"), 0)
-        burst = _int(p.get("burst"), 32)
-        self.verify = _bool(p.get("verify"), False)
+        size, count, rate, burst = p["size"], p["count"], p["rate"], p["burst"]
+        self.verify = p["verify"]
         self.gens, self.sinks = [], []
         pump = self._pump("gen")
         for drv in self.drivers:
@@ -131,8 +107,7 @@ class Gen(App):
                 raise ValueError(f"gen: size {size} does not fit a {room + 12}-byte TX buffer "
                                  f"(set tx_buf_size)")
             for k, (txq, rxq) in enumerate(zip(drv.tx, drv.rx)):
-                dst = p.get("dst", "ff:ff:ff:ff:ff:ff")
-                tmpl = packets.udp_frame(size, src_mac=drv.mac, dst_mac=dst, sport=9 + k)
+                tmpl = packets.udp_frame(size, src_mac=drv.mac, dst_mac=p["dst"], sport=9 + k)
                 c = count // n + (1 if k < count % n else 0) if count else 0
                 if count and c == 0:
                     continue
@@ -162,13 +137,13 @@ class Sink(App):
     name = "sink"
 
     def build(self):
-        self.verify = _bool(self.params.get("verify"), False)
+        self.verify = self.params["verify"]
         pump = self._pump("sink")
         self.sinks = []
         for drv in self.drivers:
             for rxq in drv.rx:
                 s = ring.Sink(stamp_off=packets.STAMP_OFF, verify=self.verify)
-                pump.add_sink(rxq, s, burst=_int(self.params.get("burst"), 256))
+                pump.add_sink(rxq, s, burst=self.params["burst"])
                 self._quiet(rxq)
                 self.sinks.append(s)
         return [pump]
@@ -217,7 +192,7 @@ class _PacketLoop(App):
                     self.tx_frames += txq.tx_post(out).packets
                 txq.reclaim()
         if not work:
-            fds = [q.q.irq_fd for d in self.drivers for q in d.rx if q.q.irq_fd >= 0]
+            fds = [q.irq_fd for d in self.drivers for q in d.rx if q.irq_fd >= 0]
             if fds:
                 wait_interrupts(fds, min(timeout, 0.01))
             else:
@@ -244,8 +219,8 @@ class Responder(_PacketLoop):
     name = "responder"
 
     def start(self) -> None:
-        mac = self.params.get("mac") or packets.mac_str(self.drivers[0].mac)
-        self.responder = packets.Responder(mac=mac, ip=self.params.get("ip"))
+        mac = self.params["mac"] or packets.mac_str(self.drivers[0].mac)
+        self.responder = packets.Responder(mac=mac, ip=self.params["ip"])
         super().start()
 
     def answer(self, frame: bytes) -> bytes | None:
@@ -260,11 +235,6 @@ class Responder(_PacketLoop):
 
 
 # -- ping-pong latency -----------------------------------------------------------------------------
-def _used_idx(q: ring.DriverQueue):
-    """The device's used->idx of ``q`` (what a driver's virtqueue_poll reads)."""
-    return ffi.cast("uint16_t *", q.q.used) + 1
-
-
 def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes,
                       seq: int, interrupt: bool, timeout_s: float,
                       sink: ring.Sink) -> int | None:
@@ -276,19 +246,18 @@ def python_round_trip(txq: ring.DriverQueue, rxq: ring.DriverQueue, frame: bytes
     the payload pattern; an older, late echo only moves ``next_seq``
     back).  So the figure includes Python's per-packet overhead (two cffi
     calls and the loop, about 1-2 us) on top of the devices and the peer."""
-    used = _used_idx(rxq)
-    fds = [rxq.q.irq_fd] if interrupt and rxq.q.irq_fd >= 0 else []
-    sink.s.next_seq = seq
+    fds = [rxq.irq_fd] if interrupt and rxq.irq_fd >= 0 else []
+    sink.next_seq = seq
     t0 = time.perf_counter_ns()
     deadline = t0 + int(timeout_s * 1e9)
     txq.tx_post((frame,))
     while True:
         spins = 0
-        while used[0] == rxq.q.last_used_idx:
+        while not rxq.has_used():
             if fds:
                 # re-arm (used_event = our position), re-check, then sleep
                 rxq.irq_enable(True)
-                if used[0] != rxq.q.last_used_idx:
+                if rxq.has_used():
                     break
                 wait_interrupts(fds, max(0.0, (deadline - time.perf_counter_ns()) / 1e9))
             spins += 1
@@ -331,13 +300,9 @@ class PingPong(App):
 
     def start(self) -> None:
         p = self.params
-        self.size = _int(p.get("size"), 64)
-        if self.size < packets.MIN_STAMPED:
-            raise ValueError(f"pingpong: size {self.size} < {packets.MIN_STAMPED}")
-        self.count = _int(p.get("count"), 10000)
-        self.warmup = _int(p.get("warmup"), 100)
-        self.timeout_s = _int(p.get("timeout_ms"), 1000) / 1000
-        self.engine_name = p.get("engine", "python")
+        self.size, self.count, self.warmup = p["size"], p["count"], p["warmup"]
+        self.timeout_s = p["timeout_ms"] / 1000
+        self.engine_name = p["engine"]
         if self.engine_name not in PINGPONG_ENGINES:
             raise ValueError(f"pingpong: unknown engine {self.engine_name!r} "
                              f"(have {', '.join(PINGPONG_ENGINES)})")
@@ -348,8 +313,7 @@ class PingPong(App):
         if self.size > room:
             raise ValueError(f"pingpong: size {self.size} does not fit a {room + 12}-byte "
                              f"TX buffer (set tx_buf_size)")
-        self.template = packets.udp_frame(self.size, src_mac=drv.mac,
-                                          dst_mac=p.get("dst", "ff:ff:ff:ff:ff:ff"))
+        self.template = packets.udp_frame(self.size, src_mac=drv.mac, dst_mac=p["dst"])
         # the generator's payload pattern repeats every 256 sequence numbers
         self.patterns = [bytearray(ring.expected_frame(self.template, self.size,
                                                        packets.STAMP_OFF, k))

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from emu import eventfd
 from emu.errors import PeerError
-from emu.pci import regs
+from emu.spec import pci as regs
 
 MSI_ADDRESS = regs.MSI_ADDR_BASE          # destination: APIC 0, fixed delivery
 FIRST_DEVICE_VECTOR = 0x30                 # Linux's first external vector
@@ -34,7 +34,7 @@ class DriverError(PeerError):
 
 
 class BusAPI(Protocol):
-    """What a guest may use: the methods of :class:`emu.pci.bus.PCIBus`."""
+    """What a guest may use: the methods of :class:`emu.machines.platform.Platform`."""
 
     def config_read(self, bdf: int, offset: int, size: int) -> int: ...
     def config_write(self, bdf: int, offset: int, size: int, value: int) -> None: ...
@@ -103,6 +103,11 @@ class VectorAllocator:
 
 _vectors_of_bus: "weakref.WeakKeyDictionary[object, VectorAllocator]" = \
     weakref.WeakKeyDictionary()
+
+
+def reset_vectors(bus: BusAPI) -> None:
+    """A reboot: the guest's interrupt vectors are all free again."""
+    _vectors_of_bus.pop(bus, None)
 
 
 def vectors_for(bus: BusAPI) -> VectorAllocator:

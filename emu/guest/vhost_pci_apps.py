@@ -3,6 +3,8 @@
 The peer's vring *2k+1* is its TX of pair *k* (we read it), *2k* its RX (we
 fill it).  Every app is rebuilt from the driver's current view of the peer
 after each config interrupt (the driver stops it, re-reads, acks, restarts).
+Their parameters (types, bounds, defaults) are declared in
+:mod:`emu.guest.registry`.
 
 * ``sink``: peer TX -> our own RX (one copy) -> counted and recycled;
   ``copy=off`` completes the peer's chains without copying (a drain).
@@ -19,7 +21,7 @@ import time
 
 from emu import ring
 from emu.guest import packets
-from emu.guest.apps import App, _bool, _int
+from emu.guest.apps import App
 from emu.guest.pci import wait_interrupts
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,7 @@ class Sink(_VhostPciApp):
     name = "sink"
 
     def build(self):
-        self.verify = _bool(self.params.get("verify"), False)
-        copy = _bool(self.params.get("copy"), True)
-        burst = _int(self.params.get("burst"), 64)
+        self.verify, copy, burst = self.params["verify"], self.params["copy"], self.params["burst"]
         if not hasattr(self, "sinks"):
             self.sinks: dict = {}
         pump = self._pump("vhost-pci-sink")
@@ -72,7 +72,7 @@ class Echo(_VhostPciApp):
     name = "echo"
 
     def build(self):
-        burst = _int(self.params.get("burst"), 64)
+        burst = self.params["burst"]
         pump = self._pump("vhost-pci-echo")
         jobs = 0
         self._pairs_used = []
@@ -100,7 +100,7 @@ class Forward(_VhostPciApp):
         if len(self.drivers) < 2:
             raise ValueError("forward needs two vhost-pci-net devices")
         a, b = self.drivers[0], self.drivers[1]
-        burst = _int(self.params.get("burst"), 64)
+        burst = self.params["burst"]
         pump = self._pump("vhost-pci-forward")
         jobs = 0
         self._paths = []
@@ -125,9 +125,9 @@ class Responder(_VhostPciApp):
     uses_pump = False
 
     def start(self) -> None:
-        mac = self.params.get("mac") or packets.mac_str(self.drivers[0].mac)
+        mac = self.params["mac"] or packets.mac_str(self.drivers[0].mac)
         if not hasattr(self, "responder"):
-            self.responder = packets.Responder(mac=mac, ip=self.params.get("ip"))
+            self.responder = packets.Responder(mac=mac, ip=self.params["ip"])
             self.rx_frames = self.tx_frames = 0
         self.paused = False
         self.queues = []

@@ -18,7 +18,6 @@ valid now.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from dataclasses import dataclass
 
@@ -26,31 +25,20 @@ from emu import ratelimit, ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
-from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
-                                  DeviceLifecycle, VirtioPCIDriver)
-from emu.virtio import net_spec as N
+from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.spec import vhost_pci_net as S, virtio_net as N, virtio_pci, virtio_ring as R
+from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_MAC, CFG_MAX_PAIRS, CFG_PEER_VQ_MAX,
+                                    CFG_VQ_SELECT, CFG_VQ_VECTOR, METADATA_BAR, M_GENERATION,
+                                    PS_CONNECTED, PS_MEM_READY, WINDOW_BAR)
+from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
-PCI_DEVICE_ID = 0x1055
-SUPPORTED = N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_INDIRECT_DESC | N.F_EVENT_IDX
-WINDOW_BAR, METADATA_BAR = 2, 4
-DOORBELL_OFFSET = 0x3800
-# device configuration
-CFG_MAC, CFG_STATUS, CFG_MAX_PAIRS, CFG_PEER_VQ_MAX = 0x00, 0x06, 0x08, 0x0A
-CFG_GENERATION, CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR = 0x0C, 0x10, 0x14, 0x16
-# metadata
-MAGIC = 0x49435056
-M_GENERATION = 0x008
-HEADER = struct.Struct("<IIIIQQ6sHIIQ")   # magic..window_size (0x38 bytes)
-REGION = struct.Struct("<QQQQ")
-VRING = struct.Struct("<HHBBHQQQQ")
-M_REGIONS, M_VRINGS, VRING_SIZE = 0x040, 0x440, 40
-PS_CONNECTED, PS_MEM_READY, PS_FEATURES_SET, PS_VHOST_PCI = 1, 2, 4, 8
+SUPPORTED = S.FEATURES
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == S.PCI_DEVICE_ID
 
 
 @dataclass(frozen=True)
@@ -164,14 +152,14 @@ class VhostPciNetDriver(DeviceLifecycle):
     def _own_queue(self, index: int):
         num = self.queue_size
         if index not in self._areas:
-            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            d, a, u, ring_bytes = R.ring_layout(0, num)
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self.buf_size)
             ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
             self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
         desc, avail, used, ring_bytes, bufs, ind = self._areas[index]
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         info = self.vp.setup_queue(index, desc, avail, used, size=num)
         drv = ring.DriverQueue(self.ram, info.size, desc, avail, used, bufs, self.buf_size,
                                layout=self.layout, ind_gpa=ind, features=self.features,
@@ -198,21 +186,21 @@ class VhostPciNetDriver(DeviceLifecycle):
 
     def _parse(self, page: bytes) -> PeerView:
         (magic, version, gen, state, feats, pfeats, mac, mtu, nregions, nvrings,
-         wsize) = HEADER.unpack_from(page)
-        if magic != MAGIC:
+         wsize) = S.HEADER.unpack_from(page)
+        if magic != S.MAGIC:
             raise DriverError(f"{self.name}: metadata magic 0x{magic:08x}")
-        nregions = min(nregions, 32)
+        nregions = min(nregions, S.MAX_REGIONS)
         nvrings = min(nvrings, self.peer_vq_max)
         regions = []
         for i in range(nregions):
-            gpa, size, woff, _ = REGION.unpack_from(page, M_REGIONS + 32 * i)
+            gpa, size, woff, _ = S.REGION.unpack_from(page, S.region_at(i))
             # a region the window does not hold is the device's bug: skip it
             if size and woff + size <= self.window.length:
                 regions.append((gpa, size, woff))
         vrings = []
         for i in range(nvrings):
-            num, base, en, rdy, epoch, desc, avail, used, _ = VRING.unpack_from(
-                page, M_VRINGS + VRING_SIZE * i)
+            num, base, en, rdy, epoch, desc, avail, used, _ = S.VRING.unpack_from(
+                page, S.vring_at(i))
             vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), epoch, desc, avail, used))
         return PeerView(gen, state, feats, pfeats, mac, mtu, tuple(regions), tuple(vrings))
 
@@ -257,7 +245,7 @@ class VhostPciNetDriver(DeviceLifecycle):
         if cached is not None and cached[0] == key:
             return cached[1]
         self._drop_peer(index)
-        call = self.dev.bus.ioeventfd_for(self.dev.bars[0].address + DOORBELL_OFFSET + 4 * index, 4)
+        call = self.dev.bus.ioeventfd_for(self.dev.bars[0].address + S.doorbell(index), 4)
         kick = self._kick_vector(index) if mode == "interrupt" else -1
         try:
             q = ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
@@ -268,6 +256,11 @@ class VhostPciNetDriver(DeviceLifecycle):
             ratelimit.DEFAULT.log(log, logging.WARNING, (self.name, "peer-vring"),
                                   "%s: peer vring %d unusable: %s", self.name, index, e)
             return None
+        if q.used_idx != q.last_avail_idx:
+            # a driver that rebooted while the peer's rings ran on: this
+            # device side completes in order, so it resumes where the used
+            # ring says (a fresh ring: used idx == SET_VRING_BASE)
+            q.reset(q.used_idx)
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")
         self.live_peer[index] = (key, q)

@@ -12,20 +12,20 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.taps import tap
 from emu.guest.pci import DriverError, PCIDevice
-from emu.guest.virtio_pci import (NO_VECTOR, STATUS_NEEDS_RESET, VIRTIO_PCI_VENDOR_ID,
-                                  DeviceLifecycle, VirtioPCIDriver)
-from emu.virtio import net_spec as N
+from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.spec import virtio as V, virtio_net as N, virtio_pci, virtio_ring as R
+from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
-PCI_DEVICE_ID = 0x1040 + N.VIRTIO_ID_NET
+PCI_DEVICE_ID = virtio_pci.pci_device_id(N.VIRTIO_ID_NET)
 # what this driver can use; the app may mask some off
-SUPPORTED = (N.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | N.F_EVENT_IDX
-             | N.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ)
+SUPPORTED = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | V.F_EVENT_IDX
+             | V.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ)
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == VIRTIO_PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
 
 
 class VirtioNetDriver(DeviceLifecycle):
@@ -101,7 +101,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _area(self, index: int, num: int):
         """Ring + buffers of queue ``index``, allocated once, re-used on reset."""
         if index not in self._areas:
-            d, a, u, ring_bytes = ring.ring_layout(0, num)
+            d, a, u, ring_bytes = R.ring_layout(0, num)
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self._bufsize(index))
@@ -115,7 +115,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _queue(self, index: int) -> ring.DriverQueue:
         num = self.queue_size
         desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         vector = self._vector(index)
         info = self.vp.setup_queue(index, desc, avail, used, size=num, vector=vector)
         num = info.size
@@ -130,7 +130,7 @@ class VirtioNetDriver(DeviceLifecycle):
 
     def _ctrl_queue(self, index: int):
         desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         self.vp.setup_queue(index, desc, avail, used, size=64, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
                 "avail_idx": 0, "used_seen": 0}
@@ -143,16 +143,16 @@ class VirtioNetDriver(DeviceLifecycle):
         self.ram.write(c["buf"], cmd)
         self.ram.write(c["buf"] + 64, b"\xff")
         # chain: command (readable) -> ack (writable)
-        import struct
-        self.ram.write(c["desc"], struct.pack("<QIHH", c["buf"], len(cmd), 1, 1))
-        self.ram.write(c["desc"] + 16, struct.pack("<QIHH", c["buf"] + 64, 1, 2, 0))
-        self.ram.write(c["avail"] + 4 + 2 * (c["avail_idx"] % 64), (0).to_bytes(2, "little"))
+        self.ram.write(c["desc"], R.DESC.pack(c["buf"], len(cmd), R.DESC_F_NEXT, 1))
+        self.ram.write(c["desc"] + R.DESC_SIZE, R.DESC.pack(c["buf"] + 64, 1, R.DESC_F_WRITE, 0))
+        self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % 64),
+                       (0).to_bytes(2, "little"))
         c["avail_idx"] = (c["avail_idx"] + 1) & 0xFFFF
-        self.ram.view(c["avail"] + 2, 2, dtype="<u2")[0] = c["avail_idx"]
+        self.ram.view(c["avail"] + R.RING_IDX, 2, dtype="<u2")[0] = c["avail_idx"]
         self.vp.notify(c["index"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if int(self.ram.view(c["used"] + 2, 2, dtype="<u2")[0]) != c["used_seen"]:
+            if int(self.ram.view(c["used"] + R.RING_IDX, 2, dtype="<u2")[0]) != c["used_seen"]:
                 c["used_seen"] = (c["used_seen"] + 1) & 0xFFFF
                 return self.ram.read(c["buf"] + 64, 1) == bytes([N.CTRL_OK])
             time.sleep(0.001)
@@ -169,7 +169,7 @@ class VirtioNetDriver(DeviceLifecycle):
         """After the config interrupt fired: 'needs-reset', 'link', or None."""
         if self.intx:
             isr = self.vp.read_isr()
-            if not isr & 0x2:
+            if not isr & V.ISR_CONFIG:
                 return None
         if self.vp.status & STATUS_NEEDS_RESET:
             return "needs-reset"

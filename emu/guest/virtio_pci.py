@@ -26,30 +26,20 @@ from dataclasses import dataclass
 
 from emu import eventfd
 from emu.guest.pci import DriverError, PCIDevice
-from emu.pci import regs
+from emu.spec import pci as regs
+from emu.spec.virtio import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
+                             STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK)
+from emu.spec.virtio_pci import (CAP_BAR, CAP_CFG_TYPE, CAP_COMMON_CFG, CAP_DEVICE_CFG,
+                                 CAP_ISR_CFG, CAP_LEN, CAP_LENGTH, CAP_NOTIFY_CFG, CAP_OFFSET,
+                                 CAP_PCI_CFG, CAP_SIZE, COMMON_CFG_SIZE_1_0,
+                                 COMMON_CFGGENERATION, COMMON_DF, COMMON_DFSELECT, COMMON_GF,
+                                 COMMON_GFSELECT, COMMON_MSIX, COMMON_NUMQ, COMMON_Q_AVAIL,
+                                 COMMON_Q_DESC, COMMON_Q_ENABLE, COMMON_Q_MSIX, COMMON_Q_NOFF,
+                                 COMMON_Q_SELECT, COMMON_Q_SIZE, COMMON_Q_USED, COMMON_STATUS,
+                                 NOTIFY_CAP_MULT, NOTIFY_CAP_SIZE, PCI_DEVICE_ID_LAST,
+                                 PCI_DEVICE_ID_MODERN_BASE, PCI_VENDOR_ID)
 
 log = logging.getLogger(__name__)
-
-VIRTIO_PCI_VENDOR_ID = 0x1AF4
-CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG, CAP_DEVICE_CFG, CAP_PCI_CFG = 1, 2, 3, 4, 5
-
-STATUS_ACKNOWLEDGE = 0x01
-STATUS_DRIVER = 0x02
-STATUS_DRIVER_OK = 0x04
-STATUS_FEATURES_OK = 0x08
-STATUS_NEEDS_RESET = 0x40
-STATUS_FAILED = 0x80
-F_VERSION_1 = 1 << 32
-NO_VECTOR = 0xFFFF
-ISR_QUEUE = 0x1
-ISR_CONFIG = 0x2
-
-# common configuration offsets
-DFSELECT, DF, GFSELECT, GF = 0x00, 0x04, 0x08, 0x0C
-MSIX_CONFIG, NUM_QUEUES, DEVICE_STATUS, CONFIG_GENERATION = 0x10, 0x12, 0x14, 0x15
-Q_SELECT, Q_SIZE, Q_MSIX, Q_ENABLE, Q_NOFF = 0x16, 0x18, 0x1A, 0x1C, 0x1E
-Q_DESC, Q_AVAIL, Q_USED = 0x20, 0x28, 0x30
-COMMON_CFG_MIN = 0x38
 
 RESET_POLLS = 5000          # ~5 s: a vhost-user back-end may have to stop its rings
 CONFIG_RETRIES = 100
@@ -78,19 +68,20 @@ def find_virtio_caps(dev: PCIDevice) -> dict[int, VirtioCap]:
     BAR must exist and the structure must fit in it)."""
     found: dict[int, VirtioCap] = {}
     for off in dev.find_capabilities(regs.CAP_ID_VNDR):
-        cap_len = dev.cfg_read(off + 2, 1)
-        if cap_len < 16:
+        cap_len = dev.cfg_read(off + CAP_LEN, 1)
+        if cap_len < CAP_SIZE:
             continue
-        cfg_type = dev.cfg_read(off + 3, 1)
-        bar = dev.cfg_read(off + 4, 1)
-        offset = dev.cfg_read(off + 8, 4)
-        length = dev.cfg_read(off + 12, 4)
+        cfg_type = dev.cfg_read(off + CAP_CFG_TYPE, 1)
+        bar = dev.cfg_read(off + CAP_BAR, 1)
+        offset = dev.cfg_read(off + CAP_OFFSET, 4)
+        length = dev.cfg_read(off + CAP_LENGTH, 4)
         if cfg_type in found or cfg_type == CAP_PCI_CFG:
             continue
         info = dev.bars.get(bar)
         if info is None or offset + length > info.size:
             continue
-        mult = dev.cfg_read(off + 16, 4) if cfg_type == CAP_NOTIFY_CFG and cap_len >= 20 else 0
+        mult = (dev.cfg_read(off + NOTIFY_CAP_MULT, 4)
+                if cfg_type == CAP_NOTIFY_CFG and cap_len >= NOTIFY_CAP_SIZE else 0)
         found[cfg_type] = VirtioCap(cfg_type, bar, offset, length, off, mult)
     return found
 
@@ -117,7 +108,8 @@ class VirtioPCIDriver:
     """A modern virtio-pci transport driver for one function."""
 
     def __init__(self, dev: PCIDevice):
-        if dev.vendor_id != VIRTIO_PCI_VENDOR_ID or not 0x1040 <= dev.device_id <= 0x107F:
+        if dev.vendor_id != PCI_VENDOR_ID or \
+                not PCI_DEVICE_ID_MODERN_BASE <= dev.device_id <= PCI_DEVICE_ID_LAST:
             raise DriverError(f"{dev!r} is not a modern virtio-pci device")
         if not dev.bars:
             dev.size_bars()
@@ -130,9 +122,9 @@ class VirtioPCIDriver:
         self.notify_cap = self.caps[CAP_NOTIFY_CFG]
         self.isr_cap = self.caps[CAP_ISR_CFG]
         self.device_cap = self.caps.get(CAP_DEVICE_CFG)
-        if self.common.length < COMMON_CFG_MIN:
+        if self.common.length < COMMON_CFG_SIZE_1_0:
             raise DriverError(f"{dev!r}: common configuration is only {self.common.length} bytes")
-        self.device_id = dev.device_id - 0x1040
+        self.device_id = dev.device_id - PCI_DEVICE_ID_MODERN_BASE
         self.features = 0
         self.queues: dict[int, QueueInfo] = {}
 
@@ -149,23 +141,23 @@ class VirtioPCIDriver:
 
     @property
     def status(self) -> int:
-        return self._cread(DEVICE_STATUS, 1)
+        return self._cread(COMMON_STATUS, 1)
 
     def add_status(self, bits: int) -> None:
-        self._cwrite(DEVICE_STATUS, 1, self.status | bits)
+        self._cwrite(COMMON_STATUS, 1, self.status | bits)
 
     @property
     def num_queues(self) -> int:
-        return self._cread(NUM_QUEUES, 2)
+        return self._cread(COMMON_NUMQ, 2)
 
     @property
     def config_generation(self) -> int:
-        return self._cread(CONFIG_GENERATION, 1)
+        return self._cread(COMMON_CFGGENERATION, 1)
 
     # -- initialisation (§3.1.1) -----------------------------------------------------------
     def reset(self) -> None:
         """Write 0 and wait until the device reads back 0."""
-        self._cwrite(DEVICE_STATUS, 1, 0)
+        self._cwrite(COMMON_STATUS, 1, 0)
         for i in range(RESET_POLLS):
             if self.status == 0:
                 self.queues.clear()
@@ -178,8 +170,8 @@ class VirtioPCIDriver:
     def device_features(self) -> int:
         features = 0
         for sel in (0, 1):
-            self._cwrite(DFSELECT, 4, sel)
-            features |= self._cread(DF, 4) << (32 * sel)
+            self._cwrite(COMMON_DFSELECT, 4, sel)
+            features |= self._cread(COMMON_DF, 4) << (32 * sel)
         return features
 
     def negotiate(self, wanted: int) -> int:
@@ -194,8 +186,8 @@ class VirtioPCIDriver:
             raise DriverError(f"{self.dev!r} does not offer VERSION_1")
         accepted = (wanted | F_VERSION_1) & offered
         for sel in (0, 1):
-            self._cwrite(GFSELECT, 4, sel)
-            self._cwrite(GF, 4, (accepted >> (32 * sel)) & 0xFFFFFFFF)
+            self._cwrite(COMMON_GFSELECT, 4, sel)
+            self._cwrite(COMMON_GF, 4, (accepted >> (32 * sel)) & 0xFFFFFFFF)
         self.add_status(STATUS_FEATURES_OK)
         if not self.status & STATUS_FEATURES_OK:
             self.add_status(STATUS_FAILED)
@@ -204,36 +196,36 @@ class VirtioPCIDriver:
         return accepted
 
     def set_config_vector(self, vector: int) -> None:
-        self._cwrite(MSIX_CONFIG, 2, vector)
-        if self._cread(MSIX_CONFIG, 2) != vector:
+        self._cwrite(COMMON_MSIX, 2, vector)
+        if self._cread(COMMON_MSIX, 2) != vector:
             raise DriverError(f"{self.dev!r} refused config vector {vector}")
 
     def setup_queue(self, index: int, desc: int, avail: int, used: int,
                     size: int | None = None, vector: int = NO_VECTOR) -> QueueInfo:
         """Program and enable queue ``index`` (§4.1.5.1.3)."""
-        self._cwrite(Q_SELECT, 2, index)
-        max_size = self._cread(Q_SIZE, 2)
+        self._cwrite(COMMON_Q_SELECT, 2, index)
+        max_size = self._cread(COMMON_Q_SIZE, 2)
         if max_size == 0 or max_size == 0xFFFF:
             raise DriverError(f"{self.dev!r}: queue {index} does not exist")
-        if self._cread(Q_ENABLE, 2):
+        if self._cread(COMMON_Q_ENABLE, 2):
             raise DriverError(f"{self.dev!r}: queue {index} is already enabled")
         size = max_size if size is None else size
         if not 1 <= size <= max_size or size & (size - 1):
             raise DriverError(f"queue size {size} is not a power of two <= {max_size}")
-        self._cwrite(Q_SIZE, 2, size)
-        self._cwrite(Q_MSIX, 2, vector)
-        if self._cread(Q_MSIX, 2) != vector:
+        self._cwrite(COMMON_Q_SIZE, 2, size)
+        self._cwrite(COMMON_Q_MSIX, 2, vector)
+        if self._cread(COMMON_Q_MSIX, 2) != vector:
             raise DriverError(f"{self.dev!r} refused vector {vector} for queue {index}")
-        self._cwrite64(Q_DESC, desc)
-        self._cwrite64(Q_AVAIL, avail)
-        self._cwrite64(Q_USED, used)
-        noff = self._cread(Q_NOFF, 2)
+        self._cwrite64(COMMON_Q_DESC, desc)
+        self._cwrite64(COMMON_Q_AVAIL, avail)
+        self._cwrite64(COMMON_Q_USED, used)
+        noff = self._cread(COMMON_Q_NOFF, 2)
         off = noff * self.notify_cap.multiplier
         if off + 2 > self.notify_cap.length:
             raise DriverError(f"{self.dev!r}: queue {index} notify offset 0x{off:x} outside "
                               f"the notify area")
-        self._cwrite(Q_ENABLE, 2, 1)
-        if self._cread(Q_ENABLE, 2) != 1:
+        self._cwrite(COMMON_Q_ENABLE, 2, 1)
+        if self._cread(COMMON_Q_ENABLE, 2) != 1:
             raise DriverError(f"{self.dev!r}: queue {index} did not enable")
         addr = self.dev.bar_address(self.notify_cap.bar) + self.notify_cap.offset + off
         info = QueueInfo(index, size, vector, addr)

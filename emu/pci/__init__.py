@@ -7,9 +7,9 @@ from emu.pci.bus import PCIBus, RamMapping, format_bdf, make_bdf
 from emu.pci.errors import BusError, GuestAccessError, GuestErrors
 from emu.pci.function import PCIFunction
 from emu.pci.irq import InterruptController
-from emu.pci.msix import MSIX, NO_VECTOR
+from emu.pci.msix import MSIX
 from emu.pci.regions import RegisterMap
 
 __all__ = ["Bar", "BusError", "GuestAccessError", "GuestErrors", "InterruptController",
-           "MSIX", "NO_VECTOR", "PCIBus", "PCIFunction", "RamBacking", "RamMapping",
+           "MSIX", "PCIBus", "PCIFunction", "RamBacking", "RamMapping",
            "RegisterMap", "RegisterOps", "format_bdf", "make_bdf"]

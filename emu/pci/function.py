@@ -27,7 +27,7 @@ from typing import Callable
 
 from emu import eventfd
 from emu.errors import EmuBug
-from emu.pci import regs
+from emu.spec import pci as regs
 from emu.pci.bar import Bar, RegisterOps, as_ram_backing
 from emu.pci.errors import GuestAccessError, GuestErrors
 
@@ -224,6 +224,14 @@ class PCIFunction:
             raise EmuBug(f"{self.name} is already plugged")
         self.bus, self.bdf, self.lock = bus, bdf, lock
         self._intx_sink, self._msi_sink = intx_sink, msi_sink
+
+    def unplug(self) -> None:
+        """Called by the bus when it lets go of the function: no interrupt,
+        MSI or bus-master write reaches the platform any more."""
+        with self.lock:
+            self.bus = None
+            self._intx_sink = self._msi_sink = None
+            self._intx_out = False
 
     def set_multifunction(self) -> None:
         self.config[regs.HEADER_TYPE] |= regs.HEADER_TYPE_MULTI_FUNCTION

@@ -1,11 +1,13 @@
 """The platform's interrupt controller, as the guest sees it: MSI messages
 and INTx lines become eventfds a guest thread can wait on.
 
-MSI (x86 style): a message is a 32-bit write of ``data`` to ``address``;
-``address`` must lie in the local-APIC window 0xFEE00000..0xFEEFFFFF and
-the vector is ``data & 0xff``.  Vectors 0..15 are reserved exceptions on
-x86 (an APIC reports them as illegal), so they are refused too.  A refused
-message is counted and dropped, as the APIC would drop it.
+MSI (x86 style): a message is a 32-bit write of ``data`` to ``address``,
+sent into the system memory space like any bus-master write; the
+local-APIC window 0xFEE00000..0xFEEFFFFF (:class:`MsiWindow`, a region of
+that space) turns it into vector ``data & 0xff``.  Vectors 0..15 are
+reserved exceptions on x86 (an APIC reports them as illegal), so they are
+refused too.  A refused message, and one that reached nothing at all, is
+counted and dropped, as the APIC would drop it.
 
 INTx: level-triggered lines (GSIs).  Several functions may share a line;
 the line is the OR of their levels.  Assertion (a 0->1 edge of the line)
@@ -23,10 +25,12 @@ import threading
 from collections import Counter
 
 from emu import eventfd
-from emu.pci import regs
+from emu.address_space import Region
+from emu.spec import pci as regs
 
 NUM_VECTORS = 256
 FIRST_VALID_VECTOR = 16
+APIC_MSI_SIZE = 0x100000        # 0xFEE00000..0xFEEFFFFF
 
 
 def _signal(fd: int) -> None:
@@ -39,6 +43,7 @@ class InterruptController:
         self._msi_fds: dict[int, int] = {}
         self._intx_fds: dict[int, int] = {}
         self._intx_sources: dict[int, set[object]] = {}
+        self._line_observers: list = []
         self.delivered: Counter[int] = Counter()     # per MSI vector
         self.intx_assertions: Counter[int] = Counter()
         self.invalid_messages = 0
@@ -84,6 +89,15 @@ class InterruptController:
             _signal(fd)
             return True
 
+    def refuse(self, address: int, data: int) -> None:
+        """An MSI write that no region of the memory space took."""
+        with self._lock:
+            self.invalid_messages += 1
+            self.last_invalid = (address, data)
+
+    def msi_window(self) -> "MsiWindow":
+        return MsiWindow(self)
+
     # -- INTx -----------------------------------------------------------------
     def intx_eventfd(self, line: int) -> int:
         """The eventfd signalled when INTx ``line`` is asserted."""
@@ -109,6 +123,16 @@ class InterruptController:
                 if fd is None:
                     fd = self._intx_fds[line] = self._new_eventfd()
                 _signal(fd)
+            changed = bool(sources) != was
+            observers = list(self._line_observers) if changed else ()
+        for fn in observers:          # outside the lock: an observer may read levels
+            fn(line, int(not was))
+
+    def add_line_observer(self, fn) -> None:
+        """``fn(line, level)`` on every change of a line's level (qtest's
+        ``irq_intercept_in`` of the interrupt controller); from any thread."""
+        with self._lock:
+            self._line_observers.append(fn)
 
     def intx_level(self, line: int) -> bool:
         with self._lock:
@@ -132,3 +156,23 @@ class InterruptController:
             return {"msi_delivered": dict(self.delivered),
                     "msi_invalid": self.invalid_messages,
                     "intx_assertions": dict(self.intx_assertions)}
+
+
+class MsiWindow:
+    """The local APIC's MSI window as a region of system memory."""
+
+    def __init__(self, irq: InterruptController):
+        self.irq = irq
+
+    def region(self) -> Region:
+        return Region(regs.MSI_ADDR_BASE, regs.MSI_ADDR_BASE + APIC_MSI_SIZE, self,
+                      name="apic-msi")
+
+    def accepts(self, offset: int, size: int) -> bool:
+        return size == 4            # an MSI message is one dword write
+
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.irq.deliver_msi(regs.MSI_ADDR_BASE + offset, value)

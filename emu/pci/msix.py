@@ -18,11 +18,9 @@ from __future__ import annotations
 import struct
 
 from emu.errors import EmuBug
-from emu.pci import regs
+from emu.spec import pci as regs
 from emu.pci.errors import GuestAccessError
 from emu.pci.function import PCIFunction
-
-NO_VECTOR = 0xFFFF
 
 
 class MSIX:

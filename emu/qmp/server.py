@@ -2,8 +2,10 @@
 
 One :class:`QmpServer` per machine.  Each endpoint (``-qmp``, or a
 ``-chardev socket`` used by ``-mon mode=control``) is served by the same
-code; each connection is a :class:`Session` with its own capabilities
-negotiation.  Events go to every negotiated session.
+code; each connection is a :class:`Connection` whose
+:class:`~emu.qmp.session.Session` has its own capabilities negotiation.
+Events go to every negotiated session.  The I/O is here; what commands
+run against is :mod:`emu.qmp.session`.
 
 Differences from QEMU 7.2, on purpose:
 
@@ -16,101 +18,83 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import socket
 import stat
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from emu import __version__
-from emu.errors import EmuBug, EmuError
+from emu import trace
+from emu.errors import EmuBug
+from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
+from emu.qmp import introspect  # noqa: F401  (registers query-machines, qom-list-types)
+from emu.qmp import commands_devices  # noqa: F401  (registers device_add, device_del)
 from emu.qmp.commands import dispatch
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
+from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError
 from emu.qmp.errors import GENERIC_ERROR
-from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer, encode
+from emu.qmp.greeting import encode, greeting
+from emu.qmp.session import Monitor, Session
+from emu.unixsock import listen_unix, remove_owned
+from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
 
 log = logging.getLogger("emu.qmp")
-
-#: the QEMU release whose QMP (and command line) emu mirrors
-QEMU_VERSION = (7, 2, 0)
-PACKAGE = f"emu {__version__}"
 
 MAX_SESSIONS = 16            # concurrent clients per listening endpoint
 MAX_OUTPUT = 4 << 20         # bytes queued to a client before its events are dropped
 READ_CHUNK = 64 << 10
 
-#: trace hook: (direction "rx"|"tx", session label, message or error text)
-Trace = Callable[[str, str, Any], None]
+# QEMU's monitor trace events (-trace handle_qmp_command, -d qmp ...)
+_req_ev = trace.event("handle_qmp_command")
+_resp_ev = trace.event("monitor_qmp_respond")
+_event_ev = trace.event("monitor_protocol_event_emit")
 
 
-class MonitorSetupError(EmuError):
-    """A monitor endpoint could not be set up (bind, connect, bad fd)."""
-
-
-@dataclass(frozen=True)
-class MonitorEndpoint:
-    """Where a monitor listens or connects; built from the command line by
-    :func:`emu.cli.monitor_endpoints`.  Exactly one of path/fd/stdio."""
-    label: str                  # the chardev id (``compat_monitor0`` for -qmp)
-    path: str | None = None     # unix socket path
-    fd: int | None = None       # inherited socket: connected (one session) or listening
-    stdio: bool = False
-    server: bool = False        # with path: listen (True) or connect (False)
-    wait: bool = False          # listening: hold start-up until the first client
-    reconnect: float = 0.0      # connecting: seconds between attempts after a loss (0: none)
-    pretty: bool = False
-
-    def filename(self) -> str:
-        if self.stdio:
-            return "stdio"
-        if self.fd is not None:
-            return f"fd:{self.fd}"
-        return f"unix:{self.path}" + (",server=on" if self.server else "")
-
-
-class Session:
-    """One QMP connection."""
+class Connection:
+    """One QMP connection: its stream, and its session's protocol state."""
 
     def __init__(self, server: QmpServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, label: str, pretty: bool = False):
+                 writer: asyncio.StreamWriter, label: str, pretty: bool = False,
+                 greeted: bool = False):
         self.server = server
+        self.greeted = greeted          # the launcher sent the greeting already
+        self.session = Session(server.monitor, label)
         self.reader = reader
         self.writer = writer
         self.label = label
         self.pretty = pretty
-        self.negotiated = False
         self.events_dropped = 0
         self._streamer = JsonStreamer(max_size=server.max_message)
         self.task: asyncio.Task | None = None
 
     @property
-    def machine(self) -> MachineControl:
-        return self.server.machine
+    def negotiated(self) -> bool:
+        return self.session.negotiated
 
     def _write(self, msg: dict[str, Any], encoded: bytes | None = None) -> None:
         if self.writer.is_closing():
             return
         if encoded is None or self.pretty:
-            encoded = self.server.encode(msg, self.pretty)
+            encoded = encode(msg, self.pretty)
         self.writer.write(encoded)
-        if self.server.trace:
-            self.server.trace("tx", self.label, msg)
+        if _resp_ev.on:
+            _resp_ev(self.label, encoded.decode(errors="replace").rstrip())
 
     def _answer(self, response: dict[str, Any]) -> None:
         try:
-            encoded = self.server.encode(response, self.pretty)
+            encoded = encode(response, self.pretty)
         except (TypeError, ValueError) as e:   # the machine returned something not JSON
-            self.server.log_bug("QMP answer is not JSON", e)
+            self.server.monitor.log_bug("QMP answer is not JSON", e)
             error = {"class": GENERIC_ERROR, "desc": f"internal error: answer is not JSON: {e}"}
             response = {"id": response["id"], "error": error} if "id" in response else {"error": error}
             encoded = None
         self._write(response, encoded)
 
     def send_event(self, msg: dict[str, Any], encoded: bytes) -> None:
-        if not self.negotiated or self.writer.is_closing():
+        if not self.session.negotiated or self.writer.is_closing():
             return
         if self.writer.transport.get_write_buffer_size() > self.server.max_output:
             # A client that does not read must not make us buffer without end.
@@ -120,19 +104,21 @@ class Session:
 
     async def run(self) -> None:
         try:
-            self._answer(self.server.greeting())
-            await self.writer.drain()
+            if not self.greeted:
+                self._answer(greeting())
+                await self.writer.drain()
             while True:
                 chunk = await self.reader.read(READ_CHUNK)
                 if not chunk:
                     break
                 for item in self._streamer.feed(chunk):
-                    if self.server.trace:
-                        self.server.trace("rx", self.label, str(item) if isinstance(item, JsonError) else item)
+                    if _req_ev.on:
+                        _req_ev(self.label, str(item) if isinstance(item, JsonError)
+                                else json.dumps(item))
                     if isinstance(item, JsonError):
                         response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
                     else:
-                        response = await dispatch(self, item)
+                        response = await dispatch(self.session, item)
                     self._answer(response)
                     await self.writer.drain()
         except (ConnectionError, OSError) as e:
@@ -141,7 +127,7 @@ class Session:
             self.close()
 
     def close(self) -> None:
-        self.server._sessions.discard(self)
+        self.server.forget(self)
         if not self.writer.is_closing():
             self.writer.close()
         close_reader = getattr(self.reader, "close", None)   # stdio's reader
@@ -201,7 +187,7 @@ class _StdinReader:
 
 
 class _FileWriter:
-    """The StreamWriter subset a Session uses, writing synchronously: for
+    """The StreamWriter subset a Connection uses, writing synchronously: for
     stdout on a file or terminal, which asyncio's pipe transport refuses."""
 
     def __init__(self, fd: int):
@@ -253,7 +239,7 @@ class _Listener:
     def __init__(self, ep: MonitorEndpoint):
         self.ep = ep
         self.server: asyncio.base_events.Server | None = None
-        self.sessions: set[Session] = set()
+        self.sessions: set[Connection] = set()
         self.first_client = asyncio.Event()
         self.owned_path: tuple[str, int, int] | None = None   # (path, st_dev, st_ino)
 
@@ -268,13 +254,11 @@ class QmpServer:
     """
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
-                 max_output: int = MAX_OUTPUT, trace: Trace | None = None):
-        self._machine = machine
-        self._attached: asyncio.Event | None = None
+                 max_output: int = MAX_OUTPUT, introspection: Introspection | None = None):
+        self.monitor = Monitor(machine, chardevs=self._chardev_info, introspection=introspection)
         self.max_message = max_message
         self.max_output = max_output
-        self.trace = trace
-        self._sessions: set[Session] = set()
+        self._sessions: set[Connection] = set()
         self._listeners: list[_Listener] = []
         self._endpoints: list[MonitorEndpoint] = []
         self._tasks: set[asyncio.Task] = set()
@@ -284,35 +268,13 @@ class QmpServer:
 
     @property
     def machine(self) -> MachineControl:
-        if self._machine is None:
-            raise EmuBug("QMP command ran before the machine was attached")
-        return self._machine
+        return self.monitor.machine
 
     def attach(self, machine: MachineControl) -> None:
         """Give the server its machine; commands waiting for it proceed."""
-        self._machine = machine
-        if self._attached is not None:
-            self._attached.set()
+        self.monitor.attach(machine)
 
-    async def machine_ready(self) -> None:
-        if self._machine is None:
-            if self._attached is None:
-                self._attached = asyncio.Event()
-            await self._attached.wait()
-
-    # -- protocol pieces -------------------------------------------------------
-
-    @staticmethod
-    def version_info() -> dict[str, Any]:
-        major, minor, micro = QEMU_VERSION
-        return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": PACKAGE}
-
-    def greeting(self) -> dict[str, Any]:
-        return {"QMP": {"version": self.version_info(), "capabilities": []}}
-
-    encode = staticmethod(encode)        # strict JSON: emu.qmp.stream.encode
-
-    def chardev_info(self) -> list[dict[str, Any]]:
+    def _chardev_info(self) -> list[dict[str, Any]]:
         """``query-chardev`` entries of the monitors' own chardevs."""
         out = []
         for ep in self._endpoints:
@@ -322,9 +284,6 @@ class QmpServer:
                 name = f"disconnected:{name}"
             out.append({"label": ep.label, "filename": name, "frontend-open": True})
         return out
-
-    def log_bug(self, what: str, exc: BaseException) -> None:
-        log.error("%s", what, exc_info=exc)
 
     # -- events ------------------------------------------------------------------
 
@@ -340,9 +299,11 @@ class QmpServer:
         if data is not None:
             msg["data"] = data
         try:
-            encoded = self.encode(msg)     # here, so a bad event fails at its source
+            encoded = encode(msg)     # here, so a bad event fails at its source
         except (TypeError, ValueError) as e:
             raise EmuBug(f"event {event} is not JSON: {e}") from e
+        if _event_ev.on:
+            _event_ev(event, json.dumps(data) if data is not None else "null")
         loop = self._loop
         if loop is None or self._closed:
             return
@@ -372,10 +333,11 @@ class QmpServer:
         return task
 
     def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-              label: str, pretty: bool = False) -> Session:
-        """Serve QMP on an established stream (also used by every endpoint)."""
+              label: str, pretty: bool = False, greeted: bool = False) -> Connection:
+        """Serve QMP on an established stream (also used by every endpoint);
+        *greeted*: the greeting was sent already."""
         self._bind_loop()
-        s = Session(self, reader, writer, label, pretty)
+        s = Connection(self, reader, writer, label, pretty, greeted)
         self._sessions.add(s)
         s.task = self._spawn(s.run())
         return s
@@ -398,6 +360,40 @@ class QmpServer:
             await self._listen_unix(ep)
         else:
             await self._connect_unix(ep, first=True)
+        self._endpoints.append(ep)
+
+    async def adopt(self, early: Any) -> None:
+        """Take over a monitor the launcher set up before asyncio was
+        imported (:class:`emu.launcher.early.EarlyMonitor`): its listening
+        socket and the clients it accepted, or its connected socket, or
+        stdio -- each greeted already (or not: ``greeted`` says)."""
+        self._bind_loop()
+        ep = early.ep
+        if self._closed:
+            early.close()
+            raise MonitorSetupError("monitor server is closed")
+        if ep.stdio:
+            await self._add_stdio(ep, greeted=early.stdio_greeted)
+        elif early.listener is not None:
+            lis = await self._start_listener(ep, sock=early.listener)
+            lis.owned_path = early.owned_path
+            for conn, greeted in early.clients:
+                reader, writer = await asyncio.open_connection(sock=conn)
+                s = self.serve(reader, writer, ep.label, ep.pretty, greeted=greeted)
+                lis.sessions.add(s)
+                s.task.add_done_callback(lambda _t, s=s: lis.sessions.discard(s))
+                lis.first_client.set()
+        else:
+            for conn, greeted in early.clients:         # one connected socket
+                reader, writer = await asyncio.open_connection(sock=conn)
+                s = self.serve(reader, writer, ep.label, ep.pretty, greeted=greeted)
+                if ep.reconnect and ep.path is not None:
+                    s.task.add_done_callback(
+                        lambda _t: self._closed or self._spawn(self._reconnect(ep)))
+            if not early.clients and ep.reconnect and ep.path is not None:
+                self._spawn(self._reconnect(ep))
+        early.clients = []
+        early.listener = None
         self._endpoints.append(ep)
 
     async def _start_listener(self, ep: MonitorEndpoint, *, path: str | None = None,
@@ -424,20 +420,17 @@ class QmpServer:
         path = ep.path
         assert path is not None
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            # QEMU replaces a stale socket; we refuse to remove anything else.
-            if not stat.S_ISSOCK(st.st_mode):
-                raise MonitorSetupError(f"Failed to bind socket to {path}: Address already in use")
-            os.unlink(path)
-        try:
-            lis = await self._start_listener(ep, path=path)
+            # the path appears only once the socket listens (emu.unixsock)
+            sock, owned = listen_unix(path)
         except OSError as e:
             raise MonitorSetupError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        st = os.stat(path)
-        lis.owned_path = (path, st.st_dev, st.st_ino)
+        try:
+            lis = await self._start_listener(ep, sock=sock)
+        except BaseException:
+            sock.close()
+            remove_owned(owned)
+            raise
+        lis.owned_path = owned
 
     async def _connect_unix(self, ep: MonitorEndpoint, first: bool) -> None:
         assert ep.path is not None
@@ -483,12 +476,12 @@ class QmpServer:
             sock.close()
             raise
 
-    async def _add_stdio(self, ep: MonitorEndpoint) -> None:
+    async def _add_stdio(self, ep: MonitorEndpoint, greeted: bool = False) -> None:
         # Duplicates, so that closing the session leaves the process's stdio open.
         reader = _StdinReader(os.dup(0))
         await reader.open()
         writer = await _stdout_writer(os.dup(1))
-        self.serve(reader, writer, ep.label, ep.pretty)  # type: ignore[arg-type]
+        self.serve(reader, writer, ep.label, ep.pretty, greeted)  # type: ignore[arg-type]
 
     async def wait_for_clients(self) -> None:
         """Return once every ``wait=on`` listener has had a client (QEMU's
@@ -496,8 +489,12 @@ class QmpServer:
         await asyncio.gather(*(lis.first_client.wait() for lis in self._listeners if lis.ep.wait))
 
     @property
-    def sessions(self) -> frozenset[Session]:
+    def sessions(self) -> frozenset[Connection]:
         return frozenset(self._sessions)
+
+    def forget(self, conn: Connection) -> None:
+        """*conn* has closed."""
+        self._sessions.discard(conn)
 
     # -- shutdown ----------------------------------------------------------------
 

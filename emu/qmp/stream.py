@@ -1,7 +1,8 @@
 """Split a QMP byte stream into JSON values, as QEMU's json-streamer does.
 
-Input and output are strict JSON (:func:`decode`, :func:`encode`).  QMP
-is not line-based: a value may span lines and several may share one.
+Input is strict JSON (:func:`decode`; output is as strict:
+:func:`emu.qmp.greeting.encode`).  QMP is not line-based: a value may span
+lines and several may share one.
 The streamer tracks nesting and strings only, so it costs no memory for
 input it will reject anyway:
 
@@ -211,9 +212,3 @@ class JsonStreamer:
             out.append(JsonError("JSON parse error, input discarded at reset byte"))
         self._reset()
 
-
-def encode(msg: Any, pretty: bool = False) -> bytes:
-    """One QMP output line: strict JSON (a NaN or infinity anywhere raises
-    ValueError instead of writing ``NaN``/``Infinity``), CRLF-terminated as
-    QEMU writes it."""
-    return (json.dumps(msg, indent=4 if pretty else None, allow_nan=False) + "\r\n").encode()

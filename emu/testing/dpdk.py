@@ -156,9 +156,17 @@ class Testpmd:
 
 
 def _measure(receiver: Testpmd, procs: Sequence[Testpmd], seconds: float,
-             warmup: float) -> dict:
+             warmup: float, start_deadline: float = 60.0) -> dict:
     """Rx-pps of ``receiver`` (median of the lines printed in the window)
-    and the CPU time of ``procs`` over the same window."""
+    and the CPU time of ``procs`` over the same window.  The window opens
+    ``warmup`` seconds after traffic is seen: on a loaded machine the EAL
+    start-up and link negotiation of three testpmds can take far longer
+    than any fixed warm-up (``start_deadline`` bounds that wait)."""
+    deadline = time.monotonic() + start_deadline
+    while not any(receiver.rx_pps()) and time.monotonic() < deadline:
+        if any(p.proc is not None and p.proc.poll() is not None for p in procs):
+            break                        # one died: its output says why, below
+        time.sleep(0.2)
     time.sleep(warmup)
     n0, c0, t0 = len(receiver.rx_pps()), sum(cpu_seconds(p.pid) for p in procs), time.monotonic()
     time.sleep(seconds)

@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from emu.keyval import parse_pairs
 from emu.testing import orphans
 
 DEFAULT_BINARY = (sys.executable, "-m", "emu")
@@ -110,30 +111,11 @@ def wait_for_path(path: str, vm: VMProcess | None = None, timeout: float = LAUNC
 
 # -- which files a command line makes the VM create ------------------------------------
 
-def _opts(value: str) -> tuple[str, dict[str, str]]:
-    """QemuOpts ``head,key=value,...`` with ``,,`` as a literal comma (enough
-    to find paths: no validation, that is the VM's job)."""
-    parts, cur, i = [], [], 0
-    while i < len(value):
-        if value[i] == ",":
-            if value[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(value[i])
-        i += 1
-    parts.append("".join(cur))
-    head, pairs = parts[0], {}
-    for p in parts[1:]:
-        k, eq, v = p.partition("=")
-        pairs[k] = v if eq else "on"
-    if "=" in head:
-        k, _, v = head.partition("=")
-        pairs[k], head = v, ""
-    return head, pairs
+def _opts(value: str, implied: str) -> dict[str, str]:
+    """QemuOpts ``implied,key=value,...`` (emu.keyval's reading: ``,,`` is a
+    literal comma, a bare ``key`` is ``key=on``); enough to find paths: no
+    validation, that is the VM's job."""
+    return {k: "on" if v is None else v for k, v in parse_pairs(value, implied)}
 
 
 _ON = ("on", "yes", "true", "y")
@@ -146,14 +128,13 @@ def created_paths(args: Sequence[str]) -> list[str]:
     for opt, value in zip(args, args[1:]):
         opt = opt.lstrip("-")
         if opt == "chardev":
-            head, kv = _opts(value)
-            if (head or kv.get("backend")) == "socket" and "path" in kv \
-                    and kv.get("server", "off") in _ON:
+            kv = _opts(value, "backend")
+            if kv.get("backend") == "socket" and "path" in kv and kv.get("server", "off") in _ON:
                 out.append(kv["path"])
-        elif opt in ("qmp", "qmp-pretty") and value.startswith("unix:"):
-            head, kv = _opts(value[5:])
+        elif opt in ("qmp", "qmp-pretty", "serial") and value.startswith("unix:"):
+            kv = _opts(value[5:], "path")
             if kv.get("server", "off") in _ON:
-                out.append(head)
+                out.append(kv["path"])
         elif opt == "pidfile":
             out.append(value)
     return out

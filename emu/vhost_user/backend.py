@@ -29,6 +29,7 @@ from emu import ratelimit
 from emu.errors import EmuBug, PeerError
 from emu.memory import GuestMemory, check_mappable, validate_regions
 from emu.ratelimit import LogLimiter
+from emu.spec.virtio_ring import check_num
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
 from emu.vhost_user.counters import PeerCounters
@@ -38,7 +39,7 @@ from emu.vhost_user.messages import (MAX_CONFIG_SIZE, VHOST_PCI_START, VHOST_PCI
                                      FrontendRequest as F, Inflight, ProtocolFeature as PF,
                                      SeedRequest, U64, VirtioFeature, VringState, spec_of)
 from emu.vhost_user.shm import DirtyLog, InflightArea, check_eventfd, check_unix_socket
-from emu.vhost_user.vring import Vring, check_num
+from emu.vhost_user.vring import Vring
 from emu.vhost_user.wirelog import WireLog
 
 log = logging.getLogger(__name__)
@@ -543,7 +544,7 @@ class Backend:
     def _check_inflight_request(self, p: Inflight) -> None:
         if not 1 <= p.num_queues <= self.max_queues:
             raise ProtocolViolation(f"inflight for {p.num_queues} queues, device has {self.max_queues}")
-        check_num(p.queue_size)
+        check_num(p.queue_size, ProtocolViolation, "vring size")
         started = [v.index for v in self.vrings if v.started]
         if started:
             raise ProtocolViolation(f"inflight area changed while vrings {started} run")
@@ -574,7 +575,7 @@ class Backend:
         v = self._vring(msg.payload.index)
         if v.started:
             raise ProtocolViolation(f"SET_VRING_NUM on running vring {v.index}")
-        check_num(msg.payload.num)
+        check_num(msg.payload.num, ProtocolViolation, "vring size")
         v.num = msg.payload.num
         v.clear_translation()            # sizes changed: needs a new SET_VRING_ADDR
         v.addr = None

@@ -29,7 +29,7 @@ from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequ
                                      VirtioFeature, VringAddr, VringFd, VringState)
 from emu.vhost_user.sockets import Backoff, connect_unix
 from emu.vhost_user.transport import MessageStream
-from emu.vhost_user.vring import ring_sizes
+from emu.spec.virtio_ring import ring_sizes
 
 log = logging.getLogger(__name__)
 

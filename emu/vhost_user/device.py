@@ -10,6 +10,10 @@ data path work; a real device overrides what it needs.
 ``mmap``\\ s each region anywhere (``emu.memory.map_regions``); the
 vhost-pci device passes a mapper that places regions in its peer-memory
 window.
+
+:class:`BackendPort` is what a device may call on the back-end serving it
+(the Backend implements it): devices depend on that small interface, not
+on the state machine, so this module imports nothing of ``backend.py``.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from emu.vhost_user.errors import ProtocolViolation
 from emu.vhost_user.messages import ProtocolFeature
 
 if TYPE_CHECKING:
-    from emu.vhost_user.backend import Backend
     from emu.vhost_user.shm import DirtyLog
     from emu.vhost_user.vring import Vring
 
@@ -30,6 +33,23 @@ RegionSpec = tuple[int, int, int, int]   # gpa, size, uaddr, mmap_offset
 DEFAULT_PROTOCOL_FEATURES = (ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK
                              | ProtocolFeature.RARP | ProtocolFeature.NET_MTU
                              | ProtocolFeature.STATUS)
+
+
+class BackendPort(Protocol):
+    """What a device may use of the back-end that serves it (one connection)."""
+
+    protocol_features: int          # acked by SET_PROTOCOL_FEATURES
+
+    @property
+    def vhost_pci_active(self) -> bool:
+        """The front-end negotiated the vhost-pci extension."""
+
+    def push_features(self, features: int) -> None:
+        """The device's driver negotiated ``features``: tell the front-end
+        (vhost-pci extension).  Thread-safe."""
+
+    def backend_request(self, req, payload=None, fds=(), need_reply: bool = False) -> bool:
+        """Queue a request on the back-end request channel; False if none."""
 
 
 class MemoryMapper(Protocol):
@@ -64,7 +84,7 @@ class BackendDevice(ABC):
     loop thread; ``vring_*`` get the :class:`~emu.vhost_user.vring.Vring`
     the Backend owns (read it, do not keep its fds without ``dup``)."""
 
-    backend: Backend | None = None
+    backend: BackendPort | None = None
     _status: int = 0
 
     # -- negotiation ----------------------------------------------------------
@@ -91,7 +111,7 @@ class BackendDevice(ABC):
         """SET_FEATURES: the negotiated set (already checked against the offer)."""
 
     # -- connection -----------------------------------------------------------
-    def connected(self, backend: Backend) -> None:
+    def connected(self, backend: BackendPort) -> None:
         self.backend = backend
 
     def disconnected(self) -> None:

@@ -19,13 +19,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from emu.spec import vhost, virtio, virtio_net
 from emu.vhost_user.errors import MalformedMessage, UsageError
 
 U64_MAX = (1 << 64) - 1
 MAX_CONFIG_SIZE = 256          # VHOST_USER_MAX_CONFIG_SIZE
 MAX_MEM_TABLE_REGIONS = 8      # VHOST_MEMORY_BASELINE_NREGIONS: SET_MEM_TABLE's wire limit
 MAX_FDS = 8                    # fds per message, as QEMU and libvhost-user
-VRING_MAX_NUM = 32768          # split ring size limit (virtio spec)
 VRING_INDEX_MASK = 0xFF        # ring index bits of the fd word
 VRING_NOFD_MASK = 0x100        # "no fd: poll" bit of the fd word
 
@@ -151,27 +151,28 @@ class ProtocolFeature(enum.IntFlag):
 
 
 class VirtioFeature(enum.IntFlag):
-    """Virtio device-feature bits that vhost-user itself cares about."""
+    """Virtio device-feature bits that vhost-user itself cares about (the
+    spec's bits, :mod:`emu.spec`, named for logs and for the wire)."""
 
-    NET_CSUM = 1 << 0
-    NET_GUEST_CSUM = 1 << 1
-    NET_MTU = 1 << 3
-    NET_MAC = 1 << 5
-    NET_MRG_RXBUF = 1 << 15
-    NET_STATUS = 1 << 16
-    NET_CTRL_VQ = 1 << 17
-    NET_GUEST_ANNOUNCE = 1 << 21
-    NET_MQ = 1 << 22
-    NOTIFY_ON_EMPTY = 1 << 24
-    LOG_ALL = 1 << 26            # VHOST_F_LOG_ALL
-    ANY_LAYOUT = 1 << 27
-    INDIRECT_DESC = 1 << 28
-    EVENT_IDX = 1 << 29
-    PROTOCOL_FEATURES = 1 << 30  # VHOST_USER_F_PROTOCOL_FEATURES; never offered to a guest
-    VERSION_1 = 1 << 32
-    ACCESS_PLATFORM = 1 << 33
-    RING_PACKED = 1 << 34
-    IN_ORDER = 1 << 35
+    NET_CSUM = virtio_net.F_CSUM
+    NET_GUEST_CSUM = virtio_net.F_GUEST_CSUM
+    NET_MTU = virtio_net.F_MTU
+    NET_MAC = virtio_net.F_MAC
+    NET_MRG_RXBUF = virtio_net.F_MRG_RXBUF
+    NET_STATUS = virtio_net.F_STATUS
+    NET_CTRL_VQ = virtio_net.F_CTRL_VQ
+    NET_GUEST_ANNOUNCE = virtio_net.F_GUEST_ANNOUNCE
+    NET_MQ = virtio_net.F_MQ
+    NOTIFY_ON_EMPTY = virtio.F_NOTIFY_ON_EMPTY
+    LOG_ALL = vhost.F_LOG_ALL
+    ANY_LAYOUT = virtio.F_ANY_LAYOUT
+    INDIRECT_DESC = virtio.F_INDIRECT_DESC
+    EVENT_IDX = virtio.F_EVENT_IDX
+    PROTOCOL_FEATURES = vhost.F_PROTOCOL_FEATURES    # never offered to a guest
+    VERSION_1 = virtio.F_VERSION_1
+    ACCESS_PLATFORM = virtio.F_ACCESS_PLATFORM
+    RING_PACKED = virtio.F_RING_PACKED
+    IN_ORDER = virtio.F_IN_ORDER
 
 
 def flag_names(value: int, flags: type[enum.IntFlag]) -> str:

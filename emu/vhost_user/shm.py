@@ -11,6 +11,7 @@ import stat
 
 from emu.errors import RegionTableError
 from emu.memory import check_mappable
+from emu.spec.virtio_ring import num_valid
 from emu.vhost_user.errors import ProtocolViolation
 
 U64_MAX = (1 << 64) - 1
@@ -169,7 +170,7 @@ class InflightArea:
         front-end) until :meth:`close`."""
         self.fd = fd
         try:
-            if num_queues < 1 or not 1 <= queue_size <= 32768 or queue_size & (queue_size - 1):
+            if num_queues < 1 or not num_valid(queue_size):
                 raise ProtocolViolation(
                     f"inflight area for {num_queues} queues of {queue_size} entries")
             need = num_queues * inflight_queue_size(queue_size)
@@ -195,7 +196,7 @@ class InflightArea:
     def create(cls, num_queues: int, queue_size: int) -> InflightArea:
         """A fresh zeroed area in a memfd sealed against resizing (so neither
         side can make the other's mapping fault)."""
-        if num_queues < 1 or not 1 <= queue_size <= 32768 or queue_size & (queue_size - 1):
+        if num_queues < 1 or not num_valid(queue_size):
             raise ProtocolViolation(f"inflight area for {num_queues} queues of {queue_size} entries")
         size = num_queues * inflight_queue_size(queue_size)
         fd = os.memfd_create("emu-vhost-inflight", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)

@@ -12,21 +12,9 @@ from dataclasses import dataclass
 
 from emu.errors import GuestMemoryError
 from emu.memory import GuestMemory
+from emu.spec.virtio_ring import AVAIL_ALIGN, DESC_ALIGN, USED_ALIGN, ring_sizes
 from emu.vhost_user.errors import ProtocolViolation
-from emu.vhost_user.messages import VRING_F_LOG, VRING_MAX_NUM, VringAddr
-
-DESC_ALIGN, AVAIL_ALIGN, USED_ALIGN = 16, 2, 4
-
-
-def ring_sizes(num: int) -> tuple[int, int, int]:
-    """Bytes of (desc, avail, used) of a split ring of ``num`` entries,
-    including used_event / avail_event."""
-    return 16 * num, 6 + 2 * num, 6 + 8 * num
-
-
-def check_num(num: int) -> None:
-    if not 1 <= num <= VRING_MAX_NUM or num & (num - 1):
-        raise ProtocolViolation(f"vring size {num} is not a power of two in 1..{VRING_MAX_NUM}")
+from emu.vhost_user.messages import VRING_F_LOG, VringAddr
 
 
 @dataclass(eq=False)

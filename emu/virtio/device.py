@@ -19,33 +19,7 @@ from typing import Protocol
 
 from emu.errors import EmuBug
 from emu.pci.errors import GuestAccessError
-
-# device status (§2.1)
-STATUS_ACKNOWLEDGE = 0x01
-STATUS_DRIVER = 0x02
-STATUS_DRIVER_OK = 0x04
-STATUS_FEATURES_OK = 0x08
-STATUS_NEEDS_RESET = 0x40
-STATUS_FAILED = 0x80
-STATUS_DRIVER_BITS = (STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK
-                      | STATUS_FEATURES_OK | STATUS_FAILED)
-
-# reserved feature bits (§6)
-F_RING_INDIRECT_DESC = 1 << 28
-F_RING_EVENT_IDX = 1 << 29
-F_VERSION_1 = 1 << 32
-F_ACCESS_PLATFORM = 1 << 33
-F_RING_PACKED = 1 << 34
-F_IN_ORDER = 1 << 35
-F_NOTIFICATION_DATA = 1 << 38
-F_RING_RESET = 1 << 40
-
-# ISR bits (§4.1.4.5)
-ISR_QUEUE = 0x1
-ISR_CONFIG = 0x2
-
-NO_VECTOR = 0xFFFF
-QUEUE_MAX_SIZE = 32768
+from emu.spec.virtio import F_VERSION_1, NO_VECTOR
 
 
 @dataclass

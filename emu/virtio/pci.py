@@ -59,63 +59,30 @@ import struct
 from dataclasses import dataclass, replace
 
 from emu.errors import EmuBug
-from emu.pci import regs
 from emu.pci.errors import GuestAccessError
 from emu.pci.function import IoEventFd, PCIFunction
 from emu.pci.msix import MSIX
 from emu.pci.regions import RegisterMap
-from emu.virtio.device import (F_VERSION_1, ISR_CONFIG, ISR_QUEUE, NO_VECTOR, QueueConfig,
-                               STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK,
-                               STATUS_FAILED, STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
-                               VirtioDevice)
+from emu.spec import pci as regs, virtio_pci, virtio_ring
+from emu.spec.virtio import (F_VERSION_1, ISR_CONFIG, ISR_QUEUE, NO_VECTOR, STATUS_ACKNOWLEDGE,
+                             STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
+                             STATUS_NEEDS_RESET)
+from emu.spec.virtio_pci import (CAP_BAR, CAP_COMMON_CFG, CAP_DEVICE_CFG, CAP_ISR_CFG,
+                                 CAP_LENGTH, CAP_NOTIFY_CFG, CAP_OFFSET, CAP_PCI_CFG, CAP_SIZE,
+                                 COMMON_CFG_SIZE, COMMON_CFGGENERATION, COMMON_DF,
+                                 COMMON_DFSELECT, COMMON_FIELD_SIZES, COMMON_GF, COMMON_GFSELECT,
+                                 COMMON_MSIX, COMMON_NUMQ, COMMON_Q_AVAIL, COMMON_Q_DESC,
+                                 COMMON_Q_ENABLE, COMMON_Q_MSIX, COMMON_Q_NDATA, COMMON_Q_NOFF,
+                                 COMMON_Q_RESET, COMMON_Q_SELECT, COMMON_Q_SIZE, COMMON_Q_USED,
+                                 COMMON_STATUS, PCI_CFG_DATA, PCI_SUBSYSTEM_ID_MIN, PCI_VENDOR_ID)
+from emu.virtio.device import QueueConfig, VirtioDevice
 
-VIRTIO_PCI_VENDOR_ID = 0x1AF4
-VIRTIO_PCI_MODERN_DEVICE_BASE = 0x1040
-VIRTIO_PCI_SUBSYSTEM_ID = 0x0040
-
-# virtio vendor capability cfg_type
-CAP_COMMON_CFG = 1
-CAP_NOTIFY_CFG = 2
-CAP_ISR_CFG = 3
-CAP_DEVICE_CFG = 4
-CAP_PCI_CFG = 5
 # struct virtio_pci_cap after cap_vndr/cap_next: cap_len, cfg_type, bar, id, pad[2], offset, length
 _CAP_FMT = "<BBBB2xII"
-CAP_LEN = 2 + struct.calcsize(_CAP_FMT)            # 16
-NOTIFY_CAP_LEN = CAP_LEN + 4                        # + notify_off_multiplier
-PCI_CFG_CAP_LEN = CAP_LEN + 4                       # + pci_cfg_data[4]
-CAP_BAR = 4                                         # offsets within a virtio capability
-CAP_OFFSET = 8
-CAP_LENGTH = 12
-PCI_CFG_DATA = 16
 
-# common configuration (struct virtio_pci_common_cfg)
-COMMON_DFSELECT = 0x00
-COMMON_DF = 0x04
-COMMON_GFSELECT = 0x08
-COMMON_GF = 0x0C
-COMMON_MSIX = 0x10
-COMMON_NUMQ = 0x12
-COMMON_STATUS = 0x14
-COMMON_CFGGENERATION = 0x15
-COMMON_Q_SELECT = 0x16
-COMMON_Q_SIZE = 0x18
-COMMON_Q_MSIX = 0x1A
-COMMON_Q_ENABLE = 0x1C
-COMMON_Q_NOFF = 0x1E
-COMMON_Q_DESC = 0x20
-COMMON_Q_AVAIL = 0x28
-COMMON_Q_USED = 0x30
-COMMON_Q_NDATA = 0x38
-COMMON_Q_RESET = 0x3A
-COMMON_CFG_SIZE = 0x3C
-_COMMON_SIZES = {COMMON_DFSELECT: 4, COMMON_DF: 4, COMMON_GFSELECT: 4, COMMON_GF: 4,
-                 COMMON_MSIX: 2, COMMON_NUMQ: 2, COMMON_STATUS: 1, COMMON_CFGGENERATION: 1,
-                 COMMON_Q_SELECT: 2, COMMON_Q_SIZE: 2, COMMON_Q_MSIX: 2, COMMON_Q_ENABLE: 2,
-                 COMMON_Q_NOFF: 2, COMMON_Q_DESC: 8, COMMON_Q_AVAIL: 8, COMMON_Q_USED: 8,
-                 COMMON_Q_NDATA: 2, COMMON_Q_RESET: 2}
-_QUEUE_ADDR = {COMMON_Q_DESC: ("desc", 16), COMMON_Q_AVAIL: ("driver", 2),
-               COMMON_Q_USED: ("device", 4)}          # field, required alignment (§2.7)
+_QUEUE_ADDR = {COMMON_Q_DESC: ("desc", virtio_ring.DESC_ALIGN),       # field, required
+               COMMON_Q_AVAIL: ("driver", virtio_ring.AVAIL_ALIGN),   # alignment (§2.7)
+               COMMON_Q_USED: ("device", virtio_ring.USED_ALIGN)}
 
 
 @dataclass(frozen=True)
@@ -161,13 +128,13 @@ class VirtioPCIFunction(PCIFunction):
 
     def __init__(self, device: VirtioDevice, *, layout: VirtioPCILayout = VirtioPCILayout(),
                  pci_device_id: int | None = None, class_code: int | None = None,
-                 subsystem_id: int = VIRTIO_PCI_SUBSYSTEM_ID, name: str = ""):
+                 subsystem_id: int = PCI_SUBSYSTEM_ID_MIN, name: str = ""):
         super().__init__(
-            VIRTIO_PCI_VENDOR_ID,
+            PCI_VENDOR_ID,
             pci_device_id if pci_device_id is not None
-            else VIRTIO_PCI_MODERN_DEVICE_BASE + device.device_id,
+            else virtio_pci.pci_device_id(device.device_id),
             class_code if class_code is not None else device.pci_class,
-            revision=1, subsystem_vendor_id=VIRTIO_PCI_VENDOR_ID,
+            revision=1, subsystem_vendor_id=PCI_VENDOR_ID,
             subsystem_id=subsystem_id, interrupt_pin=1,
             name=name or f"virtio-{device.device_id}")
         self.device = device
@@ -181,7 +148,7 @@ class VirtioPCIFunction(PCIFunction):
             raise EmuBug("notify area too small for the queues")
         self.queues = [QueueConfig(i, device.queue_max_size(i), notify_off=i) for i in range(n)]
         for q in self.queues:
-            if not 1 <= q.max_size <= 32768 or q.max_size & (q.max_size - 1):
+            if not virtio_ring.num_valid(q.max_size):
                 raise EmuBug(f"queue {q.index} max size {q.max_size} is not a power of two")
         self._status = 0
         self._reset_pending = None        # callable: True once the device's reset is done
@@ -237,7 +204,7 @@ class VirtioPCIFunction(PCIFunction):
 
     def _add_virtio_cap(self, cfg_type: int, offset: int, length: int, *, extra: bytes = b"",
                         wmask: bytes | None = None, on_read=None, on_write=None) -> int:
-        body = struct.pack(_CAP_FMT, CAP_LEN + len(extra), cfg_type,
+        body = struct.pack(_CAP_FMT, CAP_SIZE + len(extra), cfg_type,
                            self.layout.bar if cfg_type != CAP_PCI_CFG else 0, 0,
                            offset, length) + extra
         return self.add_capability(regs.CAP_ID_VNDR, body, wmask,
@@ -456,7 +423,7 @@ class _CommonCfg:
         """The register an access hits; fields are accessed whole with their
         natural width, 64-bit fields also as two aligned 32-bit halves."""
         base = offset & ~7 if offset >= COMMON_Q_DESC and offset < COMMON_Q_NDATA else offset
-        width = _COMMON_SIZES.get(base)
+        width = COMMON_FIELD_SIZES.get(base)
         if width == 8 and size == 4 and offset % 4 == 0:
             return base
         if width is None or offset != base or size != width:

@@ -26,20 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import struct
 import threading
 
 from emu.errors import GuestMemoryError
-from emu.virtio import net_spec as N
-from emu.virtio.device import VirtioDevice, QueueConfig
+from emu.spec import vhost, virtio as V, virtio_net as N
+from emu.spec.virtio_ring import (DESC, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE, RING_ENTRIES,
+                                  RING_IDX, USED_ELEM)
+from emu.virtio.device import QueueConfig, VirtioDevice
 from emu.vhost_user.errors import PeerClosed, VhostUserError
 from emu.vhost_user.messages import FrontendRequest as F, VringState
 from emu import eventfd as efd
 from emu.vhost_user.client import FrontendVring, eventfd
 
 log = logging.getLogger(__name__)
-
-DESC = struct.Struct("<QIHH")
 
 
 class VirtioNetDevice(VirtioDevice):
@@ -64,10 +63,10 @@ class VirtioNetDevice(VirtioDevice):
         self.ctrl_index = 2 * queue_pairs if self.has_ctrl else None
         self._qsize = queue_size
         self.host_mtu = host_mtu
-        self.wanted = (N.F_VERSION_1 | N.F_MAC | N.F_STATUS
+        self.wanted = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS
                        | (N.F_MRG_RXBUF if mrg_rxbuf else 0)
-                       | (N.F_EVENT_IDX if event_idx else 0)
-                       | (N.F_INDIRECT_DESC if indirect_desc else 0)
+                       | (V.F_EVENT_IDX if event_idx else 0)
+                       | (V.F_INDIRECT_DESC if indirect_desc else 0)
                        | (N.F_MTU if host_mtu else 0)
                        | (N.F_MQ | N.F_CTRL_VQ if self.mq else 0))
         self.reneg_mask: int | None = None   # vhost-pci: back-end's pushed features
@@ -137,8 +136,8 @@ class VirtioNetDevice(VirtioDevice):
     def device_features(self) -> int:
         backend = self.netdev.backend_features
         offered = self.wanted & ((backend & N.VHOST_NET_BITS) | N.DEVICE_MODEL_BITS)
-        if not backend & N.F_VERSION_1:
-            offered &= ~N.F_VERSION_1          # the transport then refuses FEATURES_OK
+        if not backend & V.F_VERSION_1:
+            offered &= ~V.F_VERSION_1          # the transport then refuses FEATURES_OK
         if not backend & N.F_MQ:
             offered &= ~(N.F_MQ | N.F_CTRL_VQ)
         if self.reneg_mask is not None:
@@ -190,7 +189,7 @@ class VirtioNetDevice(VirtioDevice):
     # -- vhost-user operations (loop) ---------------------------------------------------------------
     def _backend_features_for(self, guest: int) -> int:
         f = guest & N.VHOST_NET_BITS & self.netdev.backend_features
-        return f | (self.netdev.backend_features & N.F_PROTOCOL_FEATURES)
+        return f | (self.netdev.backend_features & vhost.F_PROTOCOL_FEATURES)
 
     def _vrings(self) -> list[FrontendVring]:
         t = self.transport
@@ -200,7 +199,7 @@ class VirtioNetDevice(VirtioDevice):
                 continue
             # a fresh ring has used->idx 0; after a back-end restart the
             # back-end resumes where the used ring says (in-order net)
-            used_idx = int.from_bytes(self.ram.read(q.device + 2, 2), "little")
+            used_idx = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
             out.append(FrontendVring(q.index, q.size, q.desc, q.driver, q.device,
                                      base=used_idx,
                                      kick_fd=t.kick_eventfd(q.index),
@@ -222,7 +221,7 @@ class VirtioNetDevice(VirtioDevice):
                                             "path": f"/machine/peripheral/{self.name}/virtio-backend"})
 
     async def _apply_pairs(self) -> None:
-        if not self.mq or not self.netdev.backend_features & N.F_PROTOCOL_FEATURES:
+        if not self.mq or not self.netdev.backend_features & vhost.F_PROTOCOL_FEATURES:
             return
         for pair in range(self.pairs):
             on = 1 if pair < self.active_pairs else 0
@@ -275,22 +274,23 @@ class VirtioNetDevice(VirtioDevice):
             self.transport.errors.record("ctrl-queue", f"control queue: {e}")
 
     def _serve_ctrl_ring(self, q: QueueConfig) -> None:
-        avail_idx = int.from_bytes(self.ram.read(q.driver + 2, 2), "little")
+        avail_idx = int.from_bytes(self.ram.read(q.driver + RING_IDX, 2), "little")
         last = self._ctrl_last
-        used_idx = int.from_bytes(self.ram.read(q.device + 2, 2), "little")
+        used_idx = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
         served = 0
         while last != avail_idx and served < q.size:
-            head = int.from_bytes(self.ram.read(q.driver + 4 + 2 * (last % q.size), 2), "little")
+            entry = q.driver + RING_ENTRIES + 2 * (last % q.size)
+            head = int.from_bytes(self.ram.read(entry, 2), "little")
             last = (last + 1) & 0xFFFF
             written = self._ctrl_command(q, head)
-            elem = q.device + 4 + 8 * (used_idx % q.size)
-            self.ram.write(elem, struct.pack("<II", head, written))
+            elem = q.device + RING_ENTRIES + USED_ELEM.size * (used_idx % q.size)
+            self.ram.write(elem, USED_ELEM.pack(head, written))
             used_idx = (used_idx + 1) & 0xFFFF
             served += 1
         self._ctrl_last = last
         if served:
             # one aligned 16-bit store for used->idx
-            self.ram.view(q.device + 2, 2, dtype="<u2")[0] = used_idx
+            self.ram.view(q.device + RING_IDX, 2, dtype="<u2")[0] = used_idx
             self.transport.notify_queue(self.ctrl_index)
 
     def _ctrl_command(self, q: QueueConfig, head: int) -> int:
@@ -301,13 +301,14 @@ class VirtioNetDevice(VirtioDevice):
             return 0
         try:
             while seen < q.size and i < q.size:
-                addr, length, flags, nxt = DESC.unpack(self.ram.read(q.desc + 16 * i, 16))
+                addr, length, flags, nxt = DESC.unpack(self.ram.read(q.desc + DESC_SIZE * i,
+                                                                     DESC_SIZE))
                 seen += 1
-                if flags & 2:
+                if flags & DESC_F_WRITE:
                     ack_addr = addr
                 elif len(readable) < 256:
                     readable += self.ram.read(addr, min(length, 256))
-                if not flags & 1:
+                if not flags & DESC_F_NEXT:
                     break
                 i = nxt
             status = N.CTRL_ERR
@@ -349,6 +350,8 @@ class VirtioNetDevice(VirtioDevice):
                 "vhost_user": self.netdev.counters.as_dict()}
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()          # its queue serves this device only
         for fd in self.call_fds.values():
             try:
                 self.loop.remove_reader(fd)

@@ -35,17 +35,16 @@ PeerError = DriverError = BusError = None
 
 def _imports():
     global PeerError, DriverError, BusError
-    global PCIBus, regs, VirtioPCIFunction, VirtioNetDevice, N, dev_mod
+    global Platform, regs, VirtioPCIFunction, VirtioNetDevice, N, V, vhost
     global VhostPciNetDevice, VhostPciNetFunction, guest_pci, VirtioPCIDriver, allocate
     from emu.errors import PeerError
     from emu.guest import pci as guest_pci
     from emu.guest.pci import DriverError
     from emu.guest.virtio_pci import VirtioPCIDriver
     from emu.memory import allocate
-    from emu.pci import PCIBus, regs
+    from emu.machines.platform import Platform
     from emu.pci.errors import BusError
-    from emu.virtio import device as dev_mod
-    from emu.virtio import net_spec as N
+    from emu.spec import pci as regs, vhost, virtio as V, virtio_net as N
     from emu.virtio.pci import VirtioPCIFunction
     from emu.virtio.vhost_pci_net import VhostPciNetDevice, VhostPciNetFunction
     from emu.virtio.virtio_net import VirtioNetDevice
@@ -56,9 +55,9 @@ class _AbsentBackend:
     connected: the device model must cope with it."""
 
     def __init__(self):
-        self.backend_features = (N.F_VERSION_1 | N.F_MRG_RXBUF | N.F_EVENT_IDX
-                                 | N.F_INDIRECT_DESC | N.F_MQ | N.F_CTRL_VQ | N.F_MTU
-                                 | N.F_PROTOCOL_FEATURES)
+        self.backend_features = (V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_EVENT_IDX
+                                 | V.F_INDIRECT_DESC | N.F_MQ | N.F_CTRL_VQ | N.F_MTU
+                                 | vhost.F_PROTOCOL_FEATURES)
         self.connected = False
         self.call_fds = {}
         self.client = None
@@ -74,7 +73,7 @@ class Rig:
     def __init__(self, ram):
         self.loop = asyncio.new_event_loop()
         self.ram = ram
-        self.bus = PCIBus()
+        self.bus = Platform()
         self.net = VirtioNetDevice(_AbsentBackend(), ram, self.loop, mac=bytes(6), queue_pairs=2,
                                    mq=True, queue_size=16, host_mtu=1500)
         self.fn_net = VirtioPCIFunction(self.net, name="net0")
@@ -165,10 +164,10 @@ def _check(rig) -> None:
     """Transport invariants after every access."""
     for fn in rig.fns:
         st = fn.status
-        assert st & ~0xCF == 0 or st & dev_mod.STATUS_NEEDS_RESET, hex(st)
-        assert not st & dev_mod.STATUS_DRIVER or st & dev_mod.STATUS_ACKNOWLEDGE
-        assert not st & dev_mod.STATUS_FEATURES_OK or st & dev_mod.STATUS_DRIVER
-        assert not st & dev_mod.STATUS_DRIVER_OK or st & dev_mod.STATUS_FEATURES_OK
+        assert st & ~0xCF == 0 or st & V.STATUS_NEEDS_RESET, hex(st)
+        assert not st & V.STATUS_DRIVER or st & V.STATUS_ACKNOWLEDGE
+        assert not st & V.STATUS_FEATURES_OK or st & V.STATUS_DRIVER
+        assert not st & V.STATUS_DRIVER_OK or st & V.STATUS_FEATURES_OK
         offered = fn.device.device_features()
         assert fn.guest_features & ~offered == 0
         for q in fn.queues:
@@ -180,7 +179,7 @@ def _check(rig) -> None:
         assert fn.isr & ~3 == 0
     vp = rig.vp
     assert 0 <= vp.vq_select < vp.peer_vq_max
-    for v in vp.kick_vector:
+    for v in vp.kicks.vectors:
         assert v == 0xFFFF or v < rig.fn_vp.msix.nvectors
 
 

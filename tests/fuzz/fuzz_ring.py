@@ -41,8 +41,9 @@ _mem: GuardedRegions | None = None
 
 
 def _imports():
-    global ring, PeerError
+    global ring, PeerError, V, N, R
     from emu import ring
+    from emu.spec import virtio as V, virtio_net as N, virtio_ring as R
     from emu.errors import PeerError
 
 
@@ -138,7 +139,7 @@ def _flags(fdp, writable: bool) -> int:
 
 def _write_ring(fdp, mem, base: int, num: int, writable: bool) -> int:
     """Descriptors, avail entries and indexes of one ring; -> its starting index."""
-    desc, avail, used, _ = ring.ring_layout(base, num)
+    desc, avail, used, _ = R.ring_layout(base, num)
     for i in range(num):
         nxt = fdp.ConsumeIntInRange(0, num + 1) if fdp.ConsumeBool() else (i + 1) % num
         mem.write(desc + 16 * i, struct.pack("<QIHH", _addr(fdp), _len(fdp),
@@ -157,7 +158,7 @@ def _write_ring(fdp, mem, base: int, num: int, writable: bool) -> int:
 
 
 def _used_idx(mem, base: int, num: int) -> int:
-    return struct.unpack("<H", mem.read(ring.ring_layout(base, num)[2] + 2, 2))[0]
+    return struct.unpack("<H", mem.read(R.ring_layout(base, num)[2] + 2, 2))[0]
 
 
 class _Tracked:
@@ -188,18 +189,18 @@ class _Tracked:
 
 def _device_side(fdp, mem) -> None:
     bits = fdp.ConsumeIntInRange(0, 15)
-    features = ((ring.VIRTIO_RING_F_INDIRECT_DESC if bits & 1 else 0)
-                | (ring.VIRTIO_RING_F_EVENT_IDX if bits & 2 else 0)
-                | (ring.VIRTIO_NET_F_MRG_RXBUF if bits & 4 else 0)
-                | (ring.VIRTIO_F_VERSION_1 if bits & 8 else 0))
+    features = ((V.F_INDIRECT_DESC if bits & 1 else 0)
+                | (V.F_EVENT_IDX if bits & 2 else 0)
+                | (N.F_MRG_RXBUF if bits & 4 else 0)
+                | (V.F_VERSION_1 if bits & 8 else 0))
     num = 1 << fdp.ConsumeIntInRange(0, 6)
     mem.write(RAW, fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, RAW_MAX)))
     tx_start = _write_ring(fdp, mem, TX_RING, num, writable=False)
     rx_start = _write_ring(fdp, mem, RX_RING, num, writable=True)
     table = ring.RegionTable([(g, s, h) for g, s, h in mem.regions])
-    tx = ring.DeviceQueue.from_gpa(table, num, *ring.ring_layout(TX_RING, num)[:3],
+    tx = ring.DeviceQueue.from_gpa(table, num, *R.ring_layout(TX_RING, num)[:3],
                                    features=features, last_avail_idx=tx_start)
-    rx = ring.DeviceQueue.from_gpa(table, num, *ring.ring_layout(RX_RING, num)[:3],
+    rx = ring.DeviceQueue.from_gpa(table, num, *R.ring_layout(RX_RING, num)[:3],
                                    features=features, last_avail_idx=rx_start)
     queues = {0: (tx, TX_RING), 1: (rx, RX_RING)}
     for _ in range(fdp.ConsumeIntInRange(1, 8)):
@@ -235,8 +236,8 @@ def _device_side(fdp, mem) -> None:
 def _driver_side(fdp, mem) -> None:
     num = 1 << fdp.ConsumeIntInRange(1, 6)
     layout = fdp.ConsumeIntInRange(0, 2)
-    features = ring.VIRTIO_F_VERSION_1 | (ring.VIRTIO_NET_F_MRG_RXBUF if fdp.ConsumeBool() else 0)
-    desc, avail, used, _ = ring.ring_layout(DRV_RING, num)
+    features = V.F_VERSION_1 | (N.F_MRG_RXBUF if fdp.ConsumeBool() else 0)
+    desc, avail, used, _ = R.ring_layout(DRV_RING, num)
     q = ring.DriverQueue(mem, num, desc, avail, used, DRV_BUFS, 512, layout=layout,
                          ind_gpa=DRV_IND, features=features)
     if fdp.ConsumeBool():

@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 REGRESSIONS = os.path.join(HERE, "regressions")
 TARGETS = {
-    "codec": (os.path.join(ROOT, "tests", "vhost_user", "fuzz_codec.py"), 5000),
+    "codec": (os.path.join(HERE, "fuzz_codec.py"), 5000),
     "frontend": (os.path.join(HERE, "fuzz_frontend.py"), 20000),
     "ring": (os.path.join(HERE, "fuzz_ring.py"), 20000),
     "pci": (os.path.join(HERE, "fuzz_pci.py"), 500),

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from emu import memory, ring
+from emu import memory
+from emu.spec import virtio_ring as R
 from emu.vhost_user.codec import HEADER, Decoder, Message, close_fds, encode, request
 from emu.vhost_user.messages import (FrontendRequest as F, MemoryRegion, MemoryTable,
                                      ProtocolFeature as PF, U64, VirtioFeature as VF, VringAddr,
@@ -78,7 +79,7 @@ class DriverRing:
 
     def __init__(self, ram: PeerRAM, index: int, num: int, base_gpa: int):
         self.ram, self.index, self.num = ram, index, num
-        self.desc, self.avail, self.used, _ = ring.ring_layout(base_gpa, num)
+        self.desc, self.avail, self.used, _ = R.ring_layout(base_gpa, num)
         ram.write(base_gpa, bytes(self.used + 6 + 8 * num - base_gpa))
         self.avail_idx = 0
         self.kick_fd = eventfd()
@@ -220,7 +221,7 @@ class EvilFrontend:
     def setup_ring(self, ram: PeerRAM, r: DriverRing, base: int = 0) -> None:
         self.send(F.SET_VRING_NUM, VringState(r.index, r.num))
         self.send(F.SET_VRING_BASE, VringState(r.index, base))
-        d_size, a_size, u_size = ring.ring_sizes(r.num)
+        d_size, a_size, u_size = R.ring_sizes(r.num)
         self.send(F.SET_VRING_ADDR, VringAddr(r.index, 0, ram.uaddr(r.desc), ram.uaddr(r.used),
                                               ram.uaddr(r.avail), 0))
         self.send(F.SET_VRING_KICK, VringFd(r.index), (r.kick_fd,))
@@ -248,7 +249,7 @@ class EchoPeer:
                  rx_prefill: int | None = None, rx_buf_size: int = 2048):
         self.ram = PeerRAM(layout)
         self.fe = EvilFrontend(path)
-        ring_bytes = ring.ring_layout(0, num)[3]
+        ring_bytes = R.ring_layout(0, num)[3]
         self.rx = DriverRing(self.ram, 0, num, 0x0)
         self.tx = DriverRing(self.ram, 1, num, ring_bytes)
         self.rx_bufs = [self.ram.alloc(rx_buf_size) for _ in range(min(num, 64))]

@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,6 +50,9 @@ class Survivor:
         self.current = self.listener.accept()
         self.current.serve_until_started()
         self.vm1.wait(lambda: self.vm1.device("net0")["link_up"], 10, "link up")
+        # the baseline is the running guest's: its app (and the app's module,
+        # pump thread and buffers) comes up after the link does
+        self.vm1.wait(lambda: self.vm1.queue("net0", "tx0")["packets"] > 0, 15, "traffic")
         self.fds = len(self.vm1.fds())
         self.maps = len(self.vm1.maps())
 
@@ -179,19 +182,26 @@ def refuses_the_memory_table(e: EvilBackend):
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
+def reset_in_background(vm: Emu) -> Future:
+    """QMP system_reset answers once every device is reset, a vhost-user
+    device once its back-end stopped the rings (SET_VRING_ENABLE 0,
+    GET_VRING_BASE): send it from a thread while this test plays that
+    back-end, as a back-end in its own process would.  The future's
+    ``result()`` raises what the command raised."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(vm.execute, "system_reset")
+    finally:
+        pool.shutdown(wait=False)
+
+
 def vring_base_for_another_ring(e: EvilBackend, survivor: Survivor):
     e.serve_until_started()
-    # The guest reboots: VM1 stops its rings.  system_reset answers once the
-    # guest has carried the reset out, and the reset waits for this back-end's
-    # replies (SET_VRING_ENABLE 0, GET_VRING_BASE): ask from another thread
-    # and serve meanwhile, as a back-end in its own process would (asked
-    # first and served after, both sides waited 5 s for each other).
-    with ThreadPoolExecutor(1) as pool:
-        reset = pool.submit(survivor.vm1.execute, "system_reset")
-        msg = e.serve(until=at(F.GET_VRING_BASE))
-        assert msg is not None, "VM1 closed before GET_VRING_BASE"
-        e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
-        reset.result(30)       # the reset is over: VM1 has judged the reply
+    done = reset_in_background(survivor.vm1)        # the reset stops VM1's rings
+    msg = e.serve(until=at(F.GET_VRING_BASE))
+    assert msg is not None, "VM1 closed before GET_VRING_BASE"
+    e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
+    done.result(30)            # the reset is over: VM1 has judged the reply
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
@@ -284,8 +294,9 @@ def test_hostile_backend(survivor, case):
     if case.reset_after:
         # the driver stopped using the ring the device corrupted; a reboot
         # gives it fresh rings (fresh counters) that it posts to and kicks again
-        survivor.vm1.execute("system_reset")
+        done = reset_in_background(survivor.vm1)
         survivor.current.serve_until_started()
+        done.result(30)
 
         def fresh_tx():
             q = survivor.vm1.queue("net0", "tx0")

@@ -164,8 +164,7 @@ def kill_testpmd_loop(run_dir: str, kills: int) -> dict:
 def kill_qemu_loop(run_dir: str, kills: int) -> dict:
     """QEMU 7.2 + Linux pinging VM2's responder: SIGKILL QEMU mid-ping;
     VM2 releases QEMU's memory; at the end a fresh QEMU gets every reply."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import linux_guest
+    from tests.peers import linux_guest
     sock = os.path.join(run_dir, "qemu.sock")
     vm2 = Emu("vm2", vm2_args([sock], guest="vhost-pci-net,app=responder,ip=10.0.0.2"), run_dir)
     try:

@@ -29,9 +29,9 @@ from emu.launcher import MachineAdapter
 from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
-from emu.virtio import net_spec as N
-from emu.virtio.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
-                                      M_VRINGS, PS_MEM_READY, VRING, VRING_SIZE)
+from emu.spec import virtio as V, virtio_net as N
+from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
+                                    PS_MEM_READY, VRING, vring_at)
 
 MAC1, MAC2 = bytes.fromhex("525400000001"), bytes.fromhex("525400000002")
 COMMON, ISR, DEVCFG, NOTIFY = 0x0, 0x1000, 0x2000, 0x3000
@@ -93,7 +93,7 @@ class Guest:
     def __init__(self, machine: Machine, dev_id: str):
         self.m = machine
         self.fn = machine.devices[dev_id].function
-        self.dev = next(d for d in probe(machine.bus) if d.bdf == machine.devices[dev_id].bdf)
+        self.dev = next(d for d in probe(machine.system) if d.bdf == machine.devices[dev_id].bdf)
         self.dev_id = dev_id
 
     def w(self, bar: int, off: int, size: int, value: int) -> None:
@@ -138,7 +138,7 @@ def _queue_sel(g: Guest, q: int) -> None:
 def ctrl_queue_outside_ram(g: Guest) -> None:
     """The control queue's rings programmed outside guest RAM, then kicked:
     the device must not fault (nor raise into the guest)."""
-    g.features_ok(N.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
+    g.features_ok(V.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, 1 << 40), (QAVAIL, (1 << 40) + 0x1000), (QUSED, (1 << 40) + 0x2000)):
         g.w(0, reg, 4, addr & 0xFFFFFFFF)
@@ -150,7 +150,7 @@ def ctrl_queue_outside_ram(g: Guest) -> None:
 
 def ctrl_chain_outside_ram(g: Guest) -> None:
     """A control queue inside RAM whose command descriptors point outside it."""
-    g.features_ok(N.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
+    g.features_ok(V.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
     base = 0x10000
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, base), (QAVAIL, base + 0x1000), (QUSED, base + 0x2000)):
@@ -178,7 +178,7 @@ def queue_write(reg: int, size: int, value: int, *, select: int = 0, after_ok: b
                 enable_first: bool = False):
     def act(g: Guest):
         if after_ok or enable_first:
-            g.features_ok(N.F_VERSION_1)
+            g.features_ok(V.F_VERSION_1)
         _queue_sel(g, select)
         if enable_first:
             for r, a in ((QDESC, 0x20000), (QAVAIL, 0x21000), (QUSED, 0x22000)):
@@ -193,7 +193,7 @@ def queue_write(reg: int, size: int, value: int, *, select: int = 0, after_ok: b
 
 
 def misaligned_enable(g: Guest) -> None:
-    g.features_ok(N.F_VERSION_1)
+    g.features_ok(V.F_VERSION_1)
     _queue_sel(g, 0)
     g.w(0, QDESC, 4, 0x20008)                     # descriptor table needs 16-byte alignment
     g.w(0, QENABLE, 2, 1)
@@ -226,11 +226,11 @@ CASES = [
     Case("status-reserved-bits", "net0", "status-reserved", lambda g: g.status(ACK | 0x20)),
     Case("status-out-of-order", "net0", "status-order", lambda g: g.status(0) or g.status(DOK)),
     Case("features-not-offered", "net0", "features-unoffered",
-         lambda g: g.features_ok(N.F_VERSION_1 | 1 << 63)),
+         lambda g: g.features_ok(V.F_VERSION_1 | 1 << 63)),
     Case("features-without-version-1", "net0", "features-no-version-1",
          lambda g: g.features_ok(N.F_MAC)),
     Case("features-written-after-features-ok", "net0", "features-after-ok",
-         lambda g: (g.features_ok(N.F_VERSION_1), g.w(0, GF, 4, 0))),
+         lambda g: (g.features_ok(V.F_VERSION_1), g.w(0, GF, 4, 0))),
     Case("msix-config-vector-beyond-the-table", "net0", "vector-refused", vector_refused(MSIX_CFG)),
     Case("queue-vector-beyond-the-table", "net0", "vector-refused", vector_refused(QMSIX, 0)),
     Case("queue-select-beyond-num-queues", "net0", "queue-select",
@@ -321,9 +321,9 @@ def test_checklist_row_19_is_covered():
 def test_map_ram_outside_a_ram_bar_is_refused(guests):
     g = guests["vp0"]
     with pytest.raises(BusError):
-        g.m.bus.map_ram(g.dev.bars[0].address, 16)          # a register BAR
+        g.m.system.map_ram(g.dev.bars[0].address, 16)          # a register BAR
     with pytest.raises(BusError):
-        g.m.bus.map_ram(g.dev.bars[4].address, 1 << 20)     # past the metadata BAR
+        g.m.system.map_ram(g.dev.bars[4].address, 1 << 20)     # past the metadata BAR
 
 
 def test_after_all_that_the_real_drivers_bring_both_devices_up(machines, guests):
@@ -332,7 +332,7 @@ def test_after_all_that_the_real_drivers_bring_both_devices_up(machines, guests)
     vm1, vm2 = machines.vm1, machines.vm2
     for m, drv, app, params in ((vm2, "vhost-pci-net", "echo", {}),
                                 (vm1, "virtio-net", "gen", {"count": "3000", "verify": "on"})):
-        m.guest = GuestProgram(m.bus, m.ram, drv, app, params, name=f"{m.name}-guest",
+        m.guest = GuestProgram(m.system, m.ram, drv, app, params, name=f"{m.name}-guest",
                                on_event=m.emit)
         m.guest.start()
     deadline = time.monotonic() + 30
@@ -361,11 +361,11 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
     g = Guest(vm2, "vp0")
 
     def vm1_driver():
-        p = GuestProgram(vm1.bus, vm1.ram, "virtio-net", "sink", {}, name="vm1-sink")
+        p = GuestProgram(vm1.system, vm1.ram, "virtio-net", "sink", {}, name="vm1-sink")
         p.start()
         return p
 
-    epochs = list(dev.vring_epoch[:2])
+    epochs = list(dev.peer.vring_epoch[:2])
     drv = vm1_driver()                   # VM1 brings its device up: its memory is in the window
     # Acknowledge only a generation that describes VM1's finished bring-up
     # (both its vrings started afresh on the new table).  Acking a generation
@@ -376,8 +376,8 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
     while True:
         assert time.monotonic() < deadline, "VM1's bring-up never settled in the metadata"
         gen = dev.metadata.generation
-        vrings = [VRING.unpack_from(dev.metadata.mm, M_VRINGS + VRING_SIZE * i) for i in (0, 1)]
-        state = dev.peer_state
+        vrings = [VRING.unpack_from(dev.metadata.mm, vring_at(i)) for i in (0, 1)]
+        state = dev.peer.state
         if (gen % 2 == 0 and dev.window.mapped and state & PS_MEM_READY
                 and all(v[2] and v[3] and v[4] != e for v, e in zip(vrings, epochs))
                 and dev.metadata.generation == gen):
@@ -385,13 +385,13 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
         time.sleep(0.02)
     g.w(0, DEVCFG + CFG_DRIVER_ACK, 4, gen)                       # "I use the window"...
     assert dev.metadata.generation == gen, "the peer changed the table while we acknowledged"
-    window = vm2.bus.map_ram(g.dev.bars[2].address, 1 << 20)
+    window = vm2.system.map_ram(g.dev.bars[2].address, 1 << 20)
     assert bytes(window.view[0:16]) == vm1.ram.read(0, 16)          # it is the peer's memory
-    revoked = dev.window_revocations
+    revoked = dev.handshake.window_revocations
     drv.stop()
     machines.run(vm1.netdevs["n0"].client.close())       # VM1 goes away: memory dropped
     deadline = time.monotonic() + 10
-    while dev.window_revocations == revoked:
+    while dev.handshake.window_revocations == revoked:
         assert time.monotonic() < deadline, "the window was not revoked"
         time.sleep(0.02)
     vm1.ram.write(0, b"peer-secret")

@@ -3,15 +3,11 @@ vhost-user back-end: the guest's ping is answered by VM2's guest driver,
 which reads the request from VM1's TX ring and writes the reply into VM1's
 RX ring through the BAR window.  One boot (~8 s under TCG)."""
 import asyncio
-import os
-import sys
 
 import pytest
 
 from emu.testing import vms
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import linux_guest  # noqa: E402
+from tests.peers import linux_guest
 
 
 @pytest.mark.peers

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from emu.testing import vms
-from emu.virtio import net_spec as N
+from emu.spec import virtio as V, virtio_net as N
 
 
 def run(coro):
@@ -111,7 +111,7 @@ def test_feature_dance_vm1_renegotiates_with_vm2s_subset(tmp_path):
             b.guest.request("reconfigure", {"mrg_rxbuf": "off"})
             await ev.wait("EMU_GUEST_RENEGOTIATED", "vm1", timeout=10)
             assert not drv.features & N.F_MRG_RXBUF
-            assert drv.features & N.F_VERSION_1
+            assert drv.features & V.F_VERSION_1
             before = vms.guest_stats(a)["received"]
             await vms.wait_for(lambda: vms.guest_stats(a)["received"] > before + 2000,
                                what="traffic after renegotiation")
@@ -169,7 +169,7 @@ def test_peer_remap_disconnect_and_return_while_traffic_runs(tmp_path):
         try:
             await vms.wait_for(lambda: vms.guest_stats(a).get("received", 0) > 20000, what="traffic")
             gen0 = b.emu_stats()["vp0"]["generation"]
-            a.system_reset()              # VM1's driver resets: rings stop, memory re-sent
+            await a.system_reset()        # VM1 reboots: rings stop, memory re-sent
             await vms.wait_for(lambda: b.emu_stats()["vp0"]["generation"] > gen0 + 4,
                                what="re-map seen by VM2")
             n = vms.guest_stats(a)["received"]

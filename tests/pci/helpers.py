@@ -5,7 +5,7 @@ import os
 
 from emu.pci.errors import GuestAccessError
 from emu.virtio import VirtioDevice
-from emu.virtio.device import F_RING_EVENT_IDX, F_VERSION_1
+from emu.spec.virtio import F_EVENT_IDX, F_VERSION_1
 
 
 class RegFile:
@@ -43,7 +43,7 @@ class ToyNet(VirtioDevice):
         self.refuse_features = False
 
     def device_features(self):
-        return F_VERSION_1 | F_RING_EVENT_IDX | 1 << 5
+        return F_VERSION_1 | F_EVENT_IDX | 1 << 5
 
     def config_write(self, offset, size, value):
         if offset != 6 or size != 2:
@@ -77,3 +77,10 @@ def eventfd_count(fd: int) -> int:
         return os.eventfd_read(fd)
     except BlockingIOError:
         return 0
+
+
+def reads_unassigned(bus, addr: int, size: int) -> bool:
+    """A memory read nothing decodes: it reads 0 (QEMU's unassigned memory,
+    ``unassigned_mem_ops``) and is counted as unclaimed."""
+    before = sum(bus.unclaimed.values())
+    return bus.mmio_read(addr, size) == 0 and sum(bus.unclaimed.values()) == before + 1

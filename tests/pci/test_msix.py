@@ -8,7 +8,8 @@ import pytest
 
 from emu.errors import EmuBug
 from emu.guest.pci import PCIDevice, assign_resources, enumerate_bus
-from emu.pci import MSIX, PCIFunction, RegisterMap, regs
+from emu.pci import MSIX, PCIFunction, RegisterMap
+from emu.spec import pci as regs
 
 from .helpers import eventfd_count
 

@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from emu.qmp.stream import JsonError, JsonStreamer, decode, encode
+from emu.qmp.greeting import encode
+from emu.qmp.stream import JsonError, JsonStreamer, decode
 
 
 def strict(line: bytes):

@@ -28,12 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emu._ring import lib
+from emu.spec.virtio_ring import (AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT,
+                                  DESC_F_WRITE, USED_F_NO_NOTIFY)
 
-DESC_F_NEXT = 1
-DESC_F_WRITE = 2
-DESC_F_INDIRECT = 4
-AVAIL_F_NO_INTERRUPT = 1
-USED_F_NO_NOTIFY = 1
 MAX_SEGS = lib.EMU_MAX_SEGS
 MAX_MRG_BUFS = lib.EMU_MAX_MRG_BUFS
 U64 = 1 << 64

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 
 from emu import memory, ring
+from emu.spec import vhost, virtio as V, virtio_net as N, virtio_ring as R
 from emu.memory import GuestMemory, PAGE_SIZE, Region
 
 from .model import Memory, RingAddrs
 
 KiB, MiB = 1 << 10, 1 << 20
-V1 = ring.VIRTIO_F_VERSION_1
-MRG = ring.VIRTIO_NET_F_MRG_RXBUF
-EVENT_IDX = ring.VIRTIO_RING_F_EVENT_IDX
-INDIRECT = ring.VIRTIO_RING_F_INDIRECT_DESC
-LOG = ring.VHOST_F_LOG_ALL
+V1 = V.F_VERSION_1
+MRG = N.F_MRG_RXBUF
+EVENT_IDX = V.F_EVENT_IDX
+INDIRECT = V.F_INDIRECT_DESC
+LOG = vhost.F_LOG_ALL
 
 
 def feats(*, v1: bool = True, mrg: bool = False, event_idx: bool = False,
@@ -36,7 +37,7 @@ def feats(*, v1: bool = True, mrg: bool = False, event_idx: bool = False,
 
 def place(base: int, num: int) -> RingAddrs:
     """A split ring at ``base`` in the legacy layout."""
-    desc, avail, used, _ = ring.ring_layout(base, num)
+    desc, avail, used, _ = R.ring_layout(base, num)
     return RingAddrs(num, desc, avail, used)
 
 

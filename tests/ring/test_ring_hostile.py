@@ -17,6 +17,7 @@ import time
 import pytest
 
 from emu import ring
+from emu.spec import virtio_net as N
 from emu._ring import lib
 from emu.errors import PeerError
 
@@ -46,7 +47,7 @@ class Hostile:
         self.txd, self.rxd = DriverModel(self.mm, self.txr), DriverModel(self.mm, self.rxr)
         self.tx = devq(self.table, self.txr, features)
         self.rx = devq(self.table, self.rxr, features)
-        self.hdr = ring.net_hdr_len(features)
+        self.hdr = N.hdr_len(features)
         self._buf, self._rxbuf, self._tab = TX_BUFS, RX_BUFS, TABLES
         self._before = None
 

@@ -17,6 +17,7 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from emu import ring
+from emu.spec import virtio as V, virtio_net as N
 
 from . import model
 from .model import (DESC_F_WRITE, USED_F_NO_NOTIFY, DeviceModel,
@@ -100,8 +101,8 @@ class CopyRunner:
     def __init__(self, tw: Twins, num: int, sf: int, df: int, tx_start: int, rx_start: int,
                  table_skew: int):
         self.tw, self.num, self.sf, self.df = tw, num, sf, df
-        self.event_idx = bool(sf & ring.VIRTIO_RING_F_EVENT_IDX)
-        self.shdr, self.dhdr = ring.net_hdr_len(sf), ring.net_hdr_len(df)
+        self.event_idx = bool(sf & V.F_EVENT_IDX)
+        self.shdr, self.dhdr = N.hdr_len(sf), N.hdr_len(df)
         self.txr, self.rxr = place(TX_RING, num), place(RX_RING, num)
         me = tw.me
         self.txd = DriverModel(me, self.txr, event_idx=self.event_idx, avail_idx=tx_start,
@@ -113,9 +114,9 @@ class CopyRunner:
         self.src = devq(table, self.txr, sf, last_avail_idx=tx_start, call_fd=self.calls[0])
         self.dst = devq(table, self.rxr, df, last_avail_idx=rx_start, call_fd=self.calls[1])
         opts = lambda f: dict(event_idx=self.event_idx,
-                              indirect=bool(f & ring.VIRTIO_RING_F_INDIRECT_DESC),
-                              mrg=bool(f & ring.VIRTIO_NET_F_MRG_RXBUF),
-                              hdr_len=ring.net_hdr_len(f))
+                              indirect=bool(f & V.F_INDIRECT_DESC),
+                              mrg=bool(f & N.F_MRG_RXBUF),
+                              hdr_len=N.hdr_len(f))
         tw.pair.sync()                         # the model's memory: indexes preset too
         self.msrc = DeviceModel(tw.mm, self.txr, last_avail_idx=tx_start, **opts(sf))
         self.mdst = DeviceModel(tw.mm, self.rxr, last_avail_idx=rx_start, **opts(df))
@@ -137,7 +138,7 @@ class CopyRunner:
         return at
 
     def post(self, rnd) -> None:
-        indirect_ok = bool(self.sf & ring.VIRTIO_RING_F_INDIRECT_DESC)
+        indirect_ok = bool(self.sf & V.F_INDIRECT_DESC)
         for k, (flen, seeds, ind, gap) in enumerate(rnd["tx"]):
             total = self.shdr + flen
             cuts = sorted({s % (total - 1) + 1 for s in seeds}) if total > 1 else []
@@ -153,7 +154,7 @@ class CopyRunner:
             bufs = [(at + a, b - a, 0) for a, b in zip(edges, edges[1:])]
             self.txd.add_chain(bufs, indirect_at=self.alloc_table(len(bufs)) if ind else None)
             self.sent.append(frame)
-        indirect_ok = bool(self.df & ring.VIRTIO_RING_F_INDIRECT_DESC)
+        indirect_ok = bool(self.df & V.F_INDIRECT_DESC)
         for sizes, ind, gap in rnd["rx"]:
             ind = ind and indirect_ok
             if len(self.rxd.free) < (1 if ind else len(sizes)):
@@ -205,7 +206,7 @@ class CopyRunner:
         completed, self.sent = self.sent[:len(done)], self.sent[len(done):]
         if swap:
             completed = [model.swap_macs(f) for f in completed]
-        mrg = bool(self.df & ring.VIRTIO_NET_F_MRG_RXBUF)
+        mrg = bool(self.df & N.F_MRG_RXBUF)
         arrived, parts = [], []
         for head, ln in self.rxd.used():
             data = b"".join(self.tw.me.read(g, n) for g, n in self.rx_bufs.pop(head))[:ln]
@@ -265,9 +266,9 @@ class DriverRunner:
 
     def __init__(self, tw: Twins, num: int, layout: int, f: int, buf_size: int, start: int):
         self.tw = tw
-        ev = bool(f & ring.VIRTIO_RING_F_EVENT_IDX)
-        mrg = bool(f & ring.VIRTIO_NET_F_MRG_RXBUF)
-        hdr = ring.net_hdr_len(f)
+        ev = bool(f & V.F_EVENT_IDX)
+        mrg = bool(f & N.F_MRG_RXBUF)
+        hdr = N.hdr_len(f)
         self.txr, self.rxr = place(TX_RING, num), place(RX_RING, num)
         self.kicks = (tw.efd(), tw.efd())
         bufs = (0x10000, 0x20000)

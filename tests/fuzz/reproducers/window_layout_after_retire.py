@@ -11,7 +11,10 @@ path that did not stop in time reads PROT_NONE memory.
 
     .venv/bin/python tests/fuzz/reproducers/window_layout_after_retire.py
 
-prints VM2's fate (expected once fixed: "VM2 alive, the old table still serves").
+prints VM2's fate ("VM2 alive, the old table still serves" since the fix:
+PeerWindow.prepare checks the layout before the current table is retired;
+the test of it is tests/hostile/test_refused_mem_table.py's
+layout-larger-than-the-window).
 """
 from __future__ import annotations
 

@@ -1,0 +1,69 @@
+"""The virtio-pci modern transport (VIRTIO 1.2 §4.1): how a virtio device
+shows itself on PCI, and the layout of the structures a driver finds
+through its vendor capabilities.  Offsets are in bytes."""
+from __future__ import annotations
+
+# ids (§4.1.2): "Any PCI device with PCI Vendor ID 0x1AF4, and PCI Device ID
+# 0x1000 through 0x107F inclusive is a virtio device"; a modern-only device
+# has id 0x1040 + its virtio device id and a subsystem id of 0x40 or higher
+PCI_VENDOR_ID = 0x1AF4
+PCI_DEVICE_ID_MODERN_BASE = 0x1040
+PCI_DEVICE_ID_LAST = 0x107F
+PCI_SUBSYSTEM_ID_MIN = 0x40
+
+
+def pci_device_id(virtio_device_id: int) -> int:
+    """The PCI device id of a modern device of this virtio type (§4.1.2.1)."""
+    return PCI_DEVICE_ID_MODERN_BASE + virtio_device_id
+
+
+# vendor capability cfg_type (§4.1.4)
+CAP_COMMON_CFG = 1
+CAP_NOTIFY_CFG = 2
+CAP_ISR_CFG = 3
+CAP_DEVICE_CFG = 4
+CAP_PCI_CFG = 5
+
+# struct virtio_pci_cap: field offsets from the capability start, and sizes
+CAP_VNDR = 0
+CAP_NEXT = 1
+CAP_LEN = 2
+CAP_CFG_TYPE = 3
+CAP_BAR = 4
+CAP_ID = 5
+CAP_OFFSET = 8
+CAP_LENGTH = 12
+CAP_SIZE = 16                   # sizeof(struct virtio_pci_cap)
+NOTIFY_CAP_MULT = 16            # struct virtio_pci_notify_cap: notify_off_multiplier
+NOTIFY_CAP_SIZE = 20
+PCI_CFG_DATA = 16               # struct virtio_pci_cfg_cap: pci_cfg_data[4]
+PCI_CFG_CAP_SIZE = 20
+
+# struct virtio_pci_common_cfg (§4.1.4.3); the 64-bit queue addresses are
+# also accessed as two 32-bit halves
+COMMON_DFSELECT = 0x00          # device_feature_select
+COMMON_DF = 0x04                # device_feature
+COMMON_GFSELECT = 0x08          # driver_feature_select
+COMMON_GF = 0x0C                # driver_feature
+COMMON_MSIX = 0x10              # config_msix_vector
+COMMON_NUMQ = 0x12              # num_queues
+COMMON_STATUS = 0x14            # device_status
+COMMON_CFGGENERATION = 0x15     # config_generation
+COMMON_Q_SELECT = 0x16
+COMMON_Q_SIZE = 0x18
+COMMON_Q_MSIX = 0x1A
+COMMON_Q_ENABLE = 0x1C
+COMMON_Q_NOFF = 0x1E            # queue_notify_off
+COMMON_Q_DESC = 0x20            # queue_desc
+COMMON_Q_AVAIL = 0x28           # queue_driver
+COMMON_Q_USED = 0x30            # queue_device
+COMMON_Q_NDATA = 0x38           # queue_notify_data (VIRTIO_F_NOTIFICATION_DATA)
+COMMON_Q_RESET = 0x3A           # queue_reset (VIRTIO_F_RING_RESET)
+COMMON_CFG_SIZE_1_0 = 0x38      # the structure as virtio 1.0 defines it (to queue_device)
+COMMON_CFG_SIZE = 0x3C          # with the 1.2 fields
+COMMON_FIELD_SIZES = {
+    COMMON_DFSELECT: 4, COMMON_DF: 4, COMMON_GFSELECT: 4, COMMON_GF: 4, COMMON_MSIX: 2,
+    COMMON_NUMQ: 2, COMMON_STATUS: 1, COMMON_CFGGENERATION: 1, COMMON_Q_SELECT: 2,
+    COMMON_Q_SIZE: 2, COMMON_Q_MSIX: 2, COMMON_Q_ENABLE: 2, COMMON_Q_NOFF: 2, COMMON_Q_DESC: 8,
+    COMMON_Q_AVAIL: 8, COMMON_Q_USED: 8, COMMON_Q_NDATA: 2, COMMON_Q_RESET: 2,
+}

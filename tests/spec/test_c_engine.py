@@ -1,0 +1,33 @@
+"""The C engine's copy of the spec (what _ring.h exposes to cffi) agrees
+with emu.spec: C cannot import Python's constants, so they are pinned
+here instead."""
+from __future__ import annotations
+
+from emu._ring import lib
+from emu.ring.queues import queue_flags
+from emu.spec import vhost, virtio, virtio_net, virtio_ring
+
+PREFIX = "EMU_VRING_"
+
+
+def test_every_ring_constant_of_the_engine_is_the_spec_s():
+    engine = {n[len(PREFIX):]: getattr(lib, n) for n in dir(lib) if n.startswith(PREFIX)}
+    # the flags the chain walker checks and the layout it indexes by
+    assert {"DESC_F_NEXT", "DESC_F_WRITE", "DESC_F_INDIRECT", "AVAIL_F_NO_INTERRUPT",
+            "USED_F_NO_NOTIFY", "DESC_SIZE", "USED_ELEM_SIZE", "RING_ENTRIES"} <= set(engine)
+    for name, value in engine.items():
+        assert hasattr(virtio_ring, name), f"{PREFIX}{name} has no emu.spec.virtio_ring.{name}"
+        assert value == getattr(virtio_ring, name), name
+
+
+def test_the_engine_acts_on_the_spec_s_feature_bits():
+    """Each negotiated bit the engine implements turns on its queue flag,
+    and nothing else does."""
+    for bit, qf in ((virtio.F_EVENT_IDX, lib.EMU_QF_EVENT_IDX),
+                    (virtio.F_INDIRECT_DESC, lib.EMU_QF_INDIRECT),
+                    (virtio_net.F_MRG_RXBUF, lib.EMU_QF_MRG_RXBUF),
+                    (vhost.F_LOG_ALL, lib.EMU_QF_LOG)):
+        assert queue_flags(bit) == qf
+    others = ((1 << 64) - 1) & ~(virtio.F_EVENT_IDX | virtio.F_INDIRECT_DESC
+                                 | virtio_net.F_MRG_RXBUF | vhost.F_LOG_ALL)
+    assert queue_flags(others) == 0
