@@ -204,9 +204,11 @@ class FrontendClient:
             return
         self.error = err
         quiet = isinstance(err, PeerClosed) or self._closing
+        # one bucket per kind of loss, as the back-end's "dropped" lines: a
+        # peer that keeps timing out does not hide the first malformed reply
         self.frontend.limiter.log(log, logging.INFO if quiet else logging.WARNING,
-                                  ("lost", quiet), "vhost-user front-end connection %s lost: %s",
-                                  stream.name, err)
+                                  ("lost", quiet, type(err).__name__),
+                                  "vhost-user front-end connection %s lost: %s", stream.name, err)
         counters = self.frontend.counters
         if counters is not None and not self._closing:
             counters.disconnects += 1
