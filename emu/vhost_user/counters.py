@@ -36,4 +36,6 @@ class PeerCounters:
         return {"connections": self.connections, "rejected": self.rejected,
                 "disconnects": self.disconnects, "refused": dict(self.refused),
                 "refused_total": sum(self.refused.values()), "dropped": dict(self.dropped),
-                "dropped_total": sum(self.dropped.values()), "last_error": self.last_error}
+                "dropped_total": sum(self.dropped.values()), "last_error": self.last_error,
+                # log lines about these peers the rate limit held back (DEBUG only)
+                "log_suppressed": self.limiter.suppressed}
