@@ -84,7 +84,12 @@ class Survivor:
         assert len(self.vm1.events("VHOST_USER_DISCONNECTED")) > before["events"]
         new_log = self.vm1.log()[before["log"]:]
         for text in expect.log:
-            assert text in new_log, f"{text!r} not in VM1's log:\n{new_log[-3000:]}"
+            if text in new_log:
+                continue
+            # a kind of line VM1 has logged often is held back (security.md
+            # section 10, class 5): then it is counted and is the last error
+            assert c["log_suppressed"] > b["log_suppressed"] and text in c["last_error"], \
+                f"{text!r} neither in VM1's log nor held back ({c}):\n{new_log[-3000:]}"
         for q, n in expect.guest_queue_errors.items():
             now = {x["name"]: x for x in self.vm1.device("net0")["queues"]}[q]["errors"]
             assert now - before["queues"][q]["errors"] >= n, (q, now)
