@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from emu.qmp.commands import COMMANDS
 
-from hostile.procs import Emu, vm2_args
+from tests.hostile.procs import Emu, vm2_args
 
 from .vu_machine import Tally
 

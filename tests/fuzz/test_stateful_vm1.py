@@ -31,8 +31,8 @@ from emu.errors import PeerError
 from emu.vhost_user.codec import HEADER, close_fds
 from emu.vhost_user.messages import BackendRequest as B, Iotlb, VringState
 
-from hostile.evil_backend import EvilBackend, Listener, channel_message
-from hostile.procs import Emu, vm1_args
+from tests.hostile.evil_backend import EvilBackend, Listener, channel_message
+from tests.hostile.procs import Emu, vm1_args
 
 from . import peer_fds
 from .vu_machine import Tally, VhostUserMachine
@@ -58,6 +58,9 @@ class Vm1:
         self.current = self.listener.accept()
         self.current.serve_until_started()
         self.vm.wait(lambda: self.vm.device("net0")["link_up"], 15, "link up")
+        # the baseline is the running guest's: its app (the app's module, the
+        # modules it loads on first use, its pump thread) comes up after the link
+        self.vm.wait(lambda: self.vm.queue("net0", "tx0")["packets"] > 0, 15, "traffic")
         self.base_fds = len(self.vm.fds())
         self.base_maps = len(self.vm.maps())
 

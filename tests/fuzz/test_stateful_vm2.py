@@ -28,8 +28,8 @@ from hypothesis.stateful import run_state_machine_as_test
 from emu.vhost_user.codec import Decoder, close_fds
 from emu.vhost_user.messages import FrontendRequest as F
 
-from hostile.evil_frontend import MARKER, EchoPeer
-from hostile.procs import Emu, peer_mappings, vm2_args
+from tests.hostile.evil_frontend import MARKER, EchoPeer
+from tests.hostile.procs import Emu, peer_mappings, vm2_args
 
 from .vu_machine import Tally, VhostUserMachine
 

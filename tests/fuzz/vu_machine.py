@@ -26,7 +26,8 @@ import struct
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from emu import eventfd as emu_eventfd, ring
+from emu import eventfd as emu_eventfd
+from emu.spec.virtio_ring import ring_layout
 from emu.vhost_user.codec import HEADER, Message
 from emu.vhost_user.messages import (Config, Flags, FrontendRequest as F, Inflight, Log,
                                      MemoryRegion, MemoryTable, ProtocolFeature as PF, Rarp,
@@ -77,9 +78,9 @@ class VhostUserMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        from hostile.evil_frontend import DriverRing, PeerRAM
+        from tests.hostile.evil_frontend import DriverRing, PeerRAM
         self.ram = PeerRAM(((0, 2 * MiB),))
-        ring_bytes = ring.ring_layout(0, NUM)[3]
+        ring_bytes = ring_layout(0, NUM)[3]
         self.rings = {0: DriverRing(self.ram, 0, NUM, 0), 1: DriverRing(self.ram, 1, NUM, ring_bytes)}
         self.bufs = [self.ram.alloc(2048) for _ in range(NUM)]
         self.shared: dict[tuple[str, int], int] = {}   # eventfds we sent and kept

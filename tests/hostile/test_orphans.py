@@ -22,11 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 HARNESS = textwrap.dedent("""
     import json, os, sys, tempfile, threading, time
-    sys.path.insert(0, os.path.join({root!r}, "tests"))
+    sys.path.insert(0, {root!r})
     from emu.testing import orphans
     from emu.testing.dpdk import Testpmd
     from emu.testing.launch import VMFactory
-    from hostile.procs import Emu, vm2_args
+    from tests.hostile.procs import Emu, vm2_args
 
     run = tempfile.mkdtemp(prefix="emu-o-", dir="/tmp")
     factory = VMFactory(prefix="emu-o-")

@@ -24,11 +24,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
 
 from emu.vhost_user.messages import FrontendRequest as F, MemoryRegion, MemoryTable  # noqa: E402
-from hostile.evil_frontend import EchoPeer                                           # noqa: E402
-from hostile.procs import Emu, vm2_args                                              # noqa: E402
+from tests.hostile.evil_frontend import EchoPeer                                     # noqa: E402
+from tests.hostile.procs import Emu, vm2_args                                        # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
 
