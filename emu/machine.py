@@ -124,16 +124,16 @@ class Machine:
     def add_virtio_net(self, id: str, netdev: str, *, mac: bytes, addr=None, mq: bool = False,
                        mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
-                       queue_size: int = 256) -> DeviceEntry:
-        from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
-        from emu.virtio.virtio_net import VirtioNetDevice
+                       queue_size: int = 256, disable_legacy: str | bool = "auto",
+                       disable_modern: bool = False) -> DeviceEntry:
+        from emu.virtio import net_pci
         nd = self.netdevs[netdev]
-        model = VirtioNetDevice(nd, self.ram, None, mac=mac, queue_pairs=nd.queues, mq=mq,
-                                mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
-                                indirect_desc=indirect_desc, host_mtu=host_mtu,
-                                queue_size=queue_size, name=id, events=self.emit)
-        layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
-        fn = VirtioPCIFunction(model, layout=layout, name=id)
+        model = net_pci.make_model(nd, self.ram, mac=mac, name=id, events=self.emit, mq=mq,
+                                   mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
+                                   indirect_desc=indirect_desc, host_mtu=host_mtu,
+                                   queue_size=queue_size, loop=self.loop)
+        fn = net_pci.make_function(model, name=id, vectors=vectors,
+                                   disable_legacy=disable_legacy, disable_modern=disable_modern)
         entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
                             props={"mac": mac, "netdev": netdev})
         entry.bdf = self.system.plug(fn, self._slot(addr))
@@ -200,6 +200,11 @@ class Machine:
                 e.model.loop = self.loop
         for nd in self.netdevs.values():
             await nd.open()
+        for e in self.devices.values():
+            if getattr(e.function, "interfaces", True) is None:
+                # its back-end's features are known now, unless it connects
+                # later (server wait=off, reconnect=): then it is taken as modern
+                e.function.realize(by_features=e.model.features_known)
         for sock in self.backend_sockets.values():
             await sock.open()
         for e in self.devices.values():

@@ -15,6 +15,7 @@ PCI_SUBSYSTEM_ID_MIN = 0x40
 # Device ID is the one the table of §4.1.2.1 gives: 0x1000 + device id - 1)
 PCI_DEVICE_ID_TRANSITIONAL_BASE = 0x1000 - 1
 PCI_DEVICE_ID_TRANSITIONAL_LAST = 0x103F
+QEMU_SUBSYSTEM_ID = 0x1100     # QEMU's PCI_SUBDEVICE_ID_QEMU: a modern-only device's subsystem id
 ABI_VERSION = 0                 # the transitional device's revision (VIRTIO_PCI_ABI_VERSION)
 MODERN_REVISION = 1             # (§4.1.2.1: "Non-transitional devices SHOULD have ... 1 or higher")
 
