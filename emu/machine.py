@@ -69,6 +69,8 @@ class Machine:
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
+        self.hubs = None                  # emu.netdev_internal.HubNetwork, with a hubport
+        self.announcer = None             # emu.netdev_announce.Announcer, once announce-self ran
         self.chardevs: dict[str, object] = {}
         self.guest = None
         self.guest_spec: tuple | None = None
@@ -118,6 +120,23 @@ class Machine:
         wl = self.wire_log() if callable(self.wire_log) else self.wire_log
         nd = VhostUserNetdev(id, spec, queues=queues, vhost_pci=vhost_pci,
                              wire_log=wl, events=self.emit)
+        self.netdevs[id] = nd
+        return nd
+
+    def add_netdev_socket(self, id: str, *, fd: int | None = None, listen: str | None = None,
+                          connect: str | None = None):
+        """``-netdev socket``: emu's C engine moves the NIC's frames to a stream."""
+        from emu.netdev_internal import SocketNetdev
+        nd = SocketNetdev(id, fd=fd, listen=listen, connect=connect, events=self.emit)
+        self.netdevs[id] = nd
+        return nd
+
+    def add_netdev_hubport(self, id: str, hubid: int):
+        """``-netdev hubport``: a port of hub ``hubid`` (frames to its other ports)."""
+        from emu.netdev_internal import HubNetwork, HubPortNetdev
+        if self.hubs is None:
+            self.hubs = HubNetwork()
+        nd = HubPortNetdev(id, hubid, self.hubs, events=self.emit)
         self.netdevs[id] = nd
         return nd
 
@@ -219,20 +238,35 @@ class Machine:
                                       taps={e.bdf: e.taps for e in self.devices.values()
                                             if e.taps})
             self.guest.start()
+        if paused:
+            self._pause_devices()
         self.run_state = "paused" if paused else "running"
 
     # Actions only: the run state and its events belong to the caller
     # (emu.launcher uses emu.qmp.control.RunState, QEMU's rules).
     def stop(self) -> None:
-        """Pause the guest: its data paths stop touching the rings."""
+        """Pause the guest, then the devices' own data paths (QEMU's
+        vm_stop: the vCPUs, then each device's vm-state handler): neither
+        touches the rings until cont."""
         if self.guest is not None:
             self.guest.request("pause")
+        self._pause_devices()
         self.run_state = "paused"
 
     def cont(self) -> None:
+        for e in self.devices.values():
+            resume = getattr(e.model, "resume", None)
+            if resume is not None:
+                resume()
         if self.guest is not None:
             self.guest.request("resume")
         self.run_state = "running"
+
+    def _pause_devices(self) -> None:
+        for e in self.devices.values():
+            pause = getattr(e.model, "pause", None)
+            if pause is not None:
+                pause()
 
     async def guest_settled(self, timeout: float = 5.0) -> None:
         """Return once the guest has carried out every request made so far:
@@ -252,6 +286,17 @@ class Machine:
             # a guest that died meanwhile serves no request: do not hang the monitor
             log.warning("%s: guest did not settle within %s s", self.name, timeout)
 
+    def announce_self(self, params) -> None:
+        """QMP announce-self (:mod:`emu.netdev_announce`): every NIC, on
+        the real-time clock (the machine's loop)."""
+        if self.announcer is None:
+            from emu.netdev_announce import Announcer
+            self.announcer = Announcer(
+                lambda: [(e.id, e.model) for e in self.devices.values()
+                         if e.driver == "virtio-net-pci" and hasattr(e.model, "announce")],
+                self.loop)
+        self.announcer.announce_self(params)
+
     def system_reset(self) -> None:
         """The guest reboots: its drivers reset their devices and start over."""
         if self.guest is not None:
@@ -267,6 +312,8 @@ class Machine:
         if self.run_state == "shutdown":
             return
         self.run_state = "shutdown"
+        if self.announcer is not None:
+            self.announcer.close()
         if self.guest is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.guest.stop)
         for sock in self.backend_sockets.values():
@@ -291,6 +338,12 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
+        for nd in self.netdevs.values():
+            release = getattr(nd, "release", None)     # what needs no loop (netdev_internal)
+            if release is not None:
+                release()
+        if self.hubs is not None:
+            self.hubs.close()
         self.system.close()
         self.ram.close()
 

@@ -54,6 +54,17 @@ class MachineAdapter:
         self.m.system_reset()
         await self.m.guest_settled()
 
+    # -- announce-self (emu.qmp.commands_net) -------------------------------------------------
+    def announce_self(self, initial: int, max: int, rounds: int, step: int,
+                      interfaces: list[str] | None, id: str) -> None:
+        from emu.netdev_announce import AnnounceParameters
+        try:
+            params = AnnounceParameters(initial, max, rounds, step,
+                                        tuple(interfaces) if interfaces is not None else None, id)
+        except PeerError as e:
+            raise QmpError(str(e)) from None
+        self.m.announce_self(params)
+
     def system_powerdown(self) -> None:
         self.rs.powerdown()
         self.m.system_powerdown()

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from emu.errors import EmuBug, EmuError
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
+from emu.qmp import commands_net  # noqa: F401  (registers announce-self)
 from emu.qmp.commands import dispatch
 from emu.qmp.control import MachineControl
 from emu.qmp.errors import GENERIC_ERROR

@@ -95,6 +95,16 @@ class NetPort:
         fd = lib.emu_net_take_fd(self.p)
         return None if fd < 0 else fd
 
+    def release(self) -> int | None:
+        """Once no job runs: the socket back whatever the link's state
+        (the caller closes it); the link reads no-socket."""
+        if self._job_running():
+            raise EmuBug(f"net port {self.name}: release while its job runs")
+        fd = int(self.p.fd)
+        self.p.fd = -1
+        self.p.link = lib.EMU_NET_NOSOCK
+        return None if fd < 0 else fd
+
     def consume_event(self) -> bool:
         """Read :attr:`event_fd` (the link went down); True if it was set."""
         try:

@@ -33,7 +33,7 @@ from emu.spec.virtio_ring import RING_IDX
 from emu.virtio.device import QueueConfig
 from emu.virtio.net_base import VirtioNet, eventfd
 from emu.vhost_user.errors import PeerClosed, VhostUserError
-from emu.vhost_user.messages import FrontendRequest as F, VringState
+from emu.vhost_user.messages import FrontendRequest as F, ProtocolFeature, Rarp, VringState
 from emu.vhost_user.frontend import FrontendVring
 
 __all__ = ["VirtioNetDevice", "eventfd"]
@@ -192,6 +192,19 @@ class VirtioNetDevice(VirtioNet):
     async def _op_pairs(self) -> None:
         if self.started:
             await self._apply_pairs()
+
+    # -- announce-self (loop) ----------------------------------------------------------------------------
+    def announce(self) -> bool:
+        """As QEMU's vhost-user netdev: the back-end sends the RARP itself
+        (SEND_RARP) if it offers that; then the guest's own announce."""
+        neg = self.netdev.negotiated
+        if self.netdev.connected and neg is not None and \
+                neg.protocol_features & ProtocolFeature.RARP:
+            self._submit(self._op_rarp)
+        return super().announce()
+
+    async def _op_rarp(self) -> None:
+        await self.netdev.client.call(F.SEND_RARP, Rarp(self.mac))
 
     # -- back-end events (loop) --------------------------------------------------------------------------
     async def backend_ready(self) -> None:
