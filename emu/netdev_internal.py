@@ -157,7 +157,7 @@ class SocketNetdev(InternalNetdev):
         self.port.set_socket(fd)
         self.connects += 1
         self.peer = peer
-        self._set_link(True)
+        self._set_link(True)            # (the NIC's link is up until a peer goes)
 
     async def _accept(self) -> None:
         conn, addr = await self.loop.sock_accept(self._listener)

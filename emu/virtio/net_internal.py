@@ -49,9 +49,12 @@ QEMU_NET_FEATURES = (N.F_MAC | N.F_STATUS | N.F_CTRL_VQ | N.F_CTRL_RX | N.F_CTRL
 
 class InternalNetDevice(VirtioNet):
     def __init__(self, netdev, ram, loop: asyncio.AbstractEventLoop | None, *, mac: bytes,
-                 mrg_rxbuf: bool = True, event_idx: bool = True, indirect_desc: bool = True,
-                 host_mtu: int = 0, queue_size: int = 256, name: str = "net0", events=None):
+                 mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
+                 indirect_desc: bool = True, host_mtu: int = 0, queue_size: int = 256,
+                 name: str = "net0", events=None):
+        # mq=on: QEMU offers MQ even with one queue pair (max_virtqueue_pairs 1)
         wanted = (QEMU_NET_FEATURES | (N.F_MRG_RXBUF if mrg_rxbuf else 0)
+                  | (N.F_MQ if mq else 0)
                   | (V.F_EVENT_IDX if event_idx else 0)
                   | (V.F_INDIRECT_DESC if indirect_desc else 0))
         super().__init__(ram, mac=mac, queue_pairs=1, ctrl_vq=True, wanted=wanted,
@@ -59,6 +62,10 @@ class InternalNetDevice(VirtioNet):
                          events=events)
         self.netdev = netdev
         self.port = netdev.port
+        # QEMU's NIC starts with its link up (VIRTIO_NET_S_LINK_UP at realize),
+        # whatever its peer: a stream that ends takes it down
+        self.link_up = True
+        self._write_config()
         self.table: RegionTable | None = None
         self.live: tuple[DeviceQueue, DeviceQueue] | None = None
         self.paused = False                  # the machine is stopped

@@ -43,7 +43,7 @@ def make_model(netdev, ram, *, mac: bytes, name: str, events, mq: bool = False,
     """The device model ``netdev`` needs."""
     if getattr(netdev, "internal", False):
         from emu.virtio.net_internal import InternalNetDevice
-        return InternalNetDevice(netdev, ram, loop, mac=mac, mrg_rxbuf=mrg_rxbuf,
+        return InternalNetDevice(netdev, ram, loop, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
                                  event_idx=event_idx, indirect_desc=indirect_desc,
                                  host_mtu=host_mtu, queue_size=queue_size, name=name,
                                  events=events)

@@ -47,7 +47,8 @@ legacy registers' own rules are in :mod:`emu.virtio.pci_legacy`:
 * a vector (msix_config, queue_msix_vector) beyond the MSI-X table: the
   register reads back 0xffff (NO_VECTOR) [vector-refused];
 * queue registers with queue_select beyond num_queues: reads return 0
-  (queue_size 0 means "no such queue"), writes dropped [queue-select];
+  (queue_size 0 means "no such queue"; the vector reads NO_VECTOR and the
+  notify offset the index, as in QEMU), writes dropped [queue-select];
   writes to size/vector/addresses of an enabled queue dropped [queue-frozen];
   a queue_size that is not a power of two in 1..max dropped [queue-size];
   queue_enable other than 1, before FEATURES_OK, or with misaligned ring
@@ -482,6 +483,8 @@ class VirtioPCIFunction(PCIFunction):
         c = self.pci_cfg_offset
         bar, off, length = self.config[c + CAP_BAR], self._get(c + CAP_OFFSET, 4), \
             self._get(c + CAP_LENGTH, 4)
+        if length == 0:
+            return None             # nothing asked for (a config-space dump reads it too)
         if length not in (1, 2, 4) or off % length or bar not in self.bars:
             self.errors.record("pci-cfg-bad-access", f"PCI_CFG access bar={bar} "
                                f"offset=0x{off:x} length={length}")
@@ -489,10 +492,12 @@ class VirtioPCIFunction(PCIFunction):
         return bar, off, length
 
     def _pci_cfg_read(self, offset: int, size: int) -> None:
+        # no access to make: pci_cfg_data keeps what it holds (QEMU's virtio_read_config)
         if offset + size > PCI_CFG_DATA and offset < PCI_CFG_DATA + 4:
             t = self._pci_cfg_target()
-            value = self.bar_read(*t) if t else 0xFFFFFFFF
-            self._put(self.pci_cfg_offset + PCI_CFG_DATA, 4, value & 0xFFFFFFFF)
+            if t:
+                self._put(self.pci_cfg_offset + PCI_CFG_DATA, 4,
+                          self.bar_read(*t) & 0xFFFFFFFF)
 
     def _pci_cfg_write(self, offset: int, size: int) -> None:
         if offset + size > PCI_CFG_DATA and offset < PCI_CFG_DATA + 4:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from emu.pci.errors import GuestAccessError
 from emu.spec import pci as regs, virtio_pci as VP
-from emu.spec.virtio import (F_BAD_FEATURE, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
+from emu.spec.virtio import (F_BAD_FEATURE, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
                              STATUS_DRIVER_OK)
 from emu.spec.virtio_ring import LEGACY_ALIGN, ring_layout
 
@@ -91,7 +91,7 @@ class LegacyIO:
         if cfg == VP.CONFIG_OFF_MSIX and offset == VP.MSI_CONFIG_VECTOR:
             return t.msix_config
         if cfg == VP.CONFIG_OFF_MSIX and offset == VP.MSI_QUEUE_VECTOR:
-            return q.msix_vector if q is not None else 0
+            return q.msix_vector if q is not None else NO_VECTOR
         if offset != VP.QUEUE_NOTIFY:           # notify reads all ones, as in QEMU
             t.errors.record("legacy-bad-access", f"legacy read at 0x{offset:02x}")
         return _ALL_ONES

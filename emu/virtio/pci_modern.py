@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from emu.pci.errors import GuestAccessError
 from emu.spec import virtio_ring
-from emu.spec.virtio import STATUS_FEATURES_OK
+from emu.spec.virtio import NO_VECTOR, STATUS_FEATURES_OK
 from emu.spec.virtio_pci import (COMMON_CFGGENERATION, COMMON_DF, COMMON_DFSELECT,
                                  COMMON_FIELD_SIZES, COMMON_GF, COMMON_GFSELECT, COMMON_MSIX,
                                  COMMON_NUMQ, COMMON_Q_AVAIL, COMMON_Q_DESC, COMMON_Q_ENABLE,
@@ -68,7 +68,12 @@ class CommonCfg:
         if reg == COMMON_Q_SELECT:
             return t.queue_select
         q = self._queue()
-        if q is None or reg in (COMMON_Q_NDATA, COMMON_Q_RESET):
+        if q is None:
+            # no such queue: size 0 says so; its vector reads NO_VECTOR and its
+            # notify offset the index, as QEMU's unused queues read
+            return NO_VECTOR if reg == COMMON_Q_MSIX else \
+                t.queue_select if reg == COMMON_Q_NOFF else 0
+        if reg in (COMMON_Q_NDATA, COMMON_Q_RESET):
             return 0
         if reg == COMMON_Q_SIZE:
             return q.size
