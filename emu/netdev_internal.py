@@ -40,7 +40,8 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     """``HOST:PORT`` as QEMU's socket netdev takes it (an empty host:
     every address for listen=, loopback for connect=)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if what == "listen" else 1         # listen on port 0: the system picks one
+    if not sep or not port.isdigit() or not lowest <= int(port) < 65536:
         raise NetdevError(f"netdev socket: {what}={text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -87,6 +88,12 @@ class SocketNetdev(InternalNetdev):
         if len(given) != 1:
             raise NetdevError("netdev socket: exactly one of fd=, listen= and connect= "
                               "(emu has no udp= or mcast=)")
+        # refused here, before anything is made
+        if fd is not None:
+            self._check_stream(fd)
+        for what, text in (("listen", listen), ("connect", connect)):
+            if text is not None:
+                parse_host_port(text, what)
         super().__init__(id, events)
         self.fd, self.listen, self.connect = fd, listen, connect
         self.pump = Pump("interrupt", name=f"net-{id}")
@@ -96,8 +103,6 @@ class SocketNetdev(InternalNetdev):
         self.connects = 0
         self.peer = ""
         self._released = False
-        if fd is not None:
-            self._check_stream(fd)
 
     @staticmethod
     def _check_stream(fd: int) -> None:
