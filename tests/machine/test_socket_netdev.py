@@ -249,11 +249,13 @@ def test_a_hub_between_two_nics_of_one_machine(vm):
     vm.m.add_netdev_hubport("h1", 0)
     vm.m.add_virtio_net("net0", "h0", mac=MAC, addr=4)
     vm.m.add_virtio_net("net1", "h1", mac=bytes.fromhex("525400000002"), addr=5)
-    vm.start(("gen", {"count": "1000", "verify": "on"}))      # both NICs send 1000
-    wait_until(lambda: vm.guest().get("received", 0) >= 2000, what="each NIC's frames")
+    # both NICs send 200: fewer than the other's posted RX buffers, so the
+    # hub (which drops for a full port, as QEMU's does past its queue) drops none
+    vm.start(("gen", {"count": "200", "verify": "on"}))
+    wait_until(lambda: vm.guest().get("received", 0) >= 400, what="each NIC's frames")
     for dev in ("net0", "net1"):
         st = vm.net(dev)["netdev"]
-        assert st["tx_frames"] == 1000 and st["rx_frames"] == 1000
+        assert st["tx_frames"] == 200 and st["rx_frames"] == 200 and st["rx_dropped"] == 0
 
 
 def test_a_lone_hubport_drops_what_the_guest_sends(vm):
