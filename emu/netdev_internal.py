@@ -154,6 +154,18 @@ class SocketNetdev(InternalNetdev):
             self._take(s.detach(), f"connect={self.connect}")
 
     @property
+    def info_str(self) -> str:
+        """``info network``'s text, as QEMU's net/socket.c sets it."""
+        if not self.connected:
+            return "type=socket," + (f"socket: wait connection on {self.listen}"
+                                     if self.listen is not None else "")
+        if self.fd is not None:
+            return f"type=socket,socket: fd={self.fd}"
+        if self.listen is not None:
+            return f"type=socket,socket: connection from {self.peer}"
+        return f"type=socket,socket: connect to {self.connect}"
+
+    @property
     def listen_port(self) -> int | None:
         """The TCP port listened on (listen=HOST:0 picks one)."""
         return self._listener.getsockname()[1] if self._listener is not None else None
@@ -251,6 +263,10 @@ class HubPortNetdev(InternalNetdev):
     @property
     def connected(self) -> bool:
         return True
+
+    @property
+    def info_str(self) -> str:
+        return f"type=hubport,hub {self.hubid} ({len(self.hub.ports)} ports)"
 
     async def open(self) -> None:
         self.loop = asyncio.get_running_loop()

@@ -45,6 +45,7 @@ class Peer:
                                       *where, *args], cwd=ROOT, stdout=subprocess.PIPE,
                                      pass_fds=(fd,) if fd is not None else (), text=True)
         self.lines: list[dict] = []
+        self.line("started")
 
     def line(self, key: str, timeout: float = 30.0) -> dict:
         while not any(key in d for d in self.lines):
@@ -264,3 +265,18 @@ def test_a_lone_hubport_drops_what_the_guest_sends(vm):
     vm.start(("gen", {"count": "300"}))
     wait_until(lambda: vm.net()["netdev"]["tx_dropped"] >= 300, what="the drops")
     assert vm.guest()["sent"] == 300 and vm.net()["link_up"]
+
+
+def test_the_monitor_views_name_the_netdevs(vm):
+    from emu.launcher import views
+    vm.m.add_netdev_hubport("h0", 3)
+    vm.m.add_virtio_net("net1", "h0", mac=bytes.fromhex("525400000002"), addr=5)
+    peer = socket_vm(vm, "echo", app=("gen", {"count": "10"}))
+    text = views.info_network(vm.m)
+    assert f" \\ n0: index=0,type=socket,socket: fd={vm.m.netdevs['n0'].fd}" in text
+    assert " \\ h0: index=0,type=hubport,hub 3 (1 ports)" in text
+    assert all(c["label"] != "n0" for c in views.query_chardev(vm.m))   # no chardev of its own
+    stats = views.emu_stats(vm.m)
+    net0 = next(d for d in stats["devices"] if d["id"] == "net0")
+    assert net0["netdev"]["link"] == "up" and "tx_frames" in net0["netdev"]
+    peer.stop()

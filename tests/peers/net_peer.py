@@ -14,7 +14,8 @@ Modes:
   script   send the bytes of --file as they are (framing edges), then sink
 
 Frames are built and checked with dpkt.  stdout carries one JSON line per
-event: {"ready": port} once listening, {"report": ...} at the end.
+event: {"started": pid} once SIGTERM is handled, {"ready": port} once
+listening, {"report": ...} at the end.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def main() -> int:
     ap.add_argument("--file")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _terminated)
+    say({"started": os.getpid()})          # SIGTERM is handled from here on
     sock = connection(args)
     got, nbytes, digests = 0, 0, []
     try:
