@@ -30,7 +30,7 @@ from emu.launcher import MachineAdapter
 from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
-from emu.spec import virtio as V, virtio_net as N
+from emu.spec import virtio as V, virtio_net as N, virtio_pci as VP
 from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
                                     PS_MEM_READY, VRING, vring_at)
 
@@ -111,11 +111,15 @@ class Guest:
             self.w(self.mb, STATUS, 1, value)
         return self.r(self.mb, STATUS, 1)
 
-    def features_ok(self, features: int) -> None:
+    def reset(self) -> None:
+        """Write 0 and wait for it to read 0 (a vhost-user back-end stops first)."""
         self.status(0)
         deadline = time.monotonic() + 5
         while self.status() != 0 and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def features_ok(self, features: int) -> None:
+        self.reset()
         self.status(ACK)
         self.status(ACK | DRV)
         for sel in (0, 1):
@@ -204,6 +208,20 @@ def misaligned_enable(g: Guest) -> None:
     assert g.r(g.mb, QENABLE, 2) == 0
 
 
+LEGACY = 0                      # virtio-net-pci's BAR0: the legacy I/O registers
+
+
+def legacy_pfn_twice(g: Guest) -> None:
+    g.reset()
+    g.w(LEGACY, VP.STATUS, 1, ACK)
+    g.w(LEGACY, VP.STATUS, 1, ACK | DRV)
+    g.w(LEGACY, VP.QUEUE_SEL, 2, 0)
+    g.w(LEGACY, VP.QUEUE_PFN, 4, 0x20)
+    g.w(LEGACY, VP.QUEUE_PFN, 4, 0x40)                   # rewritten while enabled
+    assert g.r(LEGACY, VP.QUEUE_PFN, 4) == 0x20
+    g.status(0)
+
+
 def vp_config(off: int, size: int, value: int, readback: tuple | None = None):
     def act(g: Guest):
         g.w(g.mb, DEVCFG + off, size, value)
@@ -264,6 +282,19 @@ CASES = [
     Case("config-space-misaligned", "net0", "config-bad-access", lambda g: g.dev.cfg_read(0x3, 2)),
     Case("control-queue-outside-ram", "net0", "ctrl-queue", ctrl_queue_outside_ram),
     Case("control-command-outside-ram", "net0", "ctrl-command", ctrl_chain_outside_ram),
+    # virtio-net-pci: the legacy interface (BAR0)
+    Case("legacy-read-between-registers", "net0", "legacy-bad-access",
+         lambda g: g.r(LEGACY, 0x01, 1) == 0xFF or None),
+    Case("legacy-write-to-host-features", "net0", "legacy-readonly",
+         lambda g: g.w(LEGACY, VP.HOST_FEATURES, 4, 0)),
+    Case("legacy-write-to-the-isr", "net0", "legacy-readonly", lambda g: g.w(LEGACY, VP.ISR, 1, 1)),
+    Case("legacy-notify-of-a-missing-queue", "net0", "notify-queue",
+         lambda g: g.w(LEGACY, VP.QUEUE_NOTIFY, 2, 99)),
+    Case("legacy-pfn-while-enabled", "net0", "queue-frozen", legacy_pfn_twice),
+    Case("legacy-features-ok-bit", "net0", "status-reserved",
+         lambda g: (g.reset(), g.w(LEGACY, VP.STATUS, 1, ACK), g.w(LEGACY, VP.STATUS, 1, ACK | FOK))),
+    Case("legacy-config-past-its-end", "net0", "device-cfg-bad-access",
+         lambda g: g.r(LEGACY, VP.CONFIG_OFF + 0x20, 4)),
     # vhost-pci-net: its own registers, doorbells, window, metadata
     Case("driver-ack-of-two-bytes", "vp0", "config-readonly", vp_config(CFG_DRIVER_ACK, 2, 5)),
     Case("peer-vq-select-beyond-peer-vq-max", "vp0", "vq-select",
