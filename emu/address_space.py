@@ -8,10 +8,12 @@ platform's fixed devices, the PCI bus's decoded BARs); the owner replaces
 its layer whole when its layout changes (the PCI bus does on every BAR or
 command-register change).  An access goes to the first region, in layer
 priority order, that contains it wholly and accepts it; anything else is
-*unclaimed*: reads return all ones, writes are dropped, both counted in
+*unclaimed*: writes are dropped, reads return all ones -- or zero for a
+space made with ``unassigned_ones=False`` -- both counted in
 :attr:`AddressSpace.unclaimed` under ``NAME_read``/``NAME_write`` (and
-``NAME_read_bad``... for a malformed access) -- QEMU's behaviour for an
-access no memory region claims on the PC (``unassigned_mem_ops``).
+``NAME_read_bad``... for a malformed access).  QEMU's PC answers unassigned
+I/O ports with all ones (``unassigned_io_ops``) and unassigned memory with
+zero (``unassigned_mem_ops``), to a guest and a qtest client alike.
 
 A region's ``target`` does the access: ``read(offset, size) -> int`` and
 ``write(offset, size, value)``, with ``offset`` relative to the target's
@@ -89,10 +91,11 @@ class AddressSpace:
     load or store may have (1/2/4/8 for memory, 1/2/4 for I/O ports)."""
 
     def __init__(self, name: str, size: int, sizes: tuple[int, ...],
-                 lock: threading.RLock | None = None):
+                 lock: threading.RLock | None = None, *, unassigned_ones: bool = True):
         self.name = name
         self.size = size
         self.sizes = sizes
+        self.unassigned_ones = unassigned_ones
         self.lock = lock if lock is not None else threading.RLock()
         self._layers: list[_Layer] = []
         self.unclaimed: Counter[str] = Counter()
@@ -143,6 +146,8 @@ class AddressSpace:
         with self.lock:
             r = self._claim("read", addr, size)
             if r is None:
+                if not self.unassigned_ones:
+                    return 0
                 return all_ones(size if size in self.sizes else max(self.sizes))
             return r.target.read(r.offset(addr), size) & all_ones(size)
 

@@ -11,7 +11,7 @@ virtio-net-pci,...``), for error messages QEMU's way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 PAGE_SIZE = 4096
 DEFAULT_RAM_SIZE = 128 << 20        # QEMU's default -m
@@ -139,6 +139,16 @@ MemoryObject = Union[MemoryBackend, FilterDump]
 
 
 @dataclass
+class GlobalProperty:
+    """``-global DRIVER.PROP=VALUE``: the default of a property of every
+    device of that driver (as given; applied when each device is made)."""
+    driver: str
+    prop: str
+    value: str
+    origin: str = _origin()
+
+
+@dataclass
 class GuestConfig:
     """``-guest DRIVER,app=APP,key=val...``: the driver program and its app.
 
@@ -147,6 +157,14 @@ class GuestConfig:
     driver: str                 # virtio-net | vhost-pci-net
     app: str                    # gen | sink | echo | responder | forward | pingpong
     params: dict[str, Any] = field(default_factory=dict)
+    origin: str = _origin()
+
+
+@dataclass
+class QtestConfig:
+    """``-qtest``: the chardev carrying the qtest protocol (``unix:PATH``
+    makes one labelled ``qtest``; ``chardev:ID`` names a ``-chardev``)."""
+    chardev: str
     origin: str = _origin()
 
 
@@ -167,12 +185,16 @@ class TraceConfig:
 @dataclass
 class MachineConfig:
     name: str | None = None
-    machine_type: str = "q35"
+    machine_type: str = "pc"            # QEMU's default x86 machine (emu.machines.types)
     ram_size: int = DEFAULT_RAM_SIZE
     memory_backend: str | None = None   # -machine memory-backend=ID (or -numa node,memdev=ID)
     mem_path: str | None = None         # -mem-path: implicit RAM from a file in this directory
     mem_prealloc: bool = False          # -mem-prealloc
-    smp: int = 1
+    smp: int = 1                        # -smp: boot CPUs
+    max_cpus: int = 0                   # -smp maxcpus= (0: as many as boot CPUs)
+    numa_memdevs: list[str] = field(default_factory=list)   # -numa node,memdev=ID
+    max_ram_below_4g: int | None = None  # -machine max-ram-below-4g=
+    globals: list[GlobalProperty] = field(default_factory=list)   # -global
     accel: list[str] = field(default_factory=list)
     objects: list[MemoryObject] = field(default_factory=list)
     chardevs: list[Chardev] = field(default_factory=list)
@@ -188,8 +210,20 @@ class MachineConfig:
     log_file: str | None = None         # -D
     log_items: list[str] = field(default_factory=list)   # -d
     trace: TraceConfig = field(default_factory=TraceConfig)
+    qtest: QtestConfig | None = None    # -qtest
+    qtest_log: str | None = None        # -qtest-log FILE|none; None: standard error
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
+    #: ``(driver, pairs, globals) -> Device``: -device's parser, set by the
+    #: command line, for QMP device_add (the same schema and texts)
+    device_parser: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def qtest_accel(self) -> bool:
+        """The qtest accelerator: the first of ``-accel``/``-machine accel=``,
+        or implied by ``-qtest`` when no accelerator is given (as QEMU).
+        No guest program runs; the virtual clock moves only by qtest."""
+        return self.accel[0] == "qtest" if self.accel else self.qtest is not None
 
     def chardev(self, id: str) -> Chardev | None:
         return next((c for c in self.chardevs if c.id == id), None)

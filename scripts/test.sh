@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-peers.sh
+# QEMU 7.2's qos-test and a qtest-capable reference QEMU, from Debian's source
+# package (cached: nothing to do the second time); tests/qtest runs qos-test
+# against emu-system-x86_64 and compares emu with the reference
+scripts/build-qemu-tests.sh --reference
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 exec .venv/bin/python -m pytest tests "$@"

@@ -105,13 +105,30 @@ def device(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit(device_help())
     driver, pairs = split_head(arg, "driver")
+    if wants_help(pairs):
+        schema = DEVICES.get(DEVICE_ALIASES.get(driver, driver))
+        if schema is not None:
+            raise EarlyExit(schema[0].help(DEVICE_ALIASES.get(driver, driver)))
+    dev = parse_device(driver, pairs, p)      # -global defaults: applied by the whole-line check
+    if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
+        raise OptionError(f"Duplicate ID '{dev.id}' for device")
+    p.cfg.devices.append(dev)
+
+
+def parse_device(driver: str, pairs: list[tuple[str, str | None]], p: ParseState | None = None,
+                 globals_: list | None = None) -> Device:
+    """One device's configuration from its driver and ``key=value`` pairs
+    (``-device``, and QMP ``device_add`` with the same checks and texts).
+    ``globals_``: the ``-global`` defaults (:class:`emu.config.GlobalProperty`)."""
     driver = DEVICE_ALIASES.get(driver, driver)
     if driver not in DEVICES:
         raise OptionError(f"'{driver}' is not a valid device model name")
     schema = DEVICES[driver][0]
-    if wants_help(pairs):
-        raise EarlyExit(schema.help(driver))
-    values = p.opts(pairs, schema, owner=driver)
+    given = {k for k, _ in pairs}
+    defaults = [(g.prop, g.value) for g in globals_ or () if g.driver == driver
+                and g.prop not in given]
+    p = p if p is not None else ParseState()
+    values = p.opts(defaults + list(pairs), schema, owner=driver)
     for name, why in {**MUST_BE_OFF, **DRIVER_MUST_BE_OFF.get(driver, {})}.items():
         if values.pop(name, False):
             raise OptionError(f"Property '{driver}.{name}' doesn't take value 'on': {why}")
@@ -119,16 +136,17 @@ def device(p: ParseState, arg: str) -> None:
         if param.ignored:
             values.pop(param.name, None)
     fields = {FIELD_NAMES.get(k, k): v for k, v in values.items()}
-    dev: Device
     if driver == "virtio-net-pci":
         features = {f: fields.pop(f) for f in VIRTIO_NET_FEATURES if f in fields}
-        dev = VirtioNetPCI(**fields, features=features, origin=p.origin)
-    else:
-        require(values, "chardev")
-        dev = VhostPCINet(**fields, origin=p.origin)
-    if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
-        raise OptionError(f"Duplicate ID '{dev.id}' for device")
-    p.cfg.devices.append(dev)
+        return VirtioNetPCI(**fields, features=features, origin=p.origin)
+    require(values, "chardev")
+    return VhostPCINet(**fields, origin=p.origin)
+
+
+def qmp_device_parser(driver: str, pairs: list[tuple[str, str | None]], globals_=None) -> Device:
+    """QMP device_add's view of :func:`parse_device` (no parse state: its
+    warnings are dropped, the monitor answers only the error)."""
+    return parse_device(driver, pairs, None, globals_)
 
 
 @option("guest")

@@ -34,6 +34,8 @@ def machine(p: ParseState, arg: str) -> None:
     values = p.opts(arg, MACHINE, owner=mtype)
     p.cfg.machine_type = mtype
     p.machine_origin = p.origin
+    if "max-ram-below-4g" in values:
+        p.cfg.max_ram_below_4g = values["max-ram-below-4g"]
     if "memory-backend" in values:
         if p.numa_origin is not None and p.cfg.memory_backend != values["memory-backend"]:
             raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
@@ -41,6 +43,8 @@ def machine(p: ParseState, arg: str) -> None:
     if "accel" in values:
         p.machine_accel = True
         p.cfg.accel += values["accel"].split(":")
+        if values["accel"] != "qtest":
+            p.info("'accel' has no effect but for qtest: emu emulates devices, not CPUs")
 
 
 @option("numa")
@@ -53,6 +57,7 @@ def numa(p: ParseState, arg: str) -> None:
     if p.cfg.memory_backend not in (None, values["memdev"]):
         raise OptionError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive")
     p.cfg.memory_backend = values["memdev"]
+    p.cfg.numa_memdevs.append(values["memdev"])
 
 
 @option("mem-path")
@@ -64,14 +69,15 @@ def mem_path(p: ParseState, arg: str) -> None:
 def accel(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit("Accelerators supported in QEMU binary:\n" + "\n".join(ACCELERATORS)
-                        + "\n(none has an effect: emu emulates devices, not CPUs)")
+                        + "\n(only qtest has an effect: emu emulates devices, not CPUs)")
     values = p.opts(arg, ACCEL)
     require(values, "accel")
     if values["accel"] not in ACCELERATORS:
         raise OptionError(f"invalid accelerator {values['accel']}")
     p.cfg.accel.append(values["accel"])
     p.accel_option = True
-    p.info("accelerators have no effect: emu emulates devices, not CPUs")
+    if values["accel"] != "qtest":
+        p.info("accelerators have no effect: emu emulates devices, not CPUs")
 
 
 @option("enable-kvm", arg=False)
@@ -81,10 +87,9 @@ def enable_kvm(p: ParseState) -> None:
 
 @option("smp")
 def smp(p: ParseState, arg: str) -> None:
-    values = p.opts(arg, SMP)
-    p.cfg.smp = values.get("cpus", 1) or 1
-    if p.cfg.smp > 1:
-        p.info("emu runs one guest driver thread; the CPU count is only recorded")
+    # the topology is computed once the machine type is known (emu.cli.checks)
+    p.smp_values = p.opts(arg, SMP)
+    p.smp_origin = p.origin
 
 
 @option("object")

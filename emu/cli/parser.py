@@ -7,7 +7,7 @@ found by name in :data:`emu.cli.state.OPTIONS`.
 from __future__ import annotations
 
 # the handler modules register their options on import
-from emu.cli import device_opts, machine_opts, process_opts  # noqa: F401
+from emu.cli import device_opts, global_opts, machine_opts, process_opts, qtest_opts  # noqa: F401
 from emu.cli.checks import check
 from emu.cli.state import OPTIONS, CommandLineError, ParseState
 from emu.config import MachineConfig
@@ -48,4 +48,5 @@ def parse_args(argv: list[str]) -> MachineConfig:
         check(p)
     except OptionError as e:
         raise CommandLineError(f"{p.origin}: {e}" if p.origin else str(e)) from None
+    p.cfg.device_parser = device_opts.qmp_device_parser
     return p.cfg

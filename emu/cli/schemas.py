@@ -90,9 +90,20 @@ MEMORY = Schema((Param("size", _ram_size, "guest RAM size (default unit M)"),), 
 _MACHINE_IGNORED = ("acpi", "dump-guest-core", "graphics", "hpet", "i8042", "kernel-irqchip",
                     "mem-merge", "nvdimm", "pic", "pit", "sata", "smbus", "smm",
                     "suppress-vmdesc", "usb", "vmport")
-MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
+def _below_4g(name: str, text: str) -> int:
+    value = size(name, text)
+    if value > 4 << 30:
+        raise OptionError(f"Machine option 'max-ram-below-4g={value}' expects size less than "
+                          f"or equal to 4G")
+    return value
+
+
+_below_4g.kind = "size"  # type: ignore[attr-defined]
+
+MACHINE = Schema((Param("type", string, "machine type (pc, q35, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
-                  _ign("accel", string, "accelerator list"),
+                  Param("max-ram-below-4g", _below_4g, "RAM below 4 GiB at most (pc, q35)"),
+                  Param("accel", string, "accelerator list (qtest: the qtest accelerator)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
 
@@ -102,9 +113,12 @@ ACCEL = Schema((Param("accel", string, "accelerator name"),
                                             "kvm-shadow-mem", "dirty-ring-size"))),
                implied="accel")
 
-SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in
-                   ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")),
-             implied="cpus")
+SMP_KEYS = ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")
+SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in SMP_KEYS), implied="cpus")
+
+SET = Schema(())            # -set GROUP.ID.PROP=VALUE: parsed by its handler
+GLOBAL = Schema((Param("driver", string, "device type"), Param("property", string, "property"),
+                 Param("value", string, "default value")))
 
 _BACKEND_COMMON = (Param("id", identifier, "object id"),
                    Param("size", _backend_size, "size in bytes (K/M/G/T suffixes)"),
@@ -173,11 +187,16 @@ VIRTIO_NET_FEATURES = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", 
                        "ctrl_guest_offloads", "status", "any_layout", "in_order", "notify_on_empty")
 
 
+#: the virtio device behind a -device driver: QEMU aliases the device's
+#: properties (mac, netdev...) on the PCI proxy, and its errors name the device
+VIRTIO_DEVICE_OF = {"virtio-net-pci": "virtio-net-device"}
+
+
 def _device_schema(driver: str, *params: Param) -> Schema:
     return Schema((Param("id", identifier, "device id"),
                    Param("addr", _pci_addr(driver), "PCI slot and function, e.g. 06.0"),
                    Param("vectors", integer(0, 2048), "MSI-X vectors (0: INTx)"),
-                   Param("mac", _mac(driver), "MAC address"),
+                   Param("mac", _mac(VIRTIO_DEVICE_OF.get(driver, driver)), "MAC address"),
                    Param("mrg_rxbuf", boolean, "VIRTIO_NET_F_MRG_RXBUF"),
                    Param("event_idx", boolean, "VIRTIO_RING_F_EVENT_IDX"),
                    Param("indirect_desc", boolean, "VIRTIO_RING_F_INDIRECT_DESC"),

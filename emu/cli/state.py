@@ -47,6 +47,9 @@ class ParseState:
         self.accel_option = False       # -accel
         self.machine_origin = "-machine"
         self.numa_origin: str | None = None
+        self.qtest_log_origin = "-qtest-log"
+        self.smp_values: dict[str, int] = {}   # -smp as given
+        self.smp_origin = ""
         self.compat_monitors = 0        # -qmp monitors so far (compat_monitorN)
 
     def warn(self, text: str) -> None:

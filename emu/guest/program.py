@@ -1,10 +1,12 @@
 """The guest: a driver program on its own thread, like a vCPU.
 
-It does what firmware and a kernel would: enumerate the PCI bus and
-assign resources, bind a driver to every matching device, start the app,
-then wait for interrupts (config changes: link, NEEDS_RESET, the vhost-pci
-metadata) and for requests from the machine (pause for QMP ``stop``,
-resume, change of app, stop).  Everything goes through the bus.
+It does what firmware and a kernel would: enumerate the PCI bus, route
+its interrupts and assign resources (:mod:`emu.guest.firmware`), bind a
+driver to every matching device, start the app, then wait for interrupts
+(config changes: link, NEEDS_RESET, the vhost-pci metadata; the ACPI SCI
+for PCI hotplug, :mod:`emu.guest.acpi`) and for requests from the machine
+(pause for QMP ``stop``, resume, change of app, halt and boot around a
+system reset, stop).  Everything goes through the bus.
 
 Which drivers and apps exist, and the ``-guest DRIVER,app=APP,key=value...``
 keys each takes (with their types and bounds), is :mod:`emu.guest.registry`;
@@ -17,10 +19,11 @@ import queue
 import threading
 from typing import Any, Callable, Mapping
 
-from emu.guest import registry
+from emu.guest import firmware, registry
 from emu.guest import virtio_net
+from emu.guest.acpi import AcpiHotplug
 from emu.guest.dma import DmaPool
-from emu.guest.pci import probe, wait_interrupts
+from emu.guest.pci import PCIDevice, assign_resources, reset_vectors, wait_interrupts
 from emu.spec import virtio as V, virtio_net as N
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,12 @@ class GuestProgram:
         self.taps = taps or {}
         self.drivers = []
         self.app = None
+        self.acpi: AcpiHotplug | None = None
+        self.windows = None
+        self.dma: DmaPool | None = None
+        self.halted = False
+        self.boots = 0
+        self.hotplug_events = 0
         self.paused = paused
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -126,21 +135,28 @@ class GuestProgram:
             self._teardown()
 
     def _bring_up(self) -> None:
-        devices = probe(self.bus)
-        dma = DmaPool(self.ram)
-        kw: dict[str, Any] = dict(features=_feature_mask(self.params))
-        kw.update((k, v) for k, v in self.params.items() if k in _DRIVER_KWARGS)
+        self.boots += 1
+        devices, self.windows = firmware.boot(self.bus)
+        self.acpi = AcpiHotplug.probe(self.bus, devices)
+        self.dma = DmaPool(self.ram)
         for dev in devices:
-            if self.matches(dev):
-                drv = self.driver_cls(dev, self.ram, dma, name=f"{self.kind}@{dev.bdf:02x}", **kw)
-                drv.taps = self.taps.get(dev.bdf, [])
-                drv.start()
-                self.drivers.append(drv)
+            self._bind(dev)
         if not self.drivers:
             raise RuntimeError(f"no device for driver {self.kind} on the bus")
         self._new_app(self.app_name, self.app_params)
         if not self.paused:
             self.app.start()
+
+    def _bind(self, dev) -> bool:
+        if not self.matches(dev):
+            return False
+        kw: dict[str, Any] = dict(features=_feature_mask(self.params))
+        kw.update((k, v) for k, v in self.params.items() if k in _DRIVER_KWARGS)
+        drv = self.driver_cls(dev, self.ram, self.dma, name=f"{self.kind}@{dev.bdf:02x}", **kw)
+        drv.taps = self.taps.get(dev.bdf, [])
+        drv.start()
+        self.drivers.append(drv)
+        return True
 
     def _new_app(self, name: str, params: dict[str, Any]) -> None:
         """*params*: typed and complete (registry.DriverSpec.check)."""
@@ -149,7 +165,10 @@ class GuestProgram:
         self.app_params = params
 
     def _config_fds(self) -> dict[int, object]:
-        return {d.config_fd: d for d in self.drivers if d.config_fd is not None}
+        fds: dict[int, object] = {d.config_fd: d for d in self.drivers if d.config_fd is not None}
+        if self.acpi is not None:
+            fds[self.acpi.fd] = self.acpi
+        return fds
 
     def _loop(self) -> None:
         done_sent = False
@@ -158,16 +177,90 @@ class GuestProgram:
             if self._stop:
                 break
             fds = self._config_fds()
-            if self.app.uses_pump or self.paused or not self.app.running:
+            app = self.app
+            if app is None or app.uses_pump or self.paused or not app.running:
                 fired = wait_interrupts(list(fds), 0.02)
             else:
-                self.app.poll(0.005)
+                app.poll(0.005)
                 fired = wait_interrupts(list(fds), 0)
             for fd in fired:
-                self._config_interrupt(fds[fd])
-            if self.app.done and not done_sent:
+                if fds[fd] is self.acpi:
+                    self._hotplug_event()
+                else:
+                    self._config_interrupt(fds[fd])
+            if app is not None and app.done and not done_sent:
                 done_sent = True
-                self.emit("EMU_GUEST_APP_DONE", {"app": self.app_name, **self.app.stats()})
+                self.emit("EMU_GUEST_APP_DONE", {"app": self.app_name, **app.stats()})
+
+    # -- ACPI PCI hotplug ---------------------------------------------------------------------
+    def _hotplug_event(self) -> None:
+        """The SCI: eject the slots the machine asked for (their drivers
+        stopped first), bring up what was added; the app runs on."""
+        ev = self.acpi.handle()
+        if ev is None:
+            return
+        self.hotplug_events += 1
+        was = self.app is not None and self.app.running
+        changed = False
+        for slot in ev.removed:
+            gone = [d for d in self.drivers if (d.dev.bdf >> 3) & 31 == slot]
+            if gone and not changed:
+                self._stop_app()
+                changed = True
+            for d in gone:
+                d.stop()                 # the device resets: its back-end lets go of our rings
+                self.drivers.remove(d)
+            self.acpi.eject(slot)
+        for slot in ev.added:
+            devices = [PCIDevice(self.bus, slot << 3 | fn) for fn in range(8)
+                       if self.bus.config_read(slot << 3 | fn, 0, 2) not in (0xFFFF, 0)]
+            if not devices:
+                continue
+            assign_resources(self.bus, devices, self.windows)
+            for dev in devices:
+                if self.matches(dev):
+                    if not changed:
+                        self._stop_app()
+                        changed = True
+                    self._bind(dev)
+        if changed:
+            self._restart_app(was)
+        self.emit("EMU_GUEST_HOTPLUG", {"added": ev.added, "removed": ev.removed,
+                                        "drivers": len(self.drivers)})
+
+    def _stop_app(self) -> None:
+        if self.app is not None and self.app.running:
+            self.app.stop()
+
+    def _restart_app(self, was_running: bool) -> None:
+        """The app again over the drivers there are now (none if it cannot
+        run with that many devices)."""
+        try:
+            self.spec.check_devices(self.app_name, len(self.drivers))
+        except Exception as e:
+            log.warning("%s: app %s stays stopped: %s", self.name, self.app_name, e)
+            self.app = None
+            return
+        self._new_app(self.app_name, self.app_params)
+        if was_running and not self.paused:
+            self.app.start()
+
+    # -- a system reset ---------------------------------------------------------------------
+    def _halt(self) -> None:
+        """The machine is about to reset every device: stop touching them
+        (the app's data paths stop), forget the drivers without driving the
+        devices -- they are reset under us, as a vCPU stops at a reset."""
+        self._stop_app()
+        self.app = None
+        self.drivers = []
+        self.acpi = None
+        self.halted = True
+        reset_vectors(self.bus)
+
+    def _boot(self) -> None:
+        """Firmware and drivers from scratch over the freshly reset machine."""
+        self.halted = False
+        self._bring_up()
 
     def _serve_requests(self) -> None:
         while True:
@@ -179,6 +272,21 @@ class GuestProgram:
                 self._stop = True
             elif what == "sync":
                 args[0]()
+            elif what == "halt":
+                self._halt()
+            elif what == "boot":
+                self._boot()
+            elif self.app is None:
+                # halted, or no device left for the app: only the state changes
+                if what == "pause":
+                    self.paused = True
+                elif what == "resume":
+                    self.paused = False
+                elif what == "poweroff":
+                    self.emit("EMU_GUEST_POWEROFF", {})
+                    self._stop = True
+                elif what == "set_app" and len(args) > 2 and args[2] is not None:
+                    args[2](RuntimeError("the guest has no device for its app"))
             elif what == "pause" and not self.paused:
                 self.paused = True
                 if self.app.running:

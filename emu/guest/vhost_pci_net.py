@@ -255,6 +255,11 @@ class VhostPciNetDriver(DeviceLifecycle):
         except Exception as e:       # the peer's addresses are untrusted
             log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
             return None
+        if q.used_idx != q.last_avail_idx:
+            # a driver that rebooted while the peer's rings ran on: this
+            # device side completes in order, so it resumes where the used
+            # ring says (a fresh ring: used idx == SET_VRING_BASE)
+            q.reset(q.used_idx)
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")
         self.live_peer[index] = (key, q)

@@ -5,13 +5,17 @@ greeting within milliseconds):
 
 1. ``-daemonize``: fork; the parent exits once the child is up (0) or
    failed (1), as QEMU's parent does.
-2. QMP listeners (``-qmp``, ``-mon``); heavy modules are imported only now.
+2. QMP listeners (``-qmp``, ``-mon``) and the ``-qtest`` chardev (both
+   connected before anything slow: libqtest waits for them); heavy modules
+   are imported only now.
 3. The machine: RAM, chardevs, netdevs, devices, captures, guest.
    A failure here is reported ``emu: -device ...: reason`` with exit 1 and
    leaves nothing behind.
 4. ``wait=on`` monitors: hold until a client connects.
 5. Start (``-S``: prelaunch, the guest waits for ``cont``), then serve
-   until ``quit``, a signal (SHUTDOWN host-signal) or the guest's power-off.
+   until ``quit``, a signal (SHUTDOWN host-signal, exit status 0) or the
+   guest's power-off.  Under ``-accel qtest`` no guest program runs: the
+   qtest client is the only driver (:mod:`emu.launcher.qtest_mode`).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import sys
 from emu.config import MachineConfig
 from emu.launcher.build import StartupError, build_machine
 from emu.launcher.control import MachineAdapter
+from emu.launcher.introspection import EmuIntrospection
+from emu.launcher.qtest_mode import open_qtest
 from emu.qmp import MonitorEndpoint, MonitorSetupError, QmpServer
 
 __all__ = ["run", "serve", "monitor_endpoints", "build_machine", "MachineAdapter", "StartupError"]
@@ -59,13 +65,18 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     """Monitors, machine, run until the end; :class:`StartupError` (with
     everything released) if a monitor or the machine cannot be set up.
     *ready* is called once the machine runs (``-daemonize``'s parent exits)."""
-    server = QmpServer()
+    server = QmpServer(introspection=EmuIntrospection())
     for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
         try:
             await server.add_monitor(ep)
         except MonitorSetupError as e:
             await server.close()
             raise StartupError(mon.origin, str(e)) from None
+    try:
+        qtest = await open_qtest(cfg)
+    except StartupError:
+        await server.close()
+        raise
     # Let the sessions send their greetings now: building the machine blocks
     # the loop for a while (imports, RAM), and a harness that negotiates
     # meanwhile sees every event of the machine's start-up.
@@ -73,12 +84,18 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     _setup_logging(cfg)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+
+    async def close_endpoints() -> None:
+        if qtest is not None:
+            await qtest.close()
+        await server.close()
     try:
         machine = build_machine(cfg, server.emit)
     except BaseException:
-        await server.close()
+        await close_endpoints()
         raise
     adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set))
+    adapter.qtest = qtest
 
     def on_event(name, data):
         if name == "EMU_GUEST_POWEROFF":
@@ -87,10 +104,16 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
     server.attach(adapter)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, adapter.signal)
-    await server.wait_for_clients()
-    # start-up may wait (a reconnect= netdev waits for its first back-end,
-    # as QEMU does): a quit or a signal meanwhile still ends the process
-    starting = loop.create_task(machine.start(paused=cfg.start_paused))
+
+    async def start() -> None:
+        await server.wait_for_clients()
+        if qtest is not None:
+            await qtest.endpoint.wait_for_client()
+        await machine.start(paused=cfg.start_paused)
+    # start-up may wait (wait=on monitors and qtest for their client, a
+    # reconnect= netdev for its first back-end, as QEMU does): a quit or a
+    # signal meanwhile still ends the process
+    starting = loop.create_task(start())
     stopper = loop.create_task(done.wait())
     await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
@@ -103,12 +126,16 @@ async def serve(cfg: MachineConfig, ready=None) -> int:
         e = starting.exception()
         stopper.cancel()
         await machine.close()
-        await server.close()
+        await close_endpoints()
         raise StartupError(_origin_of(cfg, e), str(e))
+    if qtest is not None and not done.is_set():
+        qtest.serve(machine)
     if ready is not None and not done.is_set():
         ready()
     await done.wait()
     stopper.cancel()
+    if qtest is not None:
+        await qtest.close()          # no qtest command runs against a machine going away
     await machine.close()
     await server.close()
     return 0

@@ -14,24 +14,12 @@ from emu.config import FilterDump, MachineConfig, VhostPCINet, VirtioNetPCI
 from emu.errors import PeerError
 from emu.guest import registry
 
-DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
-
-
 class StartupError(Exception):
     """A configuration the machine cannot build, or a monitor that cannot
     be set up; ``origin`` names the option.  Fatal: ``emu: ...``, exit 1."""
 
     def __init__(self, origin: str, msg: str):
         super().__init__(f"{origin}: {msg}" if origin else msg)
-
-
-def mac_bytes(text: str | None, index: int) -> bytes:
-    """``mac=`` as given, or QEMU's default 52:54:00:12:34:56 + the NIC's index."""
-    if text:
-        return bytes(int(p, 16) for p in text.split(":"))
-    m = list(DEFAULT_MAC)
-    m[5] = (m[5] + index) & 0xFF
-    return bytes(m)
 
 
 def _wire_log(cfg: MachineConfig) -> Callable[[], Any] | None:
@@ -50,11 +38,16 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
     """Everything the command line describes, not started yet."""
     from emu.machine import Machine
     ram = cfg.ram
+    numa = tuple(cfg.object(i).size for i in cfg.numa_memdevs)
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type)
+                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type,
+                    cpus=cfg.smp, max_cpus=cfg.max_cpus, numa_nodes=numa,
+                    max_ram_below_4g=cfg.max_ram_below_4g, qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
+    m.globals = list(cfg.globals)
+    m.device_parser = cfg.device_parser
     m.add_event_listener(emit)
     try:
         _populate(m, cfg)
@@ -65,9 +58,11 @@ def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
 
 
 def _populate(m: Any, cfg: MachineConfig) -> None:
+    from emu.machine import mac_bytes
     from emu.netdev import SocketSpec
     from emu.virtio.vhost_pci_net import PeerLimits
-    monitors = {mon.chardev for mon in cfg.monitors}   # the QMP server's, not ours
+    # the QMP server's and the qtest endpoint's, not the machine's
+    monitors = {mon.chardev for mon in cfg.monitors} | ({cfg.qtest.chardev} if cfg.qtest else set())
     for c in cfg.chardevs:
         if c.backend == "socket" and c.id not in monitors:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
@@ -83,14 +78,10 @@ def _populate(m: Any, cfg: MachineConfig) -> None:
         except PeerError as e:
             raise StartupError(n.origin, str(e)) from None
     for i, d in enumerate(cfg.devices):
-        slot = d.addr.slot if d.addr else None
+        slot = d.addr
         try:
             if isinstance(d, VirtioNetPCI):
-                if d.netdev is None:
-                    # QEMU runs a NIC without a peer; emu's device model
-                    # needs a data path, so there is nothing to run.
-                    raise ValueError("emu cannot run a NIC without a back-end: give it "
-                                     "netdev= (vhost-user, socket or hubport)")
+                # a NIC without netdev= has no peer (emu.machine.NoPeer), as in QEMU
                 m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=mac_bytes(d.mac, i), addr=slot,
                                  mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                  indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,

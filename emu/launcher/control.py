@@ -3,6 +3,7 @@ over an :class:`emu.machine.Machine`, with QEMU's run-state rules."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable
 
 from emu.config import MachineConfig
@@ -24,6 +25,7 @@ class MachineAdapter:
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
     def name(self) -> str | None:
@@ -50,9 +52,19 @@ class MachineAdapter:
             await self.m.guest_settled()
 
     async def system_reset(self) -> None:
-        self.rs.reset()
-        self.m.system_reset()
+        # (QEMU's qemu_system_reset: the devices first, then the RESET event)
+        done = self.m.system_reset()
+        if inspect.isawaitable(done):
+            await done
         await self.m.guest_settled()
+        self.rs.reset()
+
+    # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
+    def device_add(self, args: dict[str, Any]) -> None:
+        self.m.hotplug.device_add(args)
+
+    def device_del(self, ident: str) -> None:
+        self.m.hotplug.device_del(ident)
 
     # -- announce-self (emu.qmp.commands_net) -------------------------------------------------
     def announce_self(self, initial: int, max: int, rounds: int, step: int,
@@ -125,7 +137,10 @@ class MachineAdapter:
         return views.query_chardev(self.m)
 
     def emu_stats(self) -> dict:
-        return views.emu_stats(self.m)
+        out = views.emu_stats(self.m)
+        if self.qtest is not None:
+            out["qtest"] = self.qtest.stats()
+        return out
 
     def info_network(self) -> str:
         return views.info_network(self.m)

@@ -42,14 +42,22 @@ def _type_ok(kind: str, value: Any) -> bool:
     return True
 
 
+#: an Arg of this name lets a command take arguments beyond its spec (device_add's properties)
+ANY_ARGS = "*"
+
+
 def check_args(spec: tuple[Arg, ...], args: dict[str, Any]) -> None:
     for a in spec:
+        if a.name == ANY_ARGS:
+            continue
         if a.name not in args:
             if not a.optional:
                 raise QmpError(f"Parameter '{a.name}' is missing")
         elif not _type_ok(a.type, args[a.name]):
             raise QmpError(f"Invalid parameter type for '{a.name}', expected: {_TYPE_NAMES[a.type]}")
     known = {a.name for a in spec}
+    if ANY_ARGS in known:
+        return
     for key in args:
         if key not in known:
             raise QmpError(f"Parameter '{key}' is unexpected")

@@ -97,6 +97,20 @@ class MachineControl(Protocol):
         """The text of HMP ``info network`` (lines without line ends)."""
 
 
+@runtime_checkable
+class Introspection(Protocol):
+    """What the binary has, for the commands that answer before (and
+    without) a machine: QEMU's schemas, members exactly as QEMU sends them."""
+
+    def query_machines(self) -> list[dict[str, Any]]:
+        """``[MachineInfo]``: name, alias?, is-default?, cpu-max,
+        hotpluggable-cpus, numa-mem-supported, deprecated, default-cpu-type?,
+        default-ram-id?"""
+
+    def qom_list_types(self, implements: str | None, abstract: bool) -> list[dict[str, Any]]:
+        """``[ObjectTypeInfo]``: name, abstract? (only when true), parent?"""
+
+
 class RunState:
     """QEMU 7.2's host-initiated run-state transitions and their events.
 

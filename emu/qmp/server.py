@@ -30,9 +30,11 @@ from typing import Any, Callable
 
 from emu.errors import EmuBug, EmuError
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
+from emu.qmp import introspect  # noqa: F401  (registers query-machines, qom-list-types)
+from emu.qmp import commands_devices  # noqa: F401  (registers device_add, device_del)
 from emu.qmp import commands_net  # noqa: F401  (registers announce-self)
 from emu.qmp.commands import dispatch
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
 from emu.qmp.errors import GENERIC_ERROR
 from emu.qmp.session import Monitor, Session, greeting
 from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
@@ -274,8 +276,9 @@ class QmpServer:
     """
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
-                 max_output: int = MAX_OUTPUT, trace: Trace | None = None):
-        self.monitor = Monitor(machine, chardevs=self._chardev_info)
+                 max_output: int = MAX_OUTPUT, trace: Trace | None = None,
+                 introspection: Introspection | None = None):
+        self.monitor = Monitor(machine, chardevs=self._chardev_info, introspection=introspection)
         self.max_message = max_message
         self.max_output = max_output
         self.trace = trace

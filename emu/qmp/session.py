@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from emu import __version__
 from emu.errors import EmuBug
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
 
 log = logging.getLogger("emu.qmp")
 
@@ -41,10 +41,12 @@ class Monitor:
     """
 
     def __init__(self, machine: MachineControl | None = None,
-                 chardevs: Callable[[], list[dict[str, Any]]] = list):
+                 chardevs: Callable[[], list[dict[str, Any]]] = list,
+                 introspection: Introspection | None = None):
         self._machine = machine
         self._attached: asyncio.Event | None = None
         self._chardevs = chardevs
+        self.introspection = introspection
 
     @property
     def machine(self) -> MachineControl:

@@ -67,9 +67,10 @@ class VirtioNetDevice(VirtioNet):
 
     @property
     def features_known(self) -> bool:
-        """Whether the back-end's features are known (it has connected):
-        until then the function cannot tell whether it is modern."""
-        return bool(self.netdev.connected)
+        """Whether the back-end's features are known (it has connected, or
+        it is no back-end at all: a NIC without a peer): until then the
+        function cannot tell whether it is modern."""
+        return bool(self.netdev.connected or self.netdev.backend_features & V.F_VERSION_1)
 
     # -- loop side set-up ---------------------------------------------------------------------
     def start_loop_side(self) -> None:
@@ -234,4 +235,6 @@ class VirtioNetDevice(VirtioNet):
                 "vhost_user": self.netdev.counters.as_dict()}
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()          # its queue serves this device only
         self.close_calls()
