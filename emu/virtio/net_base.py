@@ -2,8 +2,8 @@
 packets (a vhost-user back-end, :mod:`emu.virtio.virtio_net`; emu's own C
 data path, :mod:`emu.virtio.net_internal`):
 
-* the queues (one rx/tx pair per queue pair, a control queue with
-  CTRL_VQ) and the device configuration (mac, status, max_virtqueue_pairs,
+* the queues (one rx/tx pair per queue pair, then the control queue,
+  there whether CTRL_VQ is offered or not, as in QEMU) and the device configuration (mac, status, max_virtqueue_pairs,
   mtu; its size follows the features offered, §5.1.4, as QEMU sizes it);
 * the link state in ``status`` (LINK_UP) and the announce bit
   (VIRTIO_NET_S_ANNOUNCE, set by ``announce-self`` when the driver took
@@ -51,9 +51,12 @@ class VirtioNet(VirtioDevice):
         self.mac = mac
         self.pairs = queue_pairs
         self.mq = mq and queue_pairs > 1
+        # the control queue always exists (QEMU's virtio_net_device_realize adds
+        # it whatever the features: libqos sets up 2 * pairs + 1 queues), and is
+        # offered (CTRL_VQ) with ctrl_vq or mq
         self.has_ctrl = ctrl_vq or self.mq
-        self.num_queues = 2 * queue_pairs + (1 if self.has_ctrl else 0)
-        self.ctrl_index = 2 * queue_pairs if self.has_ctrl else None
+        self.num_queues = 2 * queue_pairs + 1
+        self.ctrl_index = 2 * queue_pairs
         self.host_mtu = host_mtu
         self.wanted = (wanted | (N.F_MTU if host_mtu else 0)
                        | (N.F_MQ | N.F_CTRL_VQ if self.mq else 0))
