@@ -172,7 +172,7 @@ def test_query_emu_stats_counts_balance(pair):
     s1 = vm1.cmd("query-emu-stats", device="net0")
     assert [d["id"] for d in s1["devices"]] == ["net0"]
     q1 = {q["name"]: q for q in s1["devices"][0]["queues"]}
-    assert set(q1) == {"rx0", "tx0"}
+    assert set(q1) == {"rx0", "tx0", "ctrl"}         # the control queue exists, as QEMU's
     for q in q1.values():
         assert {"index", "packets", "bytes", "drops", "errors", "kicks", "calls"} <= set(q)
         assert q["errors"] == q["drops"] == 0
@@ -184,7 +184,7 @@ def test_query_emu_stats_counts_balance(pair):
     assert q2["peer0"]["errors"] == q2["peer1"]["errors"] == 0
     header, *rows = vm1.hmp("info emu-stats").splitlines()
     assert header.split()[:3] == ["device", "queue", "packets"]
-    assert [r.split()[:2] for r in rows] == [["net0", "rx0"], ["net0", "tx0"]]
+    assert [r.split()[:2] for r in rows] == [["net0", "ctrl"], ["net0", "rx0"], ["net0", "tx0"]]
 
 
 # -- run state --------------------------------------------------------------------------------
