@@ -368,13 +368,13 @@ class Machine:
 
     def announce_self(self, params) -> None:
         """QMP announce-self (:mod:`emu.netdev_announce`): every NIC, on
-        the real-time clock (the machine's loop)."""
+        the machine's real-time clock (as QEMU's QEMU_CLOCK_REALTIME)."""
         if self.announcer is None:
             from emu.netdev_announce import Announcer
             self.announcer = Announcer(
                 lambda: [(e.id, e.model) for e in self.devices.values()
                          if e.driver == "virtio-net-pci" and hasattr(e.model, "announce")],
-                self.loop)
+                self.clocks.realtime)
         self.announcer.announce_self(params)
 
     async def system_reset(self, timeout: float | None = None) -> None:

@@ -17,11 +17,12 @@ QEMU's rules, kept here:
 
 Unlike QEMU, negative values are refused (QEMU's ``rounds`` < 0 would
 announce without end) and ``rounds`` is bounded.  :class:`Schedule` is the
-sans-IO part; :class:`Announcer` runs it on a loop's ``call_later``.
+sans-IO part; :class:`Announcer` runs it on timers of the machine's
+real-time clock (:mod:`emu.clock`: QEMU_CLOCK_REALTIME, which ``-accel
+qtest``'s ``clock_step`` does not move).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -82,13 +83,13 @@ class Schedule:
 
 class Announcer:
     """Every named announce timer of a machine.  ``nics()`` gives the
-    ``(name, model)`` pairs whose model has ``announce()``."""
+    ``(name, model)`` pairs whose model has ``announce()``; ``clock`` is
+    an :class:`emu.clock.Clock` (the machine's real-time one)."""
 
-    def __init__(self, nics: Callable[[], Iterable[tuple[str, object]]],
-                 loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, nics: Callable[[], Iterable[tuple[str, object]]], clock):
         self.nics = nics
-        self.loop = loop
-        self.timers: dict[str, tuple[Schedule, asyncio.TimerHandle | None]] = {}
+        self.clock = clock
+        self.timers: dict[str, tuple[Schedule, object]] = {}    # id -> (schedule, Timer)
         self.rounds_sent = 0
 
     def announce_self(self, params: AnnounceParameters) -> None:
@@ -97,11 +98,14 @@ class Announcer:
         if params.rounds == 0:
             return
         sched = Schedule(params)
-        self.timers[params.id] = (sched, None)
+        timer = self.clock.timer(lambda: self._round(params.id, sched),
+                                 name=f"announce-self {params.id!r}")
+        self.timers[params.id] = (sched, timer)
         self._round(params.id, sched)
 
     def _round(self, name: str, sched: Schedule) -> None:
-        if self.timers.get(name, (None,))[0] is not sched:
+        entry = self.timers.get(name)
+        if entry is None or entry[0] is not sched:
             return                            # replaced or cancelled meanwhile
         for nic_name, model in self.nics():
             if sched.wants(nic_name):
@@ -114,13 +118,11 @@ class Announcer:
         if delay is None:
             del self.timers[name]
             return
-        loop = self.loop or asyncio.get_event_loop()
-        handle = loop.call_later(delay / 1000, self._round, name, sched)
-        self.timers[name] = (sched, handle)
+        entry[1].mod_in(delay * 1_000_000)
 
     def _cancel(self, name: str) -> None:
         entry = self.timers.pop(name, None)
-        if entry is not None and entry[1] is not None:
+        if entry is not None:
             entry[1].cancel()
 
     def close(self) -> None:

@@ -251,3 +251,34 @@ def test_announce_schedule():
     assert [s.fire(), s.fire(), s.fire()] == [1, 1, None]     # above max: max; then done
     with pytest.raises(AnnounceError):
         AnnounceParameters(initial=0, max=0, rounds=0, step=-1)
+
+
+def test_the_announcer_on_a_clock_it_does_not_own():
+    """Rounds at QEMU's times exactly (a manual clock stands in for the
+    real-time one): at once, then initial, +step ... capped at max; the
+    same id replaces, rounds 0 cancels, other ids go on; interfaces."""
+    from emu.clock import Clock
+    from emu.netdev_announce import Announcer
+
+    class Nic:
+        def __init__(self):
+            self.at = []
+
+        def announce(self):
+            self.at.append(clock.now() // 1_000_000)
+
+    clock = Clock("rt", manual=True)
+    a, b = Nic(), Nic()
+    ann = Announcer(lambda: [("a", a), ("b", b)], clock)
+    ann.announce_self(AnnounceParameters(initial=20, max=50, rounds=6, step=15, id="x"))
+    clock.warp(1_000_000_000)
+    assert a.at == b.at == [0, 20, 55, 105, 155, 205]      # 20, 35, 50 (capped), 50, 50
+    ann.announce_self(AnnounceParameters(initial=10, max=10, rounds=100, step=0, id="y",
+                                         interfaces=("b",)))
+    ann.announce_self(AnnounceParameters(initial=7, max=7, rounds=3, step=0))   # id ""
+    clock.step(25_000_000)
+    ann.announce_self(AnnounceParameters(initial=0, max=0, rounds=0, step=0, id="y"))
+    clock.step(1_000_000_000)
+    assert a.at[6:] == [1000, 1007, 1014]                   # "" only: "y" skipped nic a
+    assert b.at[6:] == [1000, 1000, 1007, 1010, 1014, 1020]  # both, until "y" was cancelled
+    assert ann.timers == {}
