@@ -31,7 +31,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+from emu import trace
 from emu.errors import EmuBug, PeerError
+
+_unimp = trace.item("unimp")
 
 
 def all_ones(size: int) -> int:
@@ -119,6 +122,11 @@ class AddressSpace:
         with self.lock:
             return [(la.name, r) for la in self._layers for r in la.regions]
 
+    def layers(self) -> list[tuple[str, int, list[Region]]]:
+        """``(name, priority, regions)`` of every layer, highest priority first."""
+        with self.lock:
+            return [(la.name, la.priority, list(la.regions)) for la in self._layers]
+
     # -- dispatch -----------------------------------------------------------------
     def lookup(self, addr: int, size: int) -> Region | None:
         """The region that takes ``[addr, addr+size)``, or None."""
@@ -135,10 +143,14 @@ class AddressSpace:
     def _claim(self, what: str, addr: int, size: int) -> Region | None:
         if size not in self.sizes or not 0 <= addr <= self.size - size:
             self.unclaimed[f"{self.name}_{what}_bad"] += 1
+            if _unimp.on:
+                _unimp.log(f"{self.name}: invalid {what} (size {size}, addr 0x{addr:x})")
             return None
         r = self.lookup(addr, size)
         if r is None:
             self.unclaimed[f"{self.name}_{what}"] += 1
+            if _unimp.on:   # -d unimp: nothing implements this address
+                _unimp.log(f"{self.name}: unassigned {what} (size {size}, addr 0x{addr:x})")
         return r
 
     def read(self, addr: int, size: int) -> int:

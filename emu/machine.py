@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -265,22 +266,30 @@ class Machine:
         return self._slot(addr), 0
 
     def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
-                        queue: str = "all"):
+                        queue: str = "all", fd: int | None = None):
         """Capture the frames crossing a NIC into a pcap file.  ``netdev``:
         a -netdev id (its virtio-net-pci) or a vhost-pci-net device id.
-        ``queue``: rx (into this VM), tx (out of it) or all."""
+        ``queue``: rx (into this VM), tx (out of it) or all.  ``fd``: the
+        file already open (the launcher opens it: ``/dev/fdset/N``), owned
+        by the capture from here on."""
         from emu.pcap import PcapCapture
         entry = next((e for e in self.devices.values()
                       if (e.netdev is not None and e.netdev.id == netdev)
                       or (e.driver == "vhost-pci-net" and e.id == netdev)), None)
+        error = None
         if entry is None:
-            raise ValueError(f"filter-dump: netdev '{netdev}' is not used by a NIC"
-                             if netdev in self.netdevs else
-                             f"filter-dump: no netdev or vhost-pci-net device '{netdev}'")
-        for d in ("rx", "tx"):
-            if queue in ("all", d) and any(t.wants(d) for t in entry.taps):
-                raise ValueError(f"filter-dump: '{netdev}' {d} frames are already captured")
-        cap = PcapCapture(file, maxlen, queue, name=id)
+            error = (f"filter-dump: netdev '{netdev}' is not used by a NIC"
+                     if netdev in self.netdevs else
+                     f"filter-dump: no netdev or vhost-pci-net device '{netdev}'")
+        else:
+            for d in ("rx", "tx"):
+                if queue in ("all", d) and any(t.wants(d) for t in entry.taps):
+                    error = f"filter-dump: '{netdev}' {d} frames are already captured"
+        if error is not None:
+            if fd is not None:
+                os.close(fd)
+            raise ValueError(error)
+        cap = PcapCapture(file, maxlen, queue, name=id, fd=fd)
         entry.taps.append(cap)
         self.captures.append(cap)
         return cap

@@ -29,7 +29,6 @@ Mapped regions are exposed as a :class:`WindowMemory` of
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import mmap
@@ -44,7 +43,9 @@ from emu.memory import (GuestMemory, MAX_REGIONS_DEFAULT, PAGE_SIZE, Region,
 
 log = logging.getLogger(__name__)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own symbols (libc among them): ctypes.util.find_library would
+# run ldconfig in a subprocess while the VM starts
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long]

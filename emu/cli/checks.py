@@ -5,9 +5,9 @@ from __future__ import annotations
 from emu.cli.schemas import VIRTIO_DEVICE_OF
 from emu.cli.state import ParseState
 from emu.config import (DEFAULT_RAM_SIZE, Chardev, Device, FilterDump, MemoryBackend, PCIAddress,
-                        VirtioNetPCI)
+                        SerialPort, VhostPCINet, VirtioNetPCI)
 from emu.guest import registry
-from emu.keyval import OptionError, parse_pairs, split_head
+from emu.keyval import OptionError, from_json, parse_pairs, split_head
 from emu.machines import smp as smp_rules
 from emu.machines import types as machine_types
 
@@ -32,8 +32,16 @@ def check(p: ParseState) -> None:
 
     for mon in cfg.monitors:
         dev = use_chardev(mon.chardev, mon.origin, "a monitor")
-        if dev.backend == "stdio" and cfg.daemonize:
-            raise OptionError("cannot use stdio with -daemonize")
+        if dev.backend not in ("socket", "stdio"):
+            raise OptionError(f'chardev "{mon.chardev}": emu monitors are sockets or stdio')
+    _check_serials(p, use_chardev)
+    stdio = [c for c in cfg.chardevs if c.backend == "stdio" and c.id in users]
+    if stdio and cfg.daemonize:
+        p.origin = stdio[0].origin
+        raise OptionError("cannot use stdio with -daemonize")
+    if len(stdio) > 1:
+        p.origin = stdio[1].origin
+        raise OptionError("cannot use stdio by multiple character devices")
     if cfg.qtest is not None:
         dev = use_chardev(cfg.qtest.chardev, cfg.qtest.origin, "qtest")
         if dev.backend != "socket":
@@ -45,10 +53,15 @@ def check(p: ParseState) -> None:
         if dev.backend != "socket":
             raise OptionError(f'chardev "{nd.chardev}" is not a unix socket')
 
+    # a filter-dump captures a -netdev's NIC, or a vhost-pci-net device (whose
+    # back-end is the device itself: docs/harness.md)
+    vhost_pci_ids = {d.id for d in cfg.devices if isinstance(d, VhostPCINet) and d.id}
     for obj in cfg.objects:
-        if isinstance(obj, FilterDump) and cfg.netdev(obj.netdev) is None:
+        if isinstance(obj, FilterDump) and cfg.netdev(obj.netdev) is None \
+                and obj.netdev not in vhost_pci_ids:
             p.origin = obj.origin
-            raise OptionError("Parameter 'netdev' expects a network backend id")
+            raise OptionError("Parameter 'netdev' expects a network backend id "
+                              "(a -netdev, or a vhost-pci-net device's id)")
 
     mtype = machine_types.find(cfg.machine_type)
     _check_smp(p, mtype)
@@ -98,6 +111,31 @@ def check(p: ParseState) -> None:
     _check_guest(p)
 
 
+def _check_serials(p: ParseState, use_chardev) -> None:
+    cfg = p.cfg
+    if p.nographic and not p.nodefaults and p.serial_index == 0 and not cfg.serials \
+            and not any(c.backend == "stdio" for c in cfg.chardevs):
+        # QEMU's -nographic default: serial0 on stdio (emu has no monitor to mux in)
+        cfg.chardevs.append(Chardev("serial0", "stdio", origin="-nographic"))
+        cfg.serials.append(SerialPort(0, "serial0", origin="-nographic"))
+    mtype = machine_types.find(cfg.machine_type)
+    if cfg.serials and mtype is not None and not mtype.has_pci:
+        # QEMU's none machine has no ISA bus: -serial is left unused
+        p.origin = cfg.serials[0].origin
+        if cfg.serials[0].origin.startswith("-device"):
+            raise OptionError("No 'ISA' bus found for device 'isa-serial'")
+        p.info(f"machine '{cfg.machine_type}' has no serial port: -serial is not used")
+        cfg.serials.clear()
+        return
+    for port in cfg.serials:
+        use_chardev(port.chardev, port.origin, f"serial{port.index}")
+    serial = {port.chardev for port in cfg.serials}
+    for c in cfg.chardevs:
+        if c.logfile is not None and c.id not in serial:
+            p.origin = c.origin
+            p.info(f"logfile= is kept for serial ports' chardevs only: '{c.id}' logs nothing")
+
+
 def _check_smp(p: ParseState, mtype) -> None:
     """-smp against the machine type (QEMU's machine_parse_smp_config)."""
     if mtype is None:
@@ -133,7 +171,7 @@ def _apply_globals(p: ParseState) -> None:
                     p.origin = ""
                     raise OptionError(f"can't apply global {g.driver}.{g.prop}={g.value}: "
                                       f"{e}") from None
-        driver, pairs = split_head(dev.origin[len("-device "):], "driver")
+        driver, pairs = split_head(from_json(dev.origin[len("-device "):]), "driver")
         cfg.devices[i] = parse_device(driver, pairs, p, cfg.globals)
 
 

@@ -3,7 +3,7 @@
 :attr:`emu.config.MachineConfig.qtest_accel`)."""
 from __future__ import annotations
 
-from emu.cli.device_opts import add_chardev, socket_chardev
+from emu.cli.char_opts import add_chardev, socket_chardev
 from emu.cli.schemas import QMP_OPTS
 from emu.cli.state import ParseState, option
 from emu.config import Chardev, QtestConfig

@@ -11,6 +11,12 @@ system reset, stop).  Everything goes through the bus.
 Which drivers and apps exist, and the ``-guest DRIVER,app=APP,key=value...``
 keys each takes (with their types and bounds), is :mod:`emu.guest.registry`;
 the values are checked there before anything starts.
+
+Like a booting system it tells its serial console (COM1, when the machine
+has one: ``-serial``) what it does -- the devices it binds, link and peer
+changes, the app's start, end and switches, pause, reset, power-off,
+errors -- and answers a ``status`` line typed there with its counters
+(:mod:`emu.guest.console`).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from typing import Any, Callable, Mapping
 from emu.guest import firmware, registry
 from emu.guest import virtio_net
 from emu.guest.acpi import AcpiHotplug
+from emu.guest.console import SerialConsole
 from emu.guest.dma import DmaPool
 from emu.guest.pci import PCIDevice, assign_resources, reset_vectors, wait_interrupts
 from emu.spec import virtio as V, virtio_net as N
@@ -83,6 +90,7 @@ class GuestProgram:
         self._thread: threading.Thread | None = None
         self.config_events = 0
         self.renegotiations = 0
+        self.console: SerialConsole | None = None
 
     # -- machine side -------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,24 +136,75 @@ class GuestProgram:
             self._loop()
         except Exception as e:          # a guest crash: report it, the VM stays up
             log.exception("%s: guest driver failed", self.name)
+            self.say(f"guest: error: {type(e).__name__}: {e}")
             self.error = e
             self.emit("EMU_GUEST_PANIC", {"driver": self.kind, "reason": str(e)})
             self.ready.set()
         finally:
             self._teardown()
 
+    # -- the console ------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """A console line (nothing if the machine has no serial port)."""
+        if self.console is not None:
+            try:
+                self.console.write_line(text)
+            except Exception:       # the console is a witness, never a reason to fail
+                log.exception("%s: console write failed", self.name)
+                self.console = None
+
+    def _console_input(self) -> None:
+        if self.console is None:
+            return
+        for line in self.console.read_lines():
+            if line.strip() == "status":
+                self.say(self._status_line())
+            elif line.strip():
+                self.say(f"guest: unknown command {line.strip()!r} (try: status)")
+
+    def _status_line(self) -> str:
+        stats = self.app.stats() if self.app is not None else {}
+        state = "paused" if self.paused else ("running" if self.app and self.app.running
+                                              else "idle")
+        return (f"status: app {self.app_name} {state}"
+                + "".join(f" {k}={v}" for k, v in sorted(stats.items())
+                          if isinstance(v, (int, float, str))))
+
     def _bring_up(self) -> None:
         self.boots += 1
+        self.console = SerialConsole.probe(self.bus)
+        self.say(f"emu guest: {self.kind} driver, app {self.app_name}, {self.mode} mode, "
+                 f"booting")
         devices, self.windows = firmware.boot(self.bus)
         self.acpi = AcpiHotplug.probe(self.bus, devices)
         self.dma = DmaPool(self.ram)
         for dev in devices:
-            self._bind(dev)
+            self.say(f"pci 0000:{dev.bdf >> 8:02x}:{(dev.bdf >> 3) & 31:02x}.{dev.bdf & 7}: "
+                     f"[{dev.vendor_id:04x}:{dev.device_id:04x}]")
+            if self._bind(dev):
+                drv = self.drivers[-1]
+                self.say(f"{drv.name}: ready, features 0x{getattr(drv, 'features', 0):x}"
+                         + self._link_text(drv))
         if not self.drivers:
             raise RuntimeError(f"no device for driver {self.kind} on the bus")
         self._new_app(self.app_name, self.app_params)
         if not self.paused:
             self.app.start()
+            self.say(f"app {self.app_name}: started")
+        else:
+            self.say(f"app {self.app_name}: waiting (the machine is paused)")
+
+    @staticmethod
+    def _link_text(drv) -> str:
+        try:
+            if hasattr(drv, "link_up"):
+                return f", link {'up' if drv.link_up else 'down'}"
+            peer = getattr(drv, "peer", None)
+            if peer is not None:
+                return f", peer {'connected' if peer.mem_ready else 'not connected'}"
+        except Exception:
+            pass
+        return ""
 
     def _bind(self, dev) -> bool:
         if not self.matches(dev):
@@ -188,9 +247,13 @@ class GuestProgram:
                     self._hotplug_event()
                 else:
                     self._config_interrupt(fds[fd])
+            self._console_input()
             if app is not None and app.done and not done_sent:
                 done_sent = True
-                self.emit("EMU_GUEST_APP_DONE", {"app": self.app_name, **app.stats()})
+                stats = app.stats()
+                self.say(f"app {self.app_name}: done" + "".join(f" {k}={v}" for k, v in
+                                                              sorted(stats.items())))
+                self.emit("EMU_GUEST_APP_DONE", {"app": self.app_name, **stats})
 
     # -- ACPI PCI hotplug ---------------------------------------------------------------------
     def _hotplug_event(self) -> None:
@@ -250,6 +313,7 @@ class GuestProgram:
         """The machine is about to reset every device: stop touching them
         (the app's data paths stop), forget the drivers without driving the
         devices -- they are reset under us, as a vCPU stops at a reset."""
+        self.say("guest: reboot")
         self._stop_app()
         self.app = None
         self.drivers = []
@@ -283,6 +347,7 @@ class GuestProgram:
                 elif what == "resume":
                     self.paused = False
                 elif what == "poweroff":
+                    self.say("guest: power down")
                     self.emit("EMU_GUEST_POWEROFF", {})
                     self._stop = True
                 elif what == "set_app" and len(args) > 2 and args[2] is not None:
@@ -291,12 +356,15 @@ class GuestProgram:
                 self.paused = True
                 if self.app.running:
                     self.app.pause()
+                self.say(f"app {self.app_name}: paused")
             elif what == "resume" and self.paused:
                 self.paused = False
                 if self.app.running:
                     self.app.resume()
+                    self.say(f"app {self.app_name}: resumed")
                 else:
                     self.app.start()
+                    self.say(f"app {self.app_name}: started")
             elif what == "set_app":
                 self._set_app(*args)
             elif what == "reconfigure":
@@ -315,17 +383,20 @@ class GuestProgram:
                 if was and not self.paused:
                     self.app.start()
             elif what == "poweroff":
+                self.say("guest: power down")
                 self.app.stop()
                 for d in self.drivers:
                     d.stop()
                 self.emit("EMU_GUEST_POWEROFF", {})
                 self._stop = True
             elif what == "reset":
+                self.say("guest: reboot")
                 self.app.stop()
                 for d in self.drivers:
                     d.reinit()
                 if not self.paused:
                     self.app.start()
+                    self.say(f"app {self.app_name}: started")
 
     def _set_app(self, name: str, params: dict[str, Any],
                  done: Callable[[BaseException | None], None] | None = None) -> None:
@@ -340,6 +411,7 @@ class GuestProgram:
                 self.app.start()
         except Exception as e:
             log.warning("%s: app %s did not start: %s", self.name, name, e)
+            self.say(f"app {name}: error: did not start: {e} (app {old_name} runs again)")
             if self.app is not old:
                 try:
                     self.app.stop()
@@ -351,6 +423,7 @@ class GuestProgram:
             if done is not None:
                 done(e)
             return
+        self.say(f"app {name}: switched from {old_name}")
         if done is not None:
             done(None)
 
@@ -360,6 +433,7 @@ class GuestProgram:
         if ev == "needs-reset":
             # the device wants a renegotiation (vhost-pci feature push, or an error)
             self.renegotiations += 1
+            self.say(f"{drv.name}: device needs reset: renegotiating")
             was = self.app.running
             self.app.stop()
             drv.reinit()
@@ -367,7 +441,9 @@ class GuestProgram:
             if was and not self.paused:
                 self.app.start()
         elif ev is not None and hasattr(drv, "handle_config") and drv.handle_config(self.app):
-            pass
+            self.say(f"{drv.name}: peer changed" + self._link_text(drv))
+        elif ev == "link":
+            self.say(f"{drv.name}: link changed" + self._link_text(drv))
 
     def _teardown(self) -> None:
         if self.app is not None and self.app.running:

@@ -159,7 +159,7 @@ class VhostPciNetDriver(DeviceLifecycle):
             ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
             self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
         desc, avail, used, ring_bytes, bufs, ind = self._areas[index]
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         info = self.vp.setup_queue(index, desc, avail, used, size=num)
         drv = ring.DriverQueue(self.ram, info.size, desc, avail, used, bufs, self.buf_size,
                                layout=self.layout, ind_gpa=ind, features=self.features,

@@ -124,7 +124,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _queue(self, index: int) -> ring.DriverQueue:
         num = self.vp.queue_size(index, self.queue_size)
         desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         vector = self._vector(index)
         info = self.vp.setup_queue(index, desc, avail, used, size=num, vector=vector)
         num = info.size
@@ -140,7 +140,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _ctrl_queue(self, index: int):
         num = self.vp.queue_size(index, 64)
         desc, avail, used, ring_bytes, bufs, _ = self._area(index, num)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         self.vp.setup_queue(index, desc, avail, used, size=num, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
                 "num": num, "avail_idx": 0, "used_seen": 0}

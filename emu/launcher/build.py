@@ -7,64 +7,80 @@ once the monitors listen.  A failure names the option at fault
 """
 from __future__ import annotations
 
-import sys
+import os
 from typing import Any, Callable
 
+from emu import fdset
 from emu.config import FilterDump, MachineConfig, VhostPCINet, VirtioNetPCI
 from emu.errors import PeerError
 from emu.guest import registry
-
-class StartupError(Exception):
-    """A configuration the machine cannot build, or a monitor that cannot
-    be set up; ``origin`` names the option.  Fatal: ``emu: ...``, exit 1."""
-
-    def __init__(self, origin: str, msg: str):
-        super().__init__(f"{origin}: {msg}" if origin else msg)
+from emu.launcher.errors import StartupError
 
 
-def _wire_log(cfg: MachineConfig) -> Callable[[], Any] | None:
-    if "vhost_user_wire" not in cfg.trace.events:
-        return None
-    from emu.vhost_user.wirelog import WireLog
-    # one log per connection (the transport closes it when the peer goes)
-    target = cfg.trace.file or cfg.log_file or sys.stderr
+class Created:
+    """Files start-up creates: removed again if the VM does not start
+    (a failed start leaves nothing behind)."""
 
-    def wire_log() -> WireLog:
-        return WireLog(target, label=cfg.name or "")
-    return wire_log
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def open(self, path: str, flags: int, fdsets) -> int:
+        new = fdset.set_id(path) is None and not os.path.lexists(path)
+        fd = fdset.open_path(path, flags | os.O_CREAT, 0o644, fdsets)
+        if new:
+            self.paths.append(path)
+        return fd
+
+    def remove(self) -> None:
+        for path in self.paths:
+            try:
+                if os.path.isfile(path) and not os.path.islink(path):
+                    os.unlink(path)
+            except OSError:
+                pass
+        self.paths = []
 
 
-def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
+def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
+                  created: Created | None = None):
     """Everything the command line describes, not started yet."""
+    from emu.launcher.logs import wire_log_factory
     from emu.machine import Machine
     ram = cfg.ram
+    created = created if created is not None else Created()
     numa = tuple(cfg.object(i).size for i in cfg.numa_memdevs)
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type,
-                    cpus=cfg.smp, max_cpus=cfg.max_cpus, numa_nodes=numa,
-                    max_ram_below_4g=cfg.max_ram_below_4g, qtest=cfg.qtest_accel)
+                    mem_path=ram.mem_path, wire_log=wire_log_factory(cfg),
+                    machine_type=cfg.machine_type, cpus=cfg.smp, max_cpus=cfg.max_cpus,
+                    numa_nodes=numa, max_ram_below_4g=cfg.max_ram_below_4g,
+                    qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
     m.globals = list(cfg.globals)
     m.device_parser = cfg.device_parser
     m.add_event_listener(emit)
     try:
-        _populate(m, cfg)
+        _populate(m, cfg, created)
     except BaseException:
         m.release()
+        created.remove()
         raise
     return m
 
 
-def _populate(m: Any, cfg: MachineConfig) -> None:
+def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
     from emu.machine import mac_bytes
-    from emu.netdev import SocketSpec
-    from emu.virtio.vhost_pci_net import PeerLimits
-    # the QMP server's and the qtest endpoint's, not the machine's
-    monitors = {mon.chardev for mon in cfg.monitors} | ({cfg.qtest.chardev} if cfg.qtest else set())
+    # the QMP server's, the qtest endpoint's and the serial ports' chardevs
+    # are not the machine's
+    others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials} \
+        | ({cfg.qtest.chardev} if cfg.qtest else set())
+    if any(c.backend == "socket" and c.id not in others for c in cfg.chardevs):
+        from emu.netdev import SocketSpec       # the vhost-user modules, only when used
+    if any(isinstance(d, VhostPCINet) for d in cfg.devices):
+        from emu.virtio.vhost_pci_net import PeerLimits
     for c in cfg.chardevs:
-        if c.backend == "socket" and c.id not in monitors:
+        if c.backend == "socket" and c.id not in others:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
                                      wait=c.wait, reconnect=float(c.reconnect)))
     for n in cfg.netdevs:
@@ -101,7 +117,11 @@ def _populate(m: Any, cfg: MachineConfig) -> None:
     for obj in cfg.objects:
         if isinstance(obj, FilterDump):
             try:
-                m.add_filter_dump(obj.id, obj.netdev, obj.file, maxlen=obj.maxlen, queue=obj.queue)
+                fd = created.open(obj.file, os.O_WRONLY | os.O_TRUNC | os.O_APPEND, cfg.fdsets)
+                m.add_filter_dump(obj.id, obj.netdev, obj.file, maxlen=obj.maxlen, queue=obj.queue,
+                                  fd=fd)
+            except OSError as e:
+                raise StartupError(obj.origin, f"Could not open '{obj.file}': {e.strerror}") from None
             except Exception as e:
                 raise StartupError(obj.origin, str(e)) from None
     g = cfg.guest

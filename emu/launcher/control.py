@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from emu.config import MachineConfig
 from emu.errors import PeerError
-from emu.launcher import views
+from emu.launcher import qom_views, views
 from emu.qmp.control import GUEST_SHUTDOWN, HOST_QMP_QUIT, HOST_SIGNAL, Emit, RunState
 from emu.qmp.errors import QmpError
 
@@ -19,17 +19,25 @@ APP_SWITCH_TIMEOUT = 10.0
 class MachineAdapter:
     """The monitor's view of one machine: actions, their events, the views."""
 
-    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None]):
+    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None],
+                 serials: Any = None):
         self.m = machine
         self.cfg = cfg
+        self.serials = serials          # emu.launcher.serial.SerialPorts
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.machine_started = asyncio.Event()     # Machine.start() done (its netdevs open)
         self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
     def name(self) -> str | None:
         return self.cfg.name
+
+    @property
+    def uuid(self) -> str:
+        """``-uuid``, or QEMU's all-zero default."""
+        return self.cfg.uuid or "00000000-0000-0000-0000-000000000000"
 
     @property
     def run_state(self) -> str:
@@ -59,6 +67,18 @@ class MachineAdapter:
         await self.m.guest_settled()
         self.rs.reset()
 
+    def started_running(self, machine: Any) -> None:
+        """The machine has started (paused if ``-S``): match the run state
+        the monitor set meanwhile."""
+        self.machine_started.set()
+        g = machine.guest
+        if g is None:
+            return
+        if self.rs.running and g.paused:
+            machine.cont()
+        elif not self.rs.running and not g.paused:
+            machine.stop()
+
     # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
     def device_add(self, args: dict[str, Any]) -> None:
         self.m.hotplug.device_add(args)
@@ -67,14 +87,18 @@ class MachineAdapter:
         self.m.hotplug.device_del(ident)
 
     # -- announce-self (emu.qmp.commands_net) -------------------------------------------------
-    def announce_self(self, initial: int, max: int, rounds: int, step: int,
-                      interfaces: list[str] | None, id: str) -> None:
+    async def announce_self(self, initial: int, max: int, rounds: int, step: int,
+                            interfaces: list[str] | None, id: str) -> None:
         from emu.netdev_announce import AnnounceParameters
         try:
             params = AnnounceParameters(initial, max, rounds, step,
                                         tuple(interfaces) if interfaces is not None else None, id)
         except PeerError as e:
             raise QmpError(str(e)) from None
+        # The monitor is served while the machine starts; its netdevs open
+        # in Machine.start() (QEMU creates them before its monitor serves):
+        # the first round goes, and the command answers, once they are open.
+        await self.machine_started.wait()
         self.m.announce_self(params)
 
     def system_powerdown(self) -> None:
@@ -134,13 +158,35 @@ class MachineAdapter:
         return views.query_pci(self.m)
 
     def query_chardev(self) -> list:
-        return views.query_chardev(self.m)
+        serial = self.serials.chardev_info() if self.serials is not None else []
+        return views.query_chardev(self.m) + serial
 
     def emu_stats(self) -> dict:
-        out = views.emu_stats(self.m)
+        stats = views.emu_stats(self.m)
+        if self.serials is not None and self.serials.ports:
+            stats["serial"] = self.serials.stats()
         if self.qtest is not None:
-            out["qtest"] = self.qtest.stats()
-        return out
+            stats["qtest"] = self.qtest.stats()
+        return stats
 
     def info_network(self) -> str:
         return views.info_network(self.m)
+
+    def info_mtree(self) -> str:
+        return views.info_mtree(self.m)
+
+    # -- the QOM tree (emu.launcher.qom_views) ---------------------------------------------
+    def qom_list(self, path: str) -> list:
+        return qom_views.qom_list(self.m, self.cfg, path)
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        return qom_views.qom_get(self.m, self.cfg, path, prop)
+
+    def info_qom_tree(self, path: str | None) -> str:
+        return qom_views.info_qom_tree(self.m, path or "/machine")
+
+    def info_qtree(self) -> str:
+        return qom_views.info_qtree(self.m, self.cfg, self.query_pci())
+
+    def query_cpus_fast(self) -> list:
+        return views.query_cpus_fast(self.m, self.cfg.smp)

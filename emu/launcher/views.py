@@ -98,6 +98,43 @@ def info_network(m: Any) -> str:
     return "\n".join(lines)
 
 
+def info_mtree(m: Any) -> str:
+    """HMP ``info mtree``: the platform's address spaces in QEMU's format
+    (a layer of :mod:`emu.address_space` is a container at its priority)."""
+    out = []
+    for title, space, root in (("memory", m.system.memory, "system"), ("I/O", m.system.io, "io")):
+        out.append(f"address-space: {title}")
+        out.append(f"  {0:016x}-{space.size - 1:016x} (prio 0, i/o): {root}")
+        for layer, prio, regions in space.layers():
+            for r in sorted(regions, key=lambda r: r.start):
+                kind = "ram" if getattr(r.target, "ram", None) is not None else "i/o"
+                out.append(f"    {r.start:016x}-{r.end - 1:016x} (prio {prio}, {kind}): "
+                           f"{r.name or layer}")
+        out.append("")
+    return "\n".join(out)
+
+
+def query_cpus_fast(m: Any, cpus: int) -> list[dict[str, Any]]:
+    """QEMU's CpuInfoFast per ``-smp`` CPU.  emu has no vCPU threads: CPU 0
+    is the guest program's thread (the process's main thread when no guest
+    runs), the others the main thread; the topology is QEMU 7.2's default
+    for ``-smp N`` (cores of one socket)."""
+    import os
+    import threading
+    if not m.machine_type.has_pci:        # QEMU's none machine has no CPU
+        return []
+    guest = getattr(m.guest, "_thread", None) if m.guest is not None else None
+    main = os.getpid()
+    out = []
+    for i in range(max(cpus, 1)):
+        tid = guest.native_id if (i == 0 and isinstance(guest, threading.Thread)
+                                  and guest.native_id) else main
+        out.append({"cpu-index": i, "qom-path": f"/machine/unattached/device[{i}]",
+                    "thread-id": tid, "props": {"core-id": i, "thread-id": 0, "socket-id": 0},
+                    "target": "x86_64"})
+    return out
+
+
 #: PCI class code (base class, subclass) -> the description QEMU's query-pci
 #: gives (PCI Code and ID Assignment Specification names, as QEMU spells them)
 CLASS_DESCRIPTIONS = {

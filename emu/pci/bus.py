@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from emu import trace
 from emu.errors import EmuBug
 from emu.address_space import AddressSpace, Region
 from emu.spec import pci as regs
@@ -31,6 +32,9 @@ from emu.pci.bar import Bar
 from emu.pci.errors import BusError
 from emu.pci.function import PCIFunction, all_ones
 from emu.pci.irq import InterruptController
+
+_cfg_read, _cfg_write = trace.event("pci_cfg_read"), trace.event("pci_cfg_write")
+_bar_read, _bar_write = trace.event("pci_bar_read"), trace.event("pci_bar_write")
 
 INTX_GSI_BASE = 16          # PIRQ A..D -> GSI 16..19 (the default router)
 PCI_LAYER = "pci"
@@ -104,9 +108,18 @@ class _BarTarget:
         return self.bar.ram
 
     def read(self, offset: int, size: int) -> int:
-        return self.function.bar_read(self.bar.index, offset, size)
+        value = self.function.bar_read(self.bar.index, offset, size)
+        if _bar_read.on:
+            bdf = self.function.bdf or 0
+            _bar_read(self.function.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, self.bar.index,
+                      offset, size, value)
+        return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if _bar_write.on:
+            bdf = self.function.bdf or 0
+            _bar_write(self.function.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, self.bar.index,
+                       offset, size, value)
         self.function.bar_write(self.bar.index, offset, size, value)
 
     def ioeventfd_at(self, offset: int, size: int, data: int | None) -> int | None:
@@ -253,7 +266,10 @@ class PCIBus:
             if f is None:
                 self.unclaimed["config_read"] += 1
                 return all_ones(size) if size in CONFIG_SIZES else 0xFFFFFFFF
-            return f.config_read(offset, size)
+            value = f.config_read(offset, size)
+            if _cfg_read.on:
+                _cfg_read(f.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, offset, value)
+            return value
 
     def config_write(self, bdf: int, offset: int, size: int, value: int) -> None:
         with self.lock:
@@ -261,6 +277,8 @@ class PCIBus:
             if f is None:
                 self.unclaimed["config_write"] += 1
                 return
+            if _cfg_write.on:
+                _cfg_write(f.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, offset, int(value))
             f.config_write(offset, size, int(value))
 
     # -- RAM-backed BARs, ioeventfds --------------------------------------------------

@@ -149,6 +149,12 @@ class ObjectTree:
             return None
         return found
 
+    def is_ambiguous(self, path: str) -> bool:
+        """Whether a partial ``path`` matches in more than one place (QEMU's
+        "Path '...' is ambiguous")."""
+        parts = [p for p in path.split("/") if p]
+        return bool(parts) and not path.startswith("/") and self._partial(self.root, parts)[1]
+
     def _partial(self, node: Object, parts: list[str]) -> tuple[Object | None, bool]:
         # (qom/object.c object_resolve_partial_path: a match below node and
         # one below any child is ambiguous)
