@@ -12,31 +12,40 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.taps import tap
 from emu.guest.pci import DriverError, PCIDevice
-from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.guest.virtio_pci import DeviceLifecycle
+from emu.guest.virtio_transport import transport
 from emu.spec import virtio as V, virtio_net as N, virtio_pci, virtio_ring as R
 from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
 PCI_DEVICE_ID = virtio_pci.pci_device_id(N.VIRTIO_ID_NET)
+PCI_DEVICE_ID_TRANSITIONAL = virtio_pci.transitional_device_id(N.VIRTIO_ID_NET)
 # what this driver can use; the app may mask some off
 SUPPORTED = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | V.F_EVENT_IDX
              | V.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ)
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+    """A virtio-net function: modern-only (0x1041), or transitional /
+    legacy (0x1000 with subsystem id 1, §4.1.2.1)."""
+    if dev.vendor_id != virtio_pci.PCI_VENDOR_ID:
+        return False
+    return dev.device_id == PCI_DEVICE_ID or (dev.device_id == PCI_DEVICE_ID_TRANSITIONAL
+                                              and dev.subsystem_id == N.VIRTIO_ID_NET)
 
 
 class VirtioNetDriver(DeviceLifecycle):
     """One virtio-net device.  ``features``: what to ask for (masked with
     :data:`SUPPORTED` and the device's offer); ``layout``: descriptor layout
     of this driver's buffers (0 one descriptor like Linux, 1 header+data
-    like iPXE, 2 indirect)."""
+    like iPXE, 2 indirect); ``legacy``: drive the legacy interface even
+    where the modern one exists (it is used anyway on a device without it)."""
 
     def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
                  queue_size: int = 256, buf_size: int = 2048, tx_buf_size: int | None = None,
-                 layout: int = 0, msix: bool = True, name: str = "virtio-net"):
+                 layout: int = 0, msix: bool = True, legacy: bool = False,
+                 name: str = "virtio-net"):
         self.dev = dev
         self.ram = ram
         self.dma = dma
@@ -47,7 +56,7 @@ class VirtioNetDriver(DeviceLifecycle):
         self.layout = layout
         self.use_msix = msix
         self.name = name
-        self.vp = VirtioPCIDriver(dev)
+        self.vp = transport(dev, legacy)
         self.features = 0
         self.mac = b""
         self.pairs = 1
@@ -113,7 +122,7 @@ class VirtioNetDriver(DeviceLifecycle):
         return self.vectors[1 + index].entry if len(self.vectors) > 1 + index else NO_VECTOR
 
     def _queue(self, index: int) -> ring.DriverQueue:
-        num = self.queue_size
+        num = self.vp.queue_size(index, self.queue_size)
         desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
         self.ram.fill(desc, ring_bytes)
         vector = self._vector(index)
@@ -129,11 +138,12 @@ class VirtioNetDriver(DeviceLifecycle):
         return q
 
     def _ctrl_queue(self, index: int):
-        desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)
+        num = self.vp.queue_size(index, 64)
+        desc, avail, used, ring_bytes, bufs, _ = self._area(index, num)
         self.ram.fill(desc, ring_bytes)
-        self.vp.setup_queue(index, desc, avail, used, size=64, vector=self._vector(index))
+        self.vp.setup_queue(index, desc, avail, used, size=num, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
-                "avail_idx": 0, "used_seen": 0}
+                "num": num, "avail_idx": 0, "used_seen": 0}
 
     def set_pairs(self, pairs: int, timeout: float = 2.0) -> bool:
         """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET through the control queue."""
@@ -145,7 +155,7 @@ class VirtioNetDriver(DeviceLifecycle):
         # chain: command (readable) -> ack (writable)
         self.ram.write(c["desc"], R.DESC.pack(c["buf"], len(cmd), R.DESC_F_NEXT, 1))
         self.ram.write(c["desc"] + R.DESC_SIZE, R.DESC.pack(c["buf"] + 64, 1, R.DESC_F_WRITE, 0))
-        self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % 64),
+        self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % c["num"]),
                        (0).to_bytes(2, "little"))
         c["avail_idx"] = (c["avail_idx"] + 1) & 0xFFFF
         self.ram.view(c["avail"] + R.RING_IDX, 2, dtype="<u2")[0] = c["avail_idx"]
