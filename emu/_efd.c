@@ -75,8 +75,13 @@ static void *efd_guard(void *arg)
             uint32_t w = __atomic_load_n(&efd_slots[i].in_write, __ATOMIC_RELAXED);
             if (w && w == last[i]) {
                 pid_t tid = __atomic_load_n(&efd_slots[i].tid, __ATOMIC_RELAXED);
-                if (tid && syscall(SYS_tgkill, pid, tid, EMU_EFD_SIGNAL) == 0)
-                    __atomic_fetch_add(&efd_interrupts, 1, __ATOMIC_RELAXED);
+                /* counted before the signal: the interrupted writer may
+                 * return and read the count before this thread runs again */
+                if (tid) {
+                    __atomic_fetch_add(&efd_interrupts, 1, __ATOMIC_SEQ_CST);
+                    if (syscall(SYS_tgkill, pid, tid, EMU_EFD_SIGNAL) != 0)
+                        __atomic_fetch_sub(&efd_interrupts, 1, __ATOMIC_SEQ_CST);
+                }
             }
             last[i] = w;
         }
@@ -230,7 +235,7 @@ int emu_efd_drain(int fd, uint64_t *value) { return efd_drain(fd, value); }
 
 void emu_efd_stats(uint64_t *out)
 {
-    out[0] = __atomic_load_n(&efd_interrupts, __ATOMIC_RELAXED);
+    out[0] = __atomic_load_n(&efd_interrupts, __ATOMIC_SEQ_CST);
     out[1] = __atomic_load_n(&efd_racy_reads, __ATOMIC_RELAXED);
     out[2] = (uint64_t)__atomic_load_n(&efd_state, __ATOMIC_RELAXED);
     out[3] = EMU_EFD_GUARD_MS;
