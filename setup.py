@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Virtual-device emulator: vhost-pci inter-VM networking, vhost-user, virtio-pci",
     packages=find_packages(include=["emu", "emu.*"]),
-    package_data={"emu": ["_ring.c", "_ring.h"]},
+    package_data={"emu": ["_ring.c", "_ring.h", "_ring_packed.c", "_ring_packed.h"]},
     python_requires=">=3.11",
     setup_requires=["cffi==2.0.0"],
     cffi_modules=["emu/_ring_build.py:ffibuilder"],
