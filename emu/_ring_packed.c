@@ -21,7 +21,7 @@
  *    the device no way to find the next chain: the ring is marked broken;
  *  - the device completes chains in the order it took them (IN_ORDER is
  *    honoured by construction), so a used descriptor goes where its chain
- *    began and the used position skips the chain's descriptors (§2.8.7);
+ *    began and the used position skips the chain's descriptors (§2.8.6);
  *  - notifications follow the event suppression structures, one 32-bit
  *    access each {off_wrap, flags} (§2.8.10).
  */
@@ -165,7 +165,7 @@ static inline uint16_t pdev_pop(struct emu_devq *q)
     return (uint16_t)(q->last_avail_idx | q->packed->avail_wrap << 15);
 }
 
-/* Inflight area: record ring descriptor d, the n-th of chain ch (§ "When
+/* Inflight area: record ring descriptor d, the n-th of chain ch (vhost-user.rst, "When
  * receiving available buffers" of the packed queue region).  Every index
  * read back from the area is checked: the front-end shares it. */
 static inline void pk_inflight_take(struct emu_devq *q, struct emu_pchain *ch,
@@ -245,7 +245,7 @@ static int pk_desc(struct emu_devq *q, const struct pdesc *d, uint32_t n, int wr
                    struct chain *c, uint32_t *hint)
 {
     if (d->flags & EMU_VRING_DESC_F_INDIRECT) {
-        /* (§2.8.19: "A driver MUST NOT write direct descriptors with
+        /* (§2.8.18: "A driver MUST NOT write direct descriptors with
          * VIRTQ_DESC_F_INDIRECT set in a scatter-gather list linked by
          * VIRTQ_DESC_F_NEXT") */
         if (n != 1)
@@ -300,7 +300,7 @@ static inline int pdev_resolve(struct emu_devq *q, uint16_t head, int write, str
     ch->ent = PK_NONE;
     for (;;) {
         if (n == num) {
-            /* (§2.8.18: "A driver MUST NOT create a descriptor list longer
+            /* (§2.8.17: "A driver MUST NOT create a descriptor list longer
              * than allowed by the device") -- and its end is nowhere */
             err = EMU_E_CHAIN_LONG;
             goto broken;
@@ -772,7 +772,7 @@ static inline void pdesc_put(uint8_t *p, uint64_t addr, uint32_t len, uint16_t i
     WRITE_ONCE(*PDESC_ID(p), id);
 }
 
-/* An indirect table entry: only WRITE is valid in its flags (§2.8.19);
+/* An indirect table entry: only WRITE is valid in its flags (§2.8.18);
  * the table may sit at any address, hence memcpy. */
 static inline void ptable_put(uint8_t *p, uint64_t addr, uint32_t len, uint16_t flags)
 {
@@ -879,7 +879,7 @@ static inline int32_t pk_in_order_distance(const struct drv *d, uint16_t oldest,
 }
 
 /* Used descriptors ready at the driver's position, each standing for one
- * buffer -- or, with IN_ORDER, for every buffer up to its id (§2.8.9:
+ * buffer -- or, with IN_ORDER, for every buffer up to its id (§2.8.8:
  * the driver "needs to look up the used Buffer ID and calculate the batch
  * size to be able to advance to where the next used descriptor will be
  * written by the device"). */

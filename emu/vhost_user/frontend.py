@@ -35,7 +35,7 @@ from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequ
                                      ProtocolFeature as PF, SingleMemRegion, U64, U64_MAX,
                                      VirtioFeature, VringAddr, VringFd, VringState, spec_of)
 from emu.vhost_user.transport import MessageStream, connect_unix
-from emu.spec.virtio_ring import ring_sizes
+from emu.spec import virtio_ring, virtio_ring_packed
 from emu.vhost_user.wirelog import WireLog
 
 log = logging.getLogger(__name__)
@@ -523,8 +523,12 @@ class FrontendClient:
             MemoryRegion(region.gpa, region.size, region.uaddr, region.mmap_offset)))
 
     async def setup_vring(self, memory: GuestMemory, v: FrontendVring) -> None:
-        """NUM -> BASE -> ADDR (front-end virtual addresses) -> KICK -> CALL."""
-        d_size, a_size, u_size = ring_sizes(v.num)
+        """NUM -> BASE -> ADDR (front-end virtual addresses) -> KICK -> CALL.
+        With RING_PACKED acked the three addresses are the descriptor ring
+        and the driver and device event suppression areas, and ``v.base``
+        carries the wrap counters (emu.vhost_user.vring.packed_base)."""
+        packed = (self.frontend.acked_features or 0) & VirtioFeature.RING_PACKED
+        d_size, a_size, u_size = (virtio_ring_packed if packed else virtio_ring).ring_sizes(v.num)
         addr = VringAddr(v.index, v.flags, _gpa_to_uaddr(memory, v.desc, d_size),
                          _gpa_to_uaddr(memory, v.used, u_size),
                          _gpa_to_uaddr(memory, v.avail, a_size), v.log)
