@@ -124,14 +124,14 @@ class Machine:
     def add_virtio_net(self, id: str, netdev: str, *, mac: bytes, addr=None, mq: bool = False,
                        mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
-                       queue_size: int = 256) -> DeviceEntry:
+                       queue_size: int = 256, packed: bool = False) -> DeviceEntry:
         from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
         from emu.virtio.virtio_net import VirtioNetDevice
         nd = self.netdevs[netdev]
         model = VirtioNetDevice(nd, self.ram, None, mac=mac, queue_pairs=nd.queues, mq=mq,
                                 mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
                                 indirect_desc=indirect_desc, host_mtu=host_mtu,
-                                queue_size=queue_size, name=id, events=self.emit)
+                                queue_size=queue_size, packed=packed, name=id, events=self.emit)
         layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
         fn = VirtioPCIFunction(model, layout=layout, name=id)
         entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
@@ -144,14 +144,14 @@ class Machine:
                           queue_pairs: int = 1, peer_vq_max: int = 8,
                           window: int = 4 << 30, queue_size: int = 256,
                           vhost_pci: str = "auto", ack_timeout: float = 1.0,
-                          limits=None) -> DeviceEntry:
+                          limits=None, packed: bool = False) -> DeviceEntry:
         from emu.netdev import VhostUserBackendSocket
         from emu.virtio.vhost_pci_net import PeerLimits, VhostPciNetDevice, VhostPciNetFunction
         limits = limits or PeerLimits()
         model = VhostPciNetDevice(mac=mac, queue_pairs=queue_pairs, peer_vq_max=peer_vq_max,
                                   window_size=window, queue_size=queue_size,
                                   ack_timeout=ack_timeout, name=id, chardev=chardev,
-                                  events=self.emit, limits=limits)
+                                  events=self.emit, limits=limits, packed=packed)
         self.backend_sockets[id] = VhostUserBackendSocket(
             self.chardevs[chardev], model.peer, mapper=model.peer.mapper,
             max_queues=peer_vq_max, counters=model.peer.counters,

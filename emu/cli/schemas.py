@@ -156,8 +156,7 @@ _PCI_IGNORED = (_ign("romfile", string), _ign("rombar", integer(0, 1)), _ign("bo
                 _ign("acpi-index", integer(0, (1 << 32) - 1)), _ign("x-pcie-lnksta-dllla"),
                 _ign("disable-legacy", _ON_OFF_AUTO, "emu's devices are modern-only"),
                 Param("disable-modern", boolean, "must be off: emu's devices are modern-only"),
-                Param("iommu_platform", boolean, "must be off"),
-                Param("packed", boolean, "must be off: split virtqueues only"))
+                Param("iommu_platform", boolean, "must be off"))
 VIRTIO_NET_FEATURES = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn",
                        "guest_ufo", "guest_announce", "host_tso4", "host_tso6", "host_ecn", "host_ufo",
                        "ctrl_vq", "ctrl_rx", "ctrl_vlan", "ctrl_rx_extra", "ctrl_mac_addr",
@@ -172,6 +171,8 @@ def _device_schema(driver: str, *params: Param) -> Schema:
                    Param("mrg_rxbuf", boolean, "VIRTIO_NET_F_MRG_RXBUF"),
                    Param("event_idx", boolean, "VIRTIO_RING_F_EVENT_IDX"),
                    Param("indirect_desc", boolean, "VIRTIO_RING_F_INDIRECT_DESC"),
+                   Param("packed", boolean, "VIRTIO_F_RING_PACKED: offer packed virtqueues "
+                                            "(default off, as QEMU)"),
                    *params, *_PCI_IGNORED),
                   unknown="Property '{owner}.{key}' not found")
 
@@ -234,8 +235,7 @@ TRACE_EVENTS = {
 
 #: -device properties that exist only to be refused when on
 MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
-               "iommu_platform": "emu has no IOMMU",
-               "packed": "emu implements split virtqueues only"}
+               "iommu_platform": "emu has no IOMMU"}
 #: -device property -> emu.config field, where the names differ
 FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
                "max-connections": "max_connections", "max-payload": "max_payload",

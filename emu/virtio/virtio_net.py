@@ -32,10 +32,16 @@ from emu.errors import GuestMemoryError
 from emu.spec import vhost, virtio as V, virtio_net as N
 from emu.spec.virtio_ring import (DESC, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE, RING_ENTRIES,
                                   RING_IDX, USED_ELEM)
+from emu.spec import virtio_ring_packed as P
 from emu.virtio.device import QueueConfig, VirtioDevice
+from emu.virtio.packed_ctrl import PackedCtrlRing
 from emu.vhost_user.errors import PeerClosed, VhostUserError
 from emu.vhost_user.messages import FrontendRequest as F, VringState
 from emu.vhost_user.frontend import FrontendVring, eventfd
+
+#: a packed ring's first start: both halves at position 0, wrap counter 1
+#: (QEMU's virtio_queue_packed_get_last_avail_idx of a fresh queue)
+PACKED_FRESH_BASE = P.off_wrap(0, 1) | P.off_wrap(0, 1) << 16
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class VirtioNetDevice(VirtioDevice):
     def __init__(self, netdev, ram, loop: asyncio.AbstractEventLoop, *, mac: bytes,
                  queue_pairs: int = 1, mq: bool = False, mrg_rxbuf: bool = True,
                  event_idx: bool = True, indirect_desc: bool = True, host_mtu: int = 0,
-                 queue_size: int = 256, name: str = "net0", events=None):
+                 queue_size: int = 256, packed: bool = False, name: str = "net0", events=None):
         super().__init__(N.CONFIG.size)
         self.netdev = netdev
         self.ram = ram
@@ -67,11 +73,16 @@ class VirtioNetDevice(VirtioDevice):
                        | (V.F_EVENT_IDX if event_idx else 0)
                        | (V.F_INDIRECT_DESC if indirect_desc else 0)
                        | (N.F_MTU if host_mtu else 0)
+                       | (V.F_RING_PACKED if packed else 0)
                        | (N.F_MQ | N.F_CTRL_VQ if self.mq else 0))
         self.reneg_mask: int | None = None   # vhost-pci: back-end's pushed features
         self.link_up = False
         self.active_pairs = 1
         self._ctrl_last = 0            # control queue: next avail index to serve
+        self._ctrl_packed = PackedCtrlRing(ram)
+        # packed rings keep no index in memory: where the back-end left each
+        # (its GET_VRING_BASE), for a start that is not a fresh one
+        self._packed_bases: dict[int, int] = {}
         self.call_fds = {i: eventfd() for i in range(2 * queue_pairs)}
         self.calls = {i: 0 for i in self.call_fds}
         self.renegotiations = 0
@@ -160,7 +171,9 @@ class VirtioNetDevice(VirtioDevice):
     def queue_enabled(self, index: int, queue: QueueConfig) -> None:
         if index == self.ctrl_index:
             self._ctrl_last = 0                    # a freshly enabled ring starts at 0
+            self._ctrl_packed.reset()
         else:
+            self._packed_bases.pop(index, None)    # a fresh ring
             self.transport.kick_eventfd(index)     # kicks go straight to the back-end
 
     def driver_ok(self) -> None:
@@ -189,15 +202,22 @@ class VirtioNetDevice(VirtioDevice):
 
     def _vrings(self) -> list[FrontendVring]:
         t = self.transport
+        packed = t.guest_features & V.F_RING_PACKED
         out = []
         for q in t.queues:
             if q.index == self.ctrl_index or not q.enable:
                 continue
-            # a fresh ring has used->idx 0; after a back-end restart the
-            # back-end resumes where the used ring says (in-order net)
-            used_idx = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
+            if packed:
+                # where the back-end stopped it, or a fresh ring (a back-end
+                # lost without GET_VRING_BASE left no position: as QEMU,
+                # the last one known is used)
+                base = self._packed_bases.get(q.index, PACKED_FRESH_BASE)
+            else:
+                # a fresh ring has used->idx 0; after a back-end restart the
+                # back-end resumes where the used ring says (in-order net)
+                base = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
             out.append(FrontendVring(q.index, q.size, q.desc, q.driver, q.device,
-                                     base=used_idx,
+                                     base=base,
                                      kick_fd=t.kick_eventfd(q.index),
                                      call_fd=self.call_fds[q.index]))
         return out
@@ -228,7 +248,9 @@ class VirtioNetDevice(VirtioDevice):
     async def _op_stop(self) -> None:
         if self.started and self.netdev.connected:
             try:
-                await self.netdev.client.stop()
+                bases = await self.netdev.client.stop()
+                if self.transport.guest_features & V.F_RING_PACKED:
+                    self._packed_bases.update(bases)
             finally:
                 self.started = False
         self.started = False
@@ -265,9 +287,23 @@ class VirtioNetDevice(VirtioDevice):
         if not q.enable:
             return
         try:
-            self._serve_ctrl_ring(q)
+            if self.transport.guest_features & V.F_RING_PACKED:
+                self._serve_ctrl_packed(q)
+            else:
+                self._serve_ctrl_ring(q)
         except GuestMemoryError as e:       # rings outside RAM: the guest's error, not ours
             self.transport.errors.record("ctrl-queue", f"control queue: {e}")
+
+    def _serve_ctrl_packed(self, q: QueueConfig) -> None:
+        def command(readable: bytes) -> int:
+            if len(readable) < 2:
+                return N.CTRL_ERR
+            cls, cmd = N.CTRL_HDR.unpack_from(readable)
+            return self._ctrl_apply(cls, cmd, readable[2:])
+        served = self._ctrl_packed.serve(
+            q, command, lambda why: self.transport.errors.record("ctrl-command", why))
+        if served:
+            self.transport.notify_queue(self.ctrl_index)
 
     def _serve_ctrl_ring(self, q: QueueConfig) -> None:
         avail_idx = int.from_bytes(self.ram.read(q.driver + RING_IDX, 2), "little")

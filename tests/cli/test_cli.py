@@ -38,7 +38,7 @@ def test_a_qemu_vhost_user_command_line():
                 "-netdev vhost-user,id=net0,chardev=char0,queues=2,vhost-pci=seed "
                 "-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,mq=on,vectors=0,romfile=,"
                 "mrg_rxbuf=off,event_idx=off,indirect_desc=off,host_mtu=9000,rx_queue_size=1024,"
-                "csum=off,id=nic0,addr=05.0 "
+                "csum=off,id=nic0,addr=05.0,packed=on "
                 "-S -display none -nodefaults -no-user-config -nographic -serial none -vga none")
     assert cfg.name == "vm1" and cfg.start_paused
     assert cfg.ram == MemoryBackend("mem", "memory-backend-memfd", 256 << 20, share=True)
@@ -50,7 +50,8 @@ def test_a_qemu_vhost_user_command_line():
     assert cfg.devices == [VirtioNetPCI(id="nic0", netdev="net0", mac="52:54:00:00:00:01",
                                         addr=PCIAddress(5, 0), vectors=0, mrg_rxbuf=False, mq=True,
                                         event_idx=False, indirect_desc=False, host_mtu=9000,
-                                        rx_queue_size=1024, features={"csum": False})]
+                                        rx_queue_size=1024, packed=True,
+                                        features={"csum": False})]
     assert cfg.accel == ["tcg"]
     assert any("'accel'" in m and "info:" in m for m in cfg.messages)
 
@@ -279,8 +280,8 @@ ERRORS = [
      "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."),
     ("-device virtio-net-pci,netdev", "-device virtio-net-pci,netdev: Expected '=' after parameter 'netdev'"),
     ("-device virtio-net-pci,netdev=a,netdev=b", "-device virtio-net-pci,netdev=a,netdev=b: Parameter 'netdev' given twice"),
-    ("-device virtio-net-pci,packed=on", "-device virtio-net-pci,packed=on: "
-     "Property 'virtio-net-pci.packed' doesn't take value 'on': emu implements split virtqueues only"),
+    ("-device virtio-net-pci,packed=maybe", "-device virtio-net-pci,packed=maybe: "
+     "Parameter 'packed' expects 'on' or 'off'"),
     ("-device virtio-net-pci,disable-modern=on", "-device virtio-net-pci,disable-modern=on: "
      "Property 'virtio-net-pci.disable-modern' doesn't take value 'on': emu's virtio devices are modern-only"),
     ("-device virtio-net-pci,id=a -device vhost-pci-net,id=a,chardev=c -chardev socket,id=c,path=/x",

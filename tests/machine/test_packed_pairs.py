@@ -1,0 +1,126 @@
+"""emu VM1 (virtio-net-pci) <-> emu VM2 (vhost-pci-net) with packed rings
+on either side and both: VM1's rings packed (packed=on) or split, VM2's own
+queues packed or split; every packet accounted for and its bytes checked,
+sink (one copy into VM2's own RX ring), echo (VM1 TX -> VM1 RX) and a
+GET_VRING_BASE at the end that carries the wrap counters."""
+import asyncio
+
+import pytest
+
+from emu.spec import vhost_pci_net as S, virtio as V
+
+from emu.testing import vms
+
+from .test_vhost_pci_pair import _check_clean
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+async def _pair(tmp_path, vm1_packed: bool, vm2_packed: bool, app: str, count: int,
+                vm1_params=None, vm2_params=None):
+    sock = str(tmp_path / "vp.sock")
+    b = vms.vm2(sock, app, vm2_params or {}, packed=vm2_packed)
+    await b.start()
+    a = vms.vm1(sock, "gen", {"count": str(count), "verify": "on", **(vm1_params or {})},
+                packed=vm1_packed)
+    ev = vms.Events(a, b)
+    try:
+        await a.start()
+        await ev.wait("EMU_GUEST_APP_DONE", "vm1", timeout=30)
+        if app == "echo":
+            await vms.wait_for(lambda: vms.guest_stats(a).get("received", 0) >= count,
+                               timeout=30, what="echoes")
+        else:
+            await vms.wait_for(lambda: vms.guest_stats(b).get("received", 0) >= count,
+                               timeout=30, what="VM2 sink")
+        formats = (a.guest.drivers[0].features, b.guest.drivers[0].features,
+                   b.guest.drivers[0].peer)
+        return a.emu_stats(), b.emu_stats(), formats
+    finally:
+        await a.close()
+        await b.close()
+
+
+FORMATS = [pytest.param(True, False, id="vm1-packed-vm2-split"),
+           pytest.param(False, True, id="vm1-split-vm2-packed"),
+           pytest.param(True, True, id="both-packed")]
+
+
+@pytest.mark.parametrize("vm1_packed,vm2_packed", FORMATS)
+def test_sink_one_copy_between_formats(tmp_path, vm1_packed, vm2_packed):
+    count = 30000
+    s1, s2, (f1, f2, peer) = run(_pair(tmp_path, vm1_packed, vm2_packed, "sink", count,
+                                        {"size": "256"}, {"verify": "on"}))
+    assert bool(f1 & V.F_RING_PACKED) == vm1_packed
+    assert bool(f2 & V.F_RING_PACKED) == vm2_packed
+    # the metadata says which format each peer vring uses
+    assert [v.packed for v in peer.vrings[:2]] == [vm1_packed, vm1_packed]
+    assert s2["guest"]["received"] == count
+    q = s2["vp0"]["queues"]
+    assert q["peer1"]["packets"] == q["rx0"]["packets"] == count
+    assert q["rx0"]["bytes"] == count * 256
+    assert s1["net0"]["queues"]["tx0"]["packets"] == count
+    _check_clean(s1, s2)
+
+
+@pytest.mark.parametrize("vm1_params", [{}, {"layout": "1", "mrg_rxbuf": "off"},
+                                        {"layout": "2", "size": "1518", "mode": "interrupt"}],
+                         ids=["one-desc", "hdr+data", "indirect-1518-irq"])
+def test_packed_vm1_echo_through_vm2(tmp_path, vm1_params):
+    count = 20000
+    s1, s2, _ = run(_pair(tmp_path, True, False, "echo", count, vm1_params,
+                          {"mode": vm1_params.get("mode", "poll")}))
+    g = s1["guest"]
+    assert g["sent"] == g["received"] == count
+    peer = s2["vp0"]["queues"]
+    assert peer["peer1"]["packets"] == peer["peer0"]["packets"] == count
+    assert peer["peer1"]["drops"] == 0
+    _check_clean(s1, s2)
+
+
+def test_packed_vring_base_carries_the_wrap_counter(tmp_path):
+    """VM1 resets its NIC while traffic ran: the device stops the back-end's
+    rings (GET_VRING_BASE), and VM2's answer is where its driver left each
+    packed ring -- position and wrap counter, both halves."""
+    async def body():
+        sock = str(tmp_path / "vp.sock")
+        b = vms.vm2(sock, "echo")
+        await b.start()
+        a = vms.vm1(sock, "gen", {"count": "1000", "verify": "on"}, packed=True)
+        ev = vms.Events(a, b)
+        try:
+            await a.start()
+            await ev.wait("EMU_GUEST_APP_DONE", "vm1", timeout=30)
+            await vms.wait_for(lambda: vms.guest_stats(a).get("received", 0) >= 1000,
+                               what="echoes")
+            nic = a.devices["net0"].model
+            bases = await nic.netdev.client.stop()
+            nic.started = False
+            return bases
+        finally:
+            await a.close()
+            await b.close()
+    bases = run(body())
+    # 1000 single-descriptor chains on 256-descriptor rings: position 1000 % 256,
+    # wrap counter 1 ^ (1000 // 256 odd) -- TX; RX as many completions
+    pos, wrap = 1000 % 256, (1 + 1000 // 256) & 1
+    half = pos | wrap << 15
+    assert bases[1] == half | half << 16
+
+
+def test_vhost_pci_driver_reports_packed_positions_through_the_config(tmp_path):
+    """peer_vq_base (docs/vhost-pci-device.md §4): the device reads back
+    what the driver wrote for the selected vring."""
+    from emu.virtio.vhost_pci_net import VhostPciNetDevice
+    dev = VhostPciNetDevice(mac=bytes(6), peer_vq_max=4, window_size=1 << 24)
+    try:
+        for i, base in ((1, 0x8005), (3, 0x0007)):
+            dev.config_write(S.CFG_VQ_SELECT, 2, i)
+            dev.config_write(S.CFG_VQ_BASE, 4, base)
+        dev.config_write(S.CFG_VQ_SELECT, 2, 1)
+        assert dev.config_read(S.CFG_VQ_BASE, 4) == 0x8005
+        assert dev.peer.driver_bases == [None, 0x8005, None, 0x0007]
+    finally:
+        dev.close()
