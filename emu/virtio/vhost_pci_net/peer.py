@@ -48,9 +48,11 @@ def peer_bits(driver_features: int, peer_vq_max: int, peer_features: int) -> int
     has set its features, MQ follows them: a push must stay a subset of
     what the peer acked.  RING_PACKED acked by our driver is about its own
     queues; the peer may use packed rings when the driver acked
-    F_PEER_RING_PACKED (it serves either format)."""
+    F_PEER_RING_PACKED (it serves either format) -- like MQ, only while the
+    peer has not set features without them."""
     bits = driver_features & N.VHOST_NET_BITS & ~(N.F_MQ | V.F_RING_PACKED)
-    if driver_features & S.F_PEER_RING_PACKED:
+    if driver_features & S.F_PEER_RING_PACKED and (not peer_features
+                                                   or peer_features & V.F_RING_PACKED):
         bits |= V.F_RING_PACKED
     if peer_vq_max > 2 and (not peer_features or peer_features & N.F_MQ):
         bits |= N.F_MQ
