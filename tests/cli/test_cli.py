@@ -61,12 +61,13 @@ def test_the_projects_own_qemu_command_line_is_accepted():
     argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
             "-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0,queues=1",
-            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,vectors=0",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,vectors=0,packed=off",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", "/boot/vmlinuz", "-initrd", "/tmp/initrd.cpio.gz", "-append", "console=ttyS0 panic=-1"]
     cfg = parse(argv)
     assert cfg.ram.id == "mem" and cfg.ram.share and cfg.no_reboot
     assert cfg.devices[0].vectors == 0 and cfg.chardev("c0").server is False
+    assert not cfg.devices[0].packed
     assert all(": info: " in m for m in cfg.messages)
 
 
