@@ -124,3 +124,37 @@ def test_vhost_pci_driver_reports_packed_positions_through_the_config(tmp_path):
         assert dev.peer.driver_bases == [None, 0x8005, None, 0x0007]
     finally:
         dev.close()
+
+
+@pytest.mark.parametrize("vm1_packed,vm3_packed", FORMATS)
+def test_forward_vm1_to_vm3_through_vm2_between_formats(tmp_path, vm1_packed, vm3_packed):
+    """VM2's forward app: VM1's TX chains straight into VM3's RX chains, one
+    copy, whatever format each peer's rings are."""
+    async def body():
+        s_a, s_b = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+        hub = vms.vm2([s_a, s_b], "forward")
+        await hub.start()
+        count = 20000
+        vm1 = vms.vm1(s_a, "gen", {"count": str(count), "verify": "on",
+                                   "dst": "52:54:00:00:00:03"}, name="vm1", packed=vm1_packed)
+        vm3 = vms.vm1(s_b, "sink", {"verify": "on"}, mac=vms.MAC3, name="vm3",
+                      packed=vm3_packed)
+        try:
+            await vm3.start()
+            await vm1.start()
+            await vms.wait_for(lambda: vms.guest_stats(vm3).get("received", 0) >= count,
+                               timeout=30, what="VM3 receives all")
+            f1, f3 = (vm.guest.drivers[0].features & V.F_RING_PACKED for vm in (vm1, vm3))
+            return vm1.emu_stats(), vm3.emu_stats(), hub.emu_stats(), bool(f1), bool(f3)
+        finally:
+            await vm1.close()
+            await vm3.close()
+            await hub.close()
+    s1, s3, sh, f1, f3 = run(body())
+    assert (f1, f3) == (vm1_packed, vm3_packed)
+    assert s3["guest"]["received"] == s3["net0"]["queues"]["rx0"]["packets"] == 20000
+    assert sh["vp0"]["queues"]["peer1"]["packets"] == 20000
+    assert sh["vp1"]["queues"]["peer0"]["packets"] == 20000
+    assert sh["guest"]["forwarded"] == 20000
+    _check_clean(s1, s3)
+    _check_clean(sh, {})
