@@ -1340,6 +1340,7 @@ struct drv {
     uint32_t buf_size, hdr_len, layout, features;
     uint16_t num, nslots;
     uint16_t free_head, num_free, avail_idx, last_used_idx;   /* written back */
+    struct pdrv_regs pkr;                                     /* packed: written back too */
 };
 
 HOT void drv_begin(struct drv *d, struct emu_drvq *q)
@@ -1353,6 +1354,8 @@ HOT void drv_begin(struct drv *d, struct emu_drvq *q)
         .free_head = q->free_head, .num_free = q->num_free, .avail_idx = q->avail_idx,
         .last_used_idx = q->last_used_idx,
     };
+    if (q->packed)
+        pdrv_begin(d);
 }
 
 HOT void drv_end(const struct drv *d)
@@ -1362,6 +1365,8 @@ HOT void drv_end(const struct drv *d)
     q->num_free = d->num_free;
     q->avail_idx = d->avail_idx;
     q->last_used_idx = d->last_used_idx;
+    if (d->pk)
+        pdrv_end(d);
 }
 
 static inline uint16_t slot_head(uint32_t layout, uint16_t slot)

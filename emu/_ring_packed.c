@@ -132,7 +132,7 @@ static inline void pdev_reset(struct emu_devq *q)
     q->last_error = EMU_OK;
 }
 
-static inline uint32_t pdev_avail(struct emu_devq *q, int *first_err)
+HOT uint32_t pdev_avail(struct emu_devq *q, int *first_err)
 {
     (void)first_err;
     if (unlikely(q->broken))
@@ -160,7 +160,7 @@ static inline uint32_t pdev_count_avail(struct emu_devq *q)
 
 /* The chain at the device's position, as a token for resolve / used /
  * unpop: position | wrap << 15.  pdev_resolve takes it. */
-static inline uint16_t pdev_pop(struct emu_devq *q)
+HOT uint16_t pdev_pop(struct emu_devq *q)
 {
     return (uint16_t)(q->last_avail_idx | q->packed->avail_wrap << 15);
 }
@@ -342,7 +342,7 @@ broken:
 /* Complete the chain of token `head`: one used descriptor {id, len} at the
  * used position, which then skips the chain's descriptors.  Its flags wait
  * for the flush when it is the first of the batch. */
-static inline void pdev_used(struct emu_devq *q, uint16_t head, uint32_t len)
+HOT void pdev_used(struct emu_devq *q, uint16_t head, uint32_t len)
 {
     struct emu_pring *pk = q->packed;
     const struct emu_pchain *ch = &pk->chains[head & 0x7fff];
@@ -627,10 +627,59 @@ static inline void any_complete(struct emu_devq *q, uint16_t head, uint16_t id, 
     }
 }
 
-static inline uint64_t any_batch(struct emu_devq *src, struct emu_devq *dst,
-                                 const struct pfast *pk, uint32_t n, int swap_mac)
+/* A packed ring's used side for one batch of one-descriptor chains, kept
+ * in registers: at a batch's start everything the device took is used
+ * (used == avail position), and each chain moves both by one. */
+struct pcursor {
+    uint8_t *ring;
+    uint16_t pos, wrap, num, first_pos, first_flags;
+};
+
+HOT void pc_begin(struct pcursor *c, const struct emu_devq *q)
+{
+    const struct emu_pring *pk = q->packed;
+    *c = (struct pcursor){q->desc, q->used_idx, pk->used_wrap, q->num, pk->first_pos,
+                          pk->first_flags};
+}
+
+HOT void pc_used(struct pcursor *c, uint16_t id, uint32_t len, uint16_t w)
+{
+    uint8_t *p = PDESC(c->ring, c->pos);
+    WRITE_ONCE(*PDESC_LEN(p), len);
+    WRITE_ONCE(*PDESC_ID(p), id);
+    const uint16_t fl = pk_used_flags(c->wrap) | w;
+    if (c->first_pos == PK_NONE) {
+        c->first_pos = c->pos;
+        c->first_flags = fl;
+    } else {
+        STORE_REL16(PDESC_FLAGS(p), fl);
+    }
+    pk_advance(&c->pos, &c->wrap, 1, c->num);
+}
+
+HOT void pc_end(const struct pcursor *c, struct emu_devq *q, uint32_t n)
+{
+    struct emu_pring *pk = q->packed;
+    q->used_idx = q->last_avail_idx = c->pos;
+    pk->used_wrap = pk->avail_wrap = c->wrap;
+    pk->first_pos = c->first_pos;
+    pk->first_flags = c->first_flags;
+    pk->since += n;
+}
+
+/* Move the gathered packets: header (first 10 bytes carry over,
+ * num_buffers 1, the rest zero), frame, both completions.  `plain` (no
+ * dirty log) completes packed sides through cursors in registers. */
+HOT uint64_t any_batch_as(struct emu_devq *src, struct emu_devq *dst, const struct pfast *pk,
+                          uint32_t n, int swap_mac, const int plain)
 {
     const uint32_t shl = src->hdr_len, dhl = dst->hdr_len;
+    const int sp = src->packed != NULL, dp = dst->packed != NULL;
+    struct pcursor sc = {0}, dc = {0};
+    if (plain && sp)
+        pc_begin(&sc, src);
+    if (plain && dp)
+        pc_begin(&dc, dst);
     uint64_t bytes = 0;
     for (uint32_t k = 0; k < n; k++) {
         const uint8_t *in = pk[k].in;
@@ -651,13 +700,32 @@ static inline uint64_t any_batch(struct emu_devq *src, struct emu_devq *dst,
             pl = 12;
         }
         guest_copy(out + dhl + pl, in + shl + pl, len - pl);
-        if (dst->features & EMU_QF_LOG)
-            log_range(dst->mem, &dst->st, pk[k].out_gpa, dhl + len);
-        any_complete(dst, pk[k].dst_head, pk[k].dst_id, dhl + len, 1);
-        any_complete(src, pk[k].src_head, pk[k].src_id, 0, 0);
+        if (plain && dp) {
+            pc_used(&dc, pk[k].dst_id, dhl + len, EMU_VRING_DESC_F_WRITE);
+        } else {
+            if (dst->features & EMU_QF_LOG)
+                log_range(dst->mem, &dst->st, pk[k].out_gpa, dhl + len);
+            any_complete(dst, pk[k].dst_head, pk[k].dst_id, dhl + len, 1);
+        }
+        if (plain && sp)
+            pc_used(&sc, pk[k].src_id, 0, 0);
+        else
+            any_complete(src, pk[k].src_head, pk[k].src_id, 0, 0);
         bytes += len;
     }
+    if (plain && sp)
+        pc_end(&sc, src, n);
+    if (plain && dp)
+        pc_end(&dc, dst, n);
     return bytes;
+}
+
+static inline uint64_t any_batch(struct emu_devq *src, struct emu_devq *dst,
+                                 const struct pfast *pk, uint32_t n, int swap_mac)
+{
+    if (!((src->features | dst->features) & EMU_QF_LOG))
+        return any_batch_as(src, dst, pk, n, swap_mac, 1);
+    return any_batch_as(src, dst, pk, n, swap_mac, 0);
 }
 
 /* emu_dev_copy when either ring is packed: the same burst (the general
@@ -764,6 +832,21 @@ static void pdrv_init(struct emu_drvq *q)
     WRITE_ONCE(*(uint32_t *)q->avail, pk_event(EMU_PRING_EVENT_FLAG_ENABLE, 0, 0));
 }
 
+HOT void pdrv_begin(struct drv *d)
+{
+    const struct emu_pring *pk = d->pk;
+    d->pkr = (struct pdrv_regs){pk->avail_wrap, pk->used_wrap, pk->first_pos, pk->first_flags};
+}
+
+HOT void pdrv_end(const struct drv *d)
+{
+    struct emu_pring *pk = d->pk;
+    pk->avail_wrap = d->pkr.avail_wrap;
+    pk->used_wrap = d->pkr.used_wrap;
+    pk->first_pos = d->pkr.first_pos;
+    pk->first_flags = d->pkr.first_flags;
+}
+
 /* addr, len, id of a ring descriptor (its flags are stored apart) */
 static inline void pdesc_put(uint8_t *p, uint64_t addr, uint32_t len, uint16_t id)
 {
@@ -785,14 +868,13 @@ static inline void ptable_put(uint8_t *p, uint64_t addr, uint32_t len, uint16_t 
 
 /* Make slot s available: its descriptors at the driver's position, the
  * buffer id s in each (the spec reads the last one, QEMU the first). */
-static inline void pdrv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
+HOT void pdrv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
 {
-    struct emu_pring *pk = d->pk;
     const uint64_t gpa = d->buf_gpa + (uint64_t)s * d->buf_size;
     const uint16_t w = rx ? EMU_VRING_DESC_F_WRITE : 0, num = d->num;
-    uint16_t pos = d->avail_idx, wrap = pk->avail_wrap;
+    uint16_t pos = d->avail_idx, wrap = d->pkr.avail_wrap;
     const uint16_t head = pos;
-    uint16_t hflags, ndesc = 1;
+    uint16_t hflags;
     if (likely(d->layout == 0)) {
         pdesc_put(PDESC(d->desc, pos), gpa, len, s);
         hflags = pk_avail_flags(wrap) | w;
@@ -805,7 +887,6 @@ static inline void pdrv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
         pdesc_put(PDESC(d->desc, pos), gpa + h, len - h, s);
         STORE_REL16(PDESC_FLAGS(PDESC(d->desc, pos)), pk_avail_flags(wrap) | w);
         pk_advance(&pos, &wrap, 1, num);
-        ndesc = 2;
     } else {                                      /* an indirect table of those two */
         const uint32_t h = d->hdr_len, tsize = 2 * EMU_PRING_DESC_SIZE;
         uint8_t *t = d->q->ind_host + tsize * (size_t)s;
@@ -815,15 +896,14 @@ static inline void pdrv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
         hflags = pk_avail_flags(wrap) | EMU_VRING_DESC_F_INDIRECT;
         pk_advance(&pos, &wrap, 1, num);
     }
-    if (pk->first_pos == PK_NONE) {
-        pk->first_pos = head;
-        pk->first_flags = hflags;
+    if (d->pkr.first_pos == PK_NONE) {
+        d->pkr.first_pos = head;
+        d->pkr.first_flags = hflags;
     } else {
         STORE_REL16(PDESC_FLAGS(PDESC(d->desc, head)), hflags);
     }
-    pk->since += ndesc;
     d->avail_idx = pos;
-    pk->avail_wrap = wrap;
+    d->pkr.avail_wrap = wrap;
 }
 
 /* Publish the batch, then kick if the device asked for it. */
@@ -834,10 +914,12 @@ static int pdrv_flush(struct emu_drvq *q)
         STORE_REL16(PDESC_FLAGS(PDESC(q->desc, pk->first_pos)), pk->first_flags);
         pk->first_pos = PK_NONE;
     }
-    uint32_t since = pk->since;
+    /* descriptors made available since the last decision: at most a ring's
+     * worth (they are all still the device's), so the positions say it */
+    uint32_t since = (uint32_t)q->avail_idx - q->kicked_avail +
+                     (pk->avail_wrap != pk->signalled_wrap ? q->num : 0);
     if (!since)
         return 0;
-    pk->since = 0;
     q->kicked_avail = q->avail_idx;
     pk->signalled_wrap = pk->avail_wrap;
     FULL_FENCE();   /* flags before reading the device's event suppression */
@@ -883,13 +965,12 @@ static inline int32_t pk_in_order_distance(const struct drv *d, uint16_t oldest,
  * the driver "needs to look up the used Buffer ID and calculate the batch
  * size to be able to advance to where the next used descriptor will be
  * written by the device"). */
-static inline uint16_t pdrv_used_ready(struct drv *d, int *first)
+HOT uint16_t pdrv_used_ready(struct drv *d, int *first)
 {
-    struct emu_pring *pk = d->pk;
     const uint16_t ndesc = d->layout == 1 ? 2 : 1, num = d->num;
     const int in_order = !!(d->features & EMU_QF_IN_ORDER);
     uint16_t left = (uint16_t)(d->nslots - d->num_free);
-    uint16_t pos = d->last_used_idx, wrap = pk->used_wrap, n = 0;
+    uint16_t pos = d->last_used_idx, wrap = d->pkr.used_wrap, n = 0;
     uint16_t oldest = (uint16_t)(d->free_head + d->num_free);
     (void)first;
     while (left) {
@@ -912,7 +993,7 @@ static inline uint16_t pdrv_used_ready(struct drv *d, int *first)
 
 /* Take the used descriptor at the driver's position: the slot (after the
  * older ones an in-order batch completed), or -1 for a bad id. */
-static inline int pdrv_take(struct drv *d, uint32_t *len, int *first)
+HOT int pdrv_take(struct drv *d, uint32_t *len, int *first)
 {
     struct emu_pring *pk = d->pk;
     const uint16_t ndesc = d->layout == 1 ? 2 : 1, num = d->num;
@@ -921,7 +1002,7 @@ static inline int pdrv_take(struct drv *d, uint32_t *len, int *first)
     *len = READ_ONCE(*PDESC_LEN(p));
     if (unlikely(id >= d->nslots || !d->busy[id])) {
         set_error(&d->q->last_error, &d->q->st, first, EMU_E_USED_ID);
-        pk_advance(&d->last_used_idx, &pk->used_wrap, ndesc, num);
+        pk_advance(&d->last_used_idx, &d->pkr.used_wrap, ndesc, num);
         return -1;
     }
     if (d->features & EMU_QF_IN_ORDER) {
@@ -930,7 +1011,7 @@ static inline int pdrv_take(struct drv *d, uint32_t *len, int *first)
                                          (uint16_t)id);
         if (unlikely(j < 0)) {           /* busy, yet not where the order says */
             set_error(&d->q->last_error, &d->q->st, first, EMU_E_USED_ID);
-            pk_advance(&d->last_used_idx, &pk->used_wrap, ndesc, num);
+            pk_advance(&d->last_used_idx, &d->pkr.used_wrap, ndesc, num);
             return -1;
         }
         for (; j > 0; j--) {             /* completed by this one: back to the free ring */
@@ -938,14 +1019,14 @@ static inline int pdrv_take(struct drv *d, uint32_t *len, int *first)
                                        (uint16_t)(d->nslots - 1)];
             drv_free(d, s);
             pk->skipped++;
-            pk_advance(&d->last_used_idx, &pk->used_wrap, ndesc, num);
+            pk_advance(&d->last_used_idx, &d->pkr.used_wrap, ndesc, num);
         }
     }
-    pk_advance(&d->last_used_idx, &pk->used_wrap, ndesc, num);
+    pk_advance(&d->last_used_idx, &d->pkr.used_wrap, ndesc, num);
     return (int)id;
 }
 
-static inline uint32_t pdrv_peek_slot(const struct drv *d)
+HOT uint32_t pdrv_peek_slot(const struct drv *d)
 {
     return READ_ONCE(*PDESC_ID(PDESC(d->desc, d->last_used_idx)));
 }

@@ -82,7 +82,14 @@ static void pdev_notify_enable(struct emu_devq *q, int enable);
 static int emu_pdev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
                          uint32_t flags, struct emu_burst *res);
 
+/* The packed driver state a call keeps in registers beside struct drv's
+ * (a store into guest memory may alias the emu_pring it comes from). */
+struct pdrv_regs {
+    uint16_t avail_wrap, used_wrap, first_pos, first_flags;
+};
 struct drv;
+static inline void pdrv_begin(struct drv *d);
+static inline void pdrv_end(const struct drv *d);
 static void pdrv_init(struct emu_drvq *q);
 static inline void pdrv_post(struct drv *d, uint16_t s, uint32_t len, int rx);
 static int pdrv_flush(struct emu_drvq *q);
