@@ -186,3 +186,49 @@ def test_front_end_sends_the_packed_layout(no_fd_leak, arun, vu):
     assert got == (True, True, 0x10000, 0x10000 + 1024, 0x10000 + 1028,
                    P.off_wrap(5, 0) | P.off_wrap(5, 0) << 16)
     assert bases == {0: P.off_wrap(9, 1) | P.off_wrap(9, 1) << 16}
+
+
+def test_front_end_keeps_the_inflight_area_across_starts(no_fd_leak, arun, vu):
+    """INFLIGHT_SHMFD negotiated: the first start asks for the area after
+    SET_FEATURES (so a packed ring gets the packed layout), a later start
+    gives the same area back."""
+    import asyncio
+    import socket
+    from emu.memory import allocate
+    from emu.vhost_user.backend import Backend
+    from emu.vhost_user.frontend import DEFAULT_FRONTEND_PROTOCOL_FEATURES, Frontend, FrontendClient
+    from emu.vhost_user.transport import BackendConnection
+    from emu.vhost_user.wirelog import WireLog
+    recs = []
+
+    async def body():
+        dev = vu.RecordingDevice(features=vu.NET_FEATURES | VF.RING_PACKED)
+        backend = Backend(dev, wire_log=WireLog(recs.append))
+        a, b = socket.socketpair()
+        conn = BackendConnection(a, backend)
+        pf = DEFAULT_FRONTEND_PROTOCOL_FEATURES | PF.INFLIGHT_SHMFD
+        client = FrontendClient(sock=b, timeout=2.0, frontend=Frontend(protocol_features=pf))
+        ram = allocate(1 << 20, "memfd", name="inflight-pair")
+        kick = vu.eventfd()
+        try:
+            await client.connect()
+            await client.handshake()
+            desc, driver, device, _ = P.ring_layout(0x10000, 64)
+            rings = [FrontendVring(0, 64, desc, driver, device, base=0x80008000, kick_fd=kick)]
+            await client.start(PACKED_FEATURES, ram, rings)
+            first = backend.inflight
+            assert first.packed and first.queue_size == 64 and client.inflight is not None
+            await client.stop()
+            await client.start(PACKED_FEATURES, ram, rings)
+            again = backend.inflight
+            return first is not again and again.packed
+        finally:
+            await client.close()
+            await asyncio.wait_for(conn.done.wait(), 2)
+            ram.close()
+            os.close(kick)
+    assert arun(body())                  # SET_INFLIGHT_FD installed the kept area afresh
+    sent = [r["request"] for r in recs if r.get("dir") == "rx" and "request" in r]
+    inflight = [n for n in sent if "INFLIGHT" in n]
+    assert inflight == ["GET_INFLIGHT_FD", "SET_INFLIGHT_FD"], sent
+    assert sent.index("GET_INFLIGHT_FD") > sent.index("SET_FEATURES")
