@@ -158,3 +158,44 @@ def test_forward_vm1_to_vm3_through_vm2_between_formats(tmp_path, vm1_packed, vm
     assert sh["guest"]["forwarded"] == 20000
     _check_clean(s1, s3)
     _check_clean(sh, {})
+
+
+def test_packed_control_queue_enables_both_pairs(tmp_path):
+    """mq=on with packed=on: the guest's VQ_PAIRS_SET goes through a packed
+    control queue, which the device model serves itself (as QEMU); then
+    both pairs carry traffic, each packet back on the pair it left by."""
+    from emu.machine import Machine
+    from emu.netdev import SocketSpec
+    from emu.spec import virtio_net as N
+
+    async def body():
+        sock = str(tmp_path / "vp.sock")
+        b = Machine(name="vm2", ram_size=64 << 20, backend="shm")
+        b.add_chardev(SocketSpec("c0", path=sock, server=True, wait=False))
+        b.add_vhost_pci_net("vp0", "c0", mac=vms.MAC2, queue_pairs=2)
+        b.set_guest("vhost-pci-net", "echo", {})
+        a = Machine(name="vm1", ram_size=64 << 20, backend="memfd")
+        a.add_chardev(SocketSpec("c0", path=sock))
+        a.add_netdev_vhost_user("n0", "c0", queues=2)
+        a.add_virtio_net("net0", "n0", mac=vms.MAC1, mq=True, packed=True)
+        a.set_guest("virtio-net", "gen", {"count": "20000", "verify": "on"})
+        await b.start()
+        try:
+            await a.start()
+            try:
+                await vms.wait_for(lambda: vms.guest_stats(a).get("received", 0) >= 20000,
+                                   timeout=30, what="echoes on every pair")
+                return (a.emu_stats(), b.emu_stats(), a.guest.drivers[0].features,
+                        a.devices["net0"].function.errors.total)
+            finally:
+                await a.close()
+        finally:
+            await b.close()
+    s1, s2, features, guest_errors = run(body())
+    assert features & V.F_RING_PACKED and features & N.F_MQ and features & N.F_CTRL_VQ
+    assert guest_errors == 0
+    q1, q2 = s1["net0"]["queues"], s2["vp0"]["queues"]
+    for k in range(2):
+        sent = q1[f"tx{k}"]["packets"]
+        assert sent == 10000 and q1[f"rx{k}"]["packets"] == sent, (k, q1)
+        assert q2[f"peer{2 * k + 1}"]["packets"] == q2[f"peer{2 * k}"]["packets"] == sent
