@@ -165,9 +165,10 @@ HOT uint16_t pdev_pop(struct emu_devq *q)
     return (uint16_t)(q->last_avail_idx | q->packed->avail_wrap << 15);
 }
 
-/* Inflight area: record ring descriptor d, the n-th of chain ch (vhost-user.rst, "When
- * receiving available buffers" of the packed queue region).  Every index
- * read back from the area is checked: the front-end shares it. */
+/* Inflight area: record ring descriptor d, the n-th of chain ch
+ * (vhost-user.rst, the packed queue region's "When receiving available
+ * buffers").  Every index read back from the area is checked: the
+ * front-end shares it. */
 static inline void pk_inflight_take(struct emu_devq *q, struct emu_pchain *ch,
                                     const struct pdesc *d, uint32_t n, int last)
 {
