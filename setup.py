@@ -32,7 +32,9 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["emu=emu.__main__:main"],
+        # emu-system-x86_64: the name libqtest wants (it takes the target
+        # architecture from the binary's name: QTEST_QEMU_BINARY=.../*-system-x86_64)
+        "console_scripts": ["emu=emu.__main__:main", "emu-system-x86_64=emu.__main__:main"],
         # the plugin's name must be its module: tests/conftest.py names it too
         "pytest11": ["emu.testing.pytest_plugin = emu.testing.pytest_plugin"],
     },

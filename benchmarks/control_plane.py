@@ -1,12 +1,11 @@
 """Control plane and scale: how fast an emu VM is up, how fast two of them
 pass their first packet, and how many pairs one machine carries.
 
-* **start -> QMP greeting** (the monitor is up: the issue's measure) and
-  **start -> QMP ready** (spawn to greeting + ``qmp_capabilities`` +
-  ``query-status`` answered: the machine is built too), for ``emu -S -display none -nodefaults
-  -machine none`` beside QEMU 7.2 with the same options (QEMU's
-  QEMUMachine-style launch: the monitor on a socketpair), and for a full
-  VM2 (RAM, vhost-pci-net device, guest) without ``-S``.
+* **start-up beside QEMU 7.2** (benchmarks/startup.py): exec -> QMP
+  greeting and exec -> first answered ``query-status``, for the default
+  machine and a full VM2, over a unix-socket ``-qmp`` and a
+  QEMUMachine-style socketpair, QEMU measured in the same run; and
+  ``QEMUMachine.launch()`` for both.
 * **handshake -> first packet**: VM2 (echo) listening; VM1 (gen) starts
   with a ``wait=on`` monitor so its machine starts when we say so; times
   from that release to VM1's VHOST_USER_CONNECTED event and to the first
@@ -24,9 +23,6 @@ Writes results/control_plane.json and control_plane.png.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import time
 
@@ -34,81 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 import common  # noqa: E402
 
-QEMU = "qemu-system-x86_64"
-BARE = ["-S", "-display", "none", "-nodefaults", "-machine", "none"]
-
-
-# -- start-up -------------------------------------------------------------------------------------
-
-def start_to_qmp(binary: list[str], args: list[str]) -> float:
-    """Seconds from spawn to an answered query-status."""
-    from emu.testing import procs
-    with procs.Fleet(prefix="emu-cp-") as fleet:
-        t0 = time.perf_counter()
-        vm = fleet.emu(args, name="vm", binary=binary)
-        vm.cmd("query-status")
-        return time.perf_counter() - t0
-
-
-def spawn_to_greeting(binary: list[str], args: list[str]) -> float:
-    """Seconds from spawn to the QMP greeting on a socketpair monitor (as
-    QEMUMachine passes it), then quit."""
-    ours, theirs = socket.socketpair()
-    with ours:
-        t0 = time.perf_counter()
-        p = subprocess.Popen([*binary, *args, "-chardev", f"socket,id=mon,fd={theirs.fileno()}",
-                              "-mon", "chardev=mon,mode=control"],
-                             pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        theirs.close()
-        try:
-            ours.settimeout(30)
-            f = ours.makefile("rwb")
-            if b'"QMP"' not in f.readline():
-                raise RuntimeError(f"{binary[-1]}: no QMP greeting")
-            t = time.perf_counter() - t0
-            f.write(b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n')
-            f.flush()
-            p.wait(30)
-            return t
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
-def startup(status, runs: int) -> dict:
-    from emu.testing import procs
-    cases = [("emu -S -machine none", list(procs.EMU), BARE)]
-    if shutil.which(QEMU):
-        cases.append(("QEMU 7.2 -S -machine none", [QEMU], BARE))
-    out = {}
-    for name, binary, args in cases:
-        xs = []
-        for i in range(runs):
-            status.set(f"start -> QMP ready: {name} ({i + 1}/{runs})")
-            xs.append(start_to_qmp(binary, args) * 1e3)
-        gs = []
-        for i in range(runs):
-            status.set(f"start -> QMP greeting: {name} ({i + 1}/{runs})")
-            gs.append(spawn_to_greeting(binary, args) * 1e3)
-        out[name] = {"ms": _util.median(xs), "runs_ms": xs, "range_ms": _util.spread(xs),
-                     "greeting_ms": _util.median(gs), "greeting_runs_ms": gs}
-        status.note(f"start -> QMP ready, {name}: {out[name]['ms']:.0f} ms, greeting "
-                    f"{out[name]['greeting_ms']:.0f} ms (median of {runs})")
-    xs = []
-    for i in range(runs):
-        status.set(f"start -> QMP ready: emu VM2 with device and guest ({i + 1}/{runs})")
-        with procs.Fleet(prefix="emu-cp-") as fleet:
-            args = procs.vhost_pci_args([fleet.path("vp.sock")], "echo")
-            t0 = time.perf_counter()
-            vm = fleet.emu(args, name="vm2")
-            vm.cmd("query-status")
-            xs.append((time.perf_counter() - t0) * 1e3)
-    out["emu VM2 (256 MiB, vhost-pci-net, guest)"] = {"ms": _util.median(xs), "runs_ms": xs,
-                                                       "range_ms": _util.spread(xs)}
-    status.note(f"start -> QMP ready, emu full VM2: {_util.median(xs):.0f} ms")
-    return out
+import startup as startup_bench  # noqa: E402
 
 
 # -- handshake to first packet ----------------------------------------------------------------
@@ -197,15 +119,11 @@ def scale(status, n: int, mode: str, seconds: float, warmup: float) -> dict:
 
 def table(data):
     from rich.table import Table
-    t1 = Table(title="start -> QMP ready (ms, median)", title_justify="left")
-    for c in ("process", "ms", "range", "greeting ms"):
-        t1.add_column(c, justify="right")
-    for k, v in data["startup"].items():
-        g = f"{v['greeting_ms']:.0f}" if "greeting_ms" in v else "-"
-        t1.add_row(k, f"{v['ms']:.0f}", f"{v['range_ms'][0]:.0f}-{v['range_ms'][1]:.0f}", g)
+    t1 = startup_bench.table(data["startup"])
     fp = data["first_packet"]["median"]
-    t1.add_row("VM1 start -> first echoed packet", f"{fp['start_to_first_packet_ms']:.1f}",
-               f"(connected at {fp['start_to_connected_ms']:.1f})", "")
+    t1.add_row("VM1 start -> first echoed packet", "", "", "", "", "",
+               f"{fp['start_to_first_packet_ms']:.1f}", "", "", "",
+               f"(connected at {fp['start_to_connected_ms']:.1f})")
     t2 = Table(title="scale: VM pairs at once (64 B echo)", title_justify="left")
     for c in ("pairs", "mode", "aggregate Mpps", "min pair", "max pair", "RSS VM1 MiB",
               "RSS VM2 MiB", "start s", "balanced"):
@@ -221,10 +139,21 @@ def table(data):
 def plot(data, out_dir):
     plt = common.pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    names = list(data["startup"])
-    a1.barh(names, [data["startup"][k]["ms"] for k in names], color="tab:blue")
+    cases = data["startup"]["cases"]
+    names = list(cases)
+    ys = range(len(names))
+    for dy, metric, color in ((-0.2, "greeting", "tab:cyan"), (0.2, "query-status", "tab:blue")):
+        a1.barh([y + dy for y in ys], [cases[n][metric]["emu_ms"] for n in names], height=0.35,
+                color=color, label=f"emu exec -> {metric}")
+        q = [(y + dy, cases[n][metric]["qemu_ms"]) for y, n in zip(ys, names)
+             if cases[n][metric]["qemu_ms"]]
+        if q:
+            a1.plot([v for _, v in q], [y for y, _ in q], "^k", ms=6,
+                    label="QEMU 7.2, same run" if metric == "greeting" else None)
+    a1.set_yticks(list(ys), [n.replace(" (", "\n(") for n in names], fontsize=6)
     a1.set_xlabel("ms (median)")
-    a1.set_title("start -> QMP ready")
+    a1.legend(fontsize=6)
+    a1.set_title("start-up beside QEMU")
     for mode in sorted({r["mode"] for r in data["scale"]}):
         rs = [r for r in data["scale"] if r["mode"] == mode]
         a2.plot([r["pairs"] for r in rs], [r["mpps"] for r in rs], "o-",
@@ -261,7 +190,7 @@ def main(argv=None) -> int:
     from emu.testing import procs
     con = _util.console(args.no_live)
     with procs.signals_raise(), _util.Status(con, "control plane and scale", args.no_live) as st:
-        start = startup(st, runs)
+        start = startup_bench.measure(st, runs)
         fps = [first_packet(st) for _ in range(runs if not q else 1)]
         sc = [scale(st, n, args.scale_mode, seconds, 0.3 if q else 0.5) for n in pairs]
     fp_med = {k: _util.median([f[k] for f in fps]) for k in fps[0]}

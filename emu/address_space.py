@@ -8,10 +8,12 @@ platform's fixed devices, the PCI bus's decoded BARs); the owner replaces
 its layer whole when its layout changes (the PCI bus does on every BAR or
 command-register change).  An access goes to the first region, in layer
 priority order, that contains it wholly and accepts it; anything else is
-*unclaimed*: reads return all ones, writes are dropped, both counted in
+*unclaimed*: writes are dropped, reads return all ones -- or zero for a
+space made with ``unassigned_ones=False`` -- both counted in
 :attr:`AddressSpace.unclaimed` under ``NAME_read``/``NAME_write`` (and
-``NAME_read_bad``... for a malformed access) -- QEMU's behaviour for an
-access no memory region claims on the PC (``unassigned_mem_ops``).
+``NAME_read_bad``... for a malformed access).  QEMU's PC answers unassigned
+I/O ports with all ones (``unassigned_io_ops``) and unassigned memory with
+zero (``unassigned_mem_ops``), to a guest and a qtest client alike.
 
 A region's ``target`` does the access: ``read(offset, size) -> int`` and
 ``write(offset, size, value)``, with ``offset`` relative to the target's
@@ -29,7 +31,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+from emu import trace
 from emu.errors import EmuBug, PeerError
+
+_unimp = trace.item("unimp")
 
 
 def all_ones(size: int) -> int:
@@ -89,10 +94,11 @@ class AddressSpace:
     load or store may have (1/2/4/8 for memory, 1/2/4 for I/O ports)."""
 
     def __init__(self, name: str, size: int, sizes: tuple[int, ...],
-                 lock: threading.RLock | None = None):
+                 lock: threading.RLock | None = None, *, unassigned_ones: bool = True):
         self.name = name
         self.size = size
         self.sizes = sizes
+        self.unassigned_ones = unassigned_ones
         self.lock = lock if lock is not None else threading.RLock()
         self._layers: list[_Layer] = []
         self.unclaimed: Counter[str] = Counter()
@@ -116,6 +122,11 @@ class AddressSpace:
         with self.lock:
             return [(la.name, r) for la in self._layers for r in la.regions]
 
+    def layers(self) -> list[tuple[str, int, list[Region]]]:
+        """``(name, priority, regions)`` of every layer, highest priority first."""
+        with self.lock:
+            return [(la.name, la.priority, list(la.regions)) for la in self._layers]
+
     # -- dispatch -----------------------------------------------------------------
     def lookup(self, addr: int, size: int) -> Region | None:
         """The region that takes ``[addr, addr+size)``, or None."""
@@ -132,10 +143,14 @@ class AddressSpace:
     def _claim(self, what: str, addr: int, size: int) -> Region | None:
         if size not in self.sizes or not 0 <= addr <= self.size - size:
             self.unclaimed[f"{self.name}_{what}_bad"] += 1
+            if _unimp.on:
+                _unimp.log(f"{self.name}: invalid {what} (size {size}, addr 0x{addr:x})")
             return None
         r = self.lookup(addr, size)
         if r is None:
             self.unclaimed[f"{self.name}_{what}"] += 1
+            if _unimp.on:   # -d unimp: nothing implements this address
+                _unimp.log(f"{self.name}: unassigned {what} (size {size}, addr 0x{addr:x})")
         return r
 
     def read(self, addr: int, size: int) -> int:
@@ -143,6 +158,8 @@ class AddressSpace:
         with self.lock:
             r = self._claim("read", addr, size)
             if r is None:
+                if not self.unassigned_ones:
+                    return 0
                 return all_ones(size if size in self.sizes else max(self.sizes))
             return r.target.read(r.offset(addr), size) & all_ones(size)
 

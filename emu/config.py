@@ -7,11 +7,115 @@ so any layer may read a configuration without pulling in the parser.
 
 Each record keeps ``origin``, the option it came from (``-device
 virtio-net-pci,...``), for error messages QEMU's way.
+
+The records are declared as dataclasses are (``@dataclass``, annotated
+fields, ``field(default_factory=..., compare=False, repr=False)``) but
+made by the small :func:`dataclass` below: the standard one costs about
+half a millisecond per class at import (it generates and compiles each
+class's methods) plus its own import, and this module is read before the
+monitor answers its first command.  Same semantics for what is used here:
+positional or keyword construction, defaults and factories, ``==`` on the
+compared fields, ``repr``, ``frozen`` (hashable, immutable).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
+
+_MISSING = object()
+
+
+class _Field:
+    __slots__ = ("name", "default", "factory", "compare", "repr")
+
+    def __init__(self, default: Any = _MISSING, factory: Any = None, compare: bool = True,
+                 repr: bool = True):
+        self.name = ""
+        self.default, self.factory, self.compare, self.repr = default, factory, compare, repr
+
+
+def field(*, default: Any = _MISSING, default_factory: Any = None, compare: bool = True,
+          repr: bool = True) -> Any:
+    """As :func:`dataclasses.field` (the arguments this module uses)."""
+    return _Field(default, default_factory, compare, repr)
+
+
+def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+    fields = type(self).__record_fields__
+    if len(args) > len(fields):
+        raise TypeError(f"{type(self).__name__}() takes {len(fields)} arguments, {len(args)} given")
+    for f, value in zip(fields, args):
+        if f.name in kwargs:
+            raise TypeError(f"{type(self).__name__}() got multiple values for {f.name!r}")
+        object.__setattr__(self, f.name, value)
+    for f in fields[len(args):]:
+        if f.name in kwargs:
+            value = kwargs.pop(f.name)
+        elif f.factory is not None:
+            value = f.factory()
+        elif f.default is not _MISSING:
+            value = f.default
+        else:
+            raise TypeError(f"{type(self).__name__}() missing argument {f.name!r}")
+        object.__setattr__(self, f.name, value)
+    if kwargs:
+        raise TypeError(f"{type(self).__name__}() got unexpected arguments {sorted(kwargs)}")
+
+
+def _key(self: Any) -> tuple:
+    return tuple(getattr(self, f.name) for f in type(self).__record_fields__ if f.compare)
+
+
+def _eq(self: Any, other: Any) -> Any:
+    if type(other) is not type(self):
+        return NotImplemented
+    return _key(self) == _key(other)
+
+
+def _repr(self: Any) -> str:
+    return f"{type(self).__name__}(" + ", ".join(
+        f"{f.name}={getattr(self, f.name)!r}" for f in type(self).__record_fields__ if f.repr) + ")"
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+
+def field_defaults(cls: Any) -> dict[str, Any]:
+    """The default of every field of a record class that has one (what a
+    property defaults to, for QMP's device-list-properties)."""
+    out = {}
+    for f in cls.__record_fields__:
+        if f.factory is not None:
+            out[f.name] = f.factory()
+        elif f.default is not _MISSING:
+            out[f.name] = f.default
+    return out
+
+
+def dataclass(cls: Any = None, *, frozen: bool = False) -> Any:
+    """``@dataclass`` / ``@dataclass(frozen=True)`` for this module's records."""
+    def make(cls: Any) -> Any:
+        fields: dict[str, _Field] = {}
+        for base in reversed(cls.__mro__[1:]):
+            for f in getattr(base, "__record_fields__", ()):
+                fields[f.name] = f
+        for name in cls.__dict__.get("__annotations__", {}):
+            value = cls.__dict__.get(name, _MISSING)
+            f = value if isinstance(value, _Field) else _Field(default=value)
+            f.name = name
+            fields[name] = f
+            if isinstance(value, _Field):
+                if f.default is _MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, f.default)
+        cls.__record_fields__ = tuple(fields.values())
+        cls.__init__, cls.__eq__, cls.__repr__ = _init, _eq, _repr
+        cls.__hash__ = (lambda self: hash(_key(self))) if frozen else None
+        if frozen:
+            cls.__setattr__ = _frozen_setattr
+        return cls
+    return make if cls is None else make(cls)
 
 PAGE_SIZE = 4096
 DEFAULT_RAM_SIZE = 128 << 20        # QEMU's default -m
@@ -52,13 +156,30 @@ class FilterDump:
 @dataclass
 class Chardev:
     id: str
-    backend: str                # socket | stdio
-    path: str | None = None
+    backend: str                # socket | stdio | file | pty | null
+    path: str | None = None     # socket: unix path; file: the file
     fd: int | None = None
     server: bool = False
     wait: bool = True           # meaningful with server=on only
     reconnect: int = 0          # seconds; client mode only
+    append: bool = False        # file: append instead of truncating
+    logfile: str | None = None  # a copy of the output (a serial port's chardev)
+    logappend: bool = False
     origin: str = _origin()
+
+
+@dataclass
+class SerialPort:
+    """A 16550 UART on the ISA bus (``-serial``, ``-device isa-serial``):
+    COM1..COM4 at QEMU's I/O bases and IRQs, its output to ``chardev``."""
+    index: int                  # 0..3: COM1..COM4
+    chardev: str                # the chardev's id ("serial0" for -serial stdio)
+    id: str | None = None
+    origin: str = _origin()
+
+
+#: QEMU's isa-serial ports: index -> (iobase, irq)
+ISA_SERIAL_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 
 
 @dataclass
@@ -132,6 +253,16 @@ MemoryObject = Union[MemoryBackend, FilterDump]
 
 
 @dataclass
+class GlobalProperty:
+    """``-global DRIVER.PROP=VALUE``: the default of a property of every
+    device of that driver (as given; applied when each device is made)."""
+    driver: str
+    prop: str
+    value: str
+    origin: str = _origin()
+
+
+@dataclass
 class GuestConfig:
     """``-guest DRIVER,app=APP,key=val...``: the driver program and its app.
 
@@ -140,6 +271,14 @@ class GuestConfig:
     driver: str                 # virtio-net | vhost-pci-net
     app: str                    # gen | sink | echo | responder | forward | pingpong
     params: dict[str, Any] = field(default_factory=dict)
+    origin: str = _origin()
+
+
+@dataclass
+class QtestConfig:
+    """``-qtest``: the chardev carrying the qtest protocol (``unix:PATH``
+    makes one labelled ``qtest``; ``chardev:ID`` names a ``-chardev``)."""
+    chardev: str
     origin: str = _origin()
 
 
@@ -160,12 +299,16 @@ class TraceConfig:
 @dataclass
 class MachineConfig:
     name: str | None = None
-    machine_type: str = "q35"
+    machine_type: str = "pc"            # QEMU's default x86 machine (emu.machines.types)
     ram_size: int = DEFAULT_RAM_SIZE
     memory_backend: str | None = None   # -machine memory-backend=ID (or -numa node,memdev=ID)
     mem_path: str | None = None         # -mem-path: implicit RAM from a file in this directory
     mem_prealloc: bool = False          # -mem-prealloc
-    smp: int = 1
+    smp: int = 1                        # -smp: boot CPUs
+    max_cpus: int = 0                   # -smp maxcpus= (0: as many as boot CPUs)
+    numa_memdevs: list[str] = field(default_factory=list)   # -numa node,memdev=ID
+    max_ram_below_4g: int | None = None  # -machine max-ram-below-4g=
+    globals: list[GlobalProperty] = field(default_factory=list)   # -global
     accel: list[str] = field(default_factory=list)
     objects: list[MemoryObject] = field(default_factory=list)
     chardevs: list[Chardev] = field(default_factory=list)
@@ -181,8 +324,26 @@ class MachineConfig:
     log_file: str | None = None         # -D
     log_items: list[str] = field(default_factory=list)   # -d
     trace: TraceConfig = field(default_factory=TraceConfig)
+    serials: list[SerialPort] = field(default_factory=list)
+    uuid: str | None = None             # -uuid (query-uuid)
+    msg_timestamp: bool = False         # -msg timestamp=on: messages and trace lines
+    msg_guest_name: bool = False        # -msg guest-name=on
+    #: -add-fd: set id -> [(fd, opaque)]; "/dev/fdset/ID" opens a duplicate
+    fdsets: dict[int, list[tuple[int, str | None]]] = field(default_factory=dict)
+    qtest: QtestConfig | None = None    # -qtest
+    qtest_log: str | None = None        # -qtest-log FILE|none; None: standard error
     #: "warning: ..." and "info: ..." lines, printed by main() after "emu: "
     messages: list[str] = field(default_factory=list)
+    #: ``(driver, pairs, globals) -> Device``: -device's parser, set by the
+    #: command line, for QMP device_add (the same schema and texts)
+    device_parser: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def qtest_accel(self) -> bool:
+        """The qtest accelerator: the first of ``-accel``/``-machine accel=``,
+        or implied by ``-qtest`` when no accelerator is given (as QEMU).
+        No guest program runs; the virtual clock moves only by qtest."""
+        return self.accel[0] == "qtest" if self.accel else self.qtest is not None
 
     def chardev(self, id: str) -> Chardev | None:
         return next((c for c in self.chardevs if c.id == id), None)

@@ -22,7 +22,6 @@ before the monitor listens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from emu.errors import PeerError
@@ -149,32 +148,57 @@ macaddr.kind = "macaddr"  # type: ignore[attr-defined]
 
 # -- schemas -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: the schemas hold a few hundred parameters,
+# built while the process starts (before its monitor answers).
+
 class Param:
-    name: str
-    parse: Callable[[str, str], Any] = string
-    help: str = ""
-    #: accepted for compatibility with QEMU command lines, without effect in emu
-    ignored: bool = False
-    #: the value when the parameter is not given (None: no default, or the user's)
-    default: Any = None
+    """One parameter: its parser (``(name, text) -> value``), help, and
+    whether it is ``ignored`` (accepted for compatibility with QEMU command
+    lines, without effect in emu); ``default``: the value when it is not
+    given (None: no default, or the user's)."""
+
+    __slots__ = ("name", "parse", "help", "ignored", "default")
+
+    def __init__(self, name: str, parse: Callable[[str, str], Any] = string, help: str = "",
+                 ignored: bool = False, default: Any = None):
+        self.name, self.parse, self.help = name, parse, help
+        self.ignored, self.default = ignored, default
 
     @property
     def kind(self) -> str:
         return getattr(self.parse, "kind", "str")
 
+    def _key(self) -> tuple:
+        return (self.name, self.parse, self.help, self.ignored, self.default)
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Param) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.help, self.ignored))
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, {self.kind}{', ignored' if self.ignored else ''})"
+
+
 class Schema:
-    """The parameters of one option (or one ``-device`` driver, ``-object`` type...)."""
-    params: tuple[Param, ...]
-    implied: str | None = None
-    #: error text for a key not in ``params``; ``{key}`` is substituted
-    unknown: str = "Invalid parameter '{key}'"
-    by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+    """The parameters of one option (or one ``-device`` driver, ``-object``
+    type...); ``unknown``: the error text for a key not in ``params``
+    (``{key}`` is substituted)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {p.name: p for p in self.params})
+    __slots__ = ("params", "implied", "unknown", "by_name")
+
+    def __init__(self, params: tuple[Param, ...], implied: str | None = None,
+                 unknown: str = "Invalid parameter '{key}'"):
+        self.params, self.implied, self.unknown = tuple(params), implied, unknown
+        self.by_name: dict[str, Param] = {p.name: p for p in self.params}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and (self.params, self.implied, self.unknown) == \
+            (other.params, other.implied, other.unknown)
+
+    def __repr__(self) -> str:
+        return f"Schema({[p.name for p in self.params]}, implied={self.implied!r})"
 
     def __contains__(self, key: str) -> bool:
         return key in self.by_name
@@ -184,10 +208,12 @@ class Schema:
         lines = [f"{title} options:"]
         for p in sorted(self.params, key=lambda p: p.name):
             left = f"{p.name}=<{p.kind}>"
-            note = " (accepted, no effect in emu)" if p.ignored else ""
+            notes = [p.help] if p.help else []
+            if p.ignored:
+                notes.append("(accepted, no effect in emu)" if p.help else "accepted, no effect in emu")
             if p.default is not None:
-                note += f" (default {format_value(p.default)})"
-            lines.append(f"  {left:<{width}} - {p.help}{note}".rstrip())
+                notes.append(f"(default {format_value(p.default)})")
+            lines.append(f"  {left:<{width}} - {' '.join(notes)}".rstrip(" -"))
         return "\n".join(lines)
 
 
@@ -280,6 +306,34 @@ def split_head(text: str, key: str) -> tuple[str, list[tuple[str, str | None]]]:
     pairs = parse_pairs(text, key)
     head = next((v for k, v in pairs if k == key), None)
     return head or "", [(k, v) for k, v in pairs if k != key]
+
+
+def from_json(text: str) -> str:
+    """``-device '{"driver":"virtio-net-pci","netdev":"n0","addr":"0x2"}'``,
+    the JSON form QEMU 7.2 takes for -object, -device, -netdev and
+    -audiodev (and libvirt writes), as the equivalent option string.
+    Anything else is returned as it is.  Members must be scalars: QEMU's
+    QemuOpts-based options have no nested values."""
+    if not text.startswith("{"):
+        return text
+    import json     # here: only a JSON option pays for it
+    try:
+        # pairs, not a dict: a member given twice is refused as in key=value form
+        obj = json.loads(text, object_pairs_hook=list)
+    except ValueError as e:
+        raise OptionError(f"JSON parse error, {e}") from None
+    if not isinstance(obj, list):
+        raise OptionError("JSON option must be an object")
+    items = []
+    for key, value in obj:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        elif isinstance(value, (int, str)):
+            value = str(value)
+        else:
+            raise OptionError(f"Parameter '{key}' expects a scalar value")
+        items.append(f"{key.replace(',', ',,')}={value.replace(',', ',,')}")
+    return ",".join(items)
 
 
 def require(values: dict[str, Any], *names: str) -> None:

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 from emu import memory
+from emu.clock import MachineClocks
 from emu.errors import EmuBug
 from emu.machines import types as machine_types
+from emu.machine_nic import NoPeer, mac_bytes
+from emu.machines.board import Board
 from emu.pci.bus import format_bdf
+from emu.qom.machine_tree import add_device as qom_add_device, machine_tree
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +48,59 @@ class DeviceEntry:
     netdev: object | None = None
     props: dict = field(default_factory=dict)
     taps: list = field(default_factory=list)     # emu.pcap.PcapCapture (filter-dump)
+    qom: object | None = None   # its emu.qom.Object (/machine/peripheral/ID)
+    hotplugged: bool = False
+
+    @property
+    def qom_path(self) -> str:
+        return f"/machine/peripheral/{self.id}"
 
 
 class Machine:
-    """Build with the ``add_*`` methods, then ``await start()``."""
+    """Build with the ``add_*`` methods, then ``await start()``.
+
+    ``cpus``/``max_cpus``/``numa_nodes``/``max_ram_below_4g``: what ``-smp``,
+    ``-numa`` and ``-machine`` tell the machine type's builder
+    (:class:`emu.machines.board.Board`); RAM is laid out as the type lays
+    it out (pc and q35 split it around the PCI hole below 4 GiB)."""
 
     def __init__(self, *, name: str = "", ram_size: int = 256 << 20, backend: str = "shm",
                  mem_path: str | None = None, share: bool = True, wire_log=None,
-                 machine_type: str | None = None):
+                 machine_type: str | None = None, cpus: int = 1, max_cpus: int = 0,
+                 numa_nodes: tuple[int, ...] = (), max_ram_below_4g: int | None = None,
+                 qtest: bool = False):
         self.name = name
         self.lock = threading.RLock()
+        # -accel qtest: no guest program; the virtual clock moves by qtest only
+        self.qtest = qtest
+        self.clocks = MachineClocks(qtest=qtest)
         mtype = machine_types.find(machine_type) if machine_type else machine_types.default()
         if mtype is None:
             raise EmuBug(f"unknown machine type {machine_type!r}")
-        self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path)
+        layout = mtype.layout(ram_size, max_ram_below_4g)
+        self.ram = memory.allocate(ram_size, backend, name=name or "ram", mem_path=mem_path,
+                                   layout=layout.windows())
         self.ram_backend = backend
+        self.board = Board(ram_size, cpus, max_cpus, tuple(numa_nodes), max_ram_below_4g)
         try:
             # the platform every initiator reaches: the guest program, the
-            # device models' DMA and MSI writes (and, later, a qtest client)
-            self.system = mtype.build(lock=self.lock, ram=self.ram)
+            # device models' DMA and MSI writes, a qtest client
+            self.system = mtype.build(lock=self.lock, ram=self.ram, board=self.board)
         except BaseException:
             self.ram.close()
             raise
         self.machine_type = mtype
+        # the platform's time (the chipset's timers) is the virtual clock, as in QEMU
+        self.system.clock = self.clocks.virtual.now
+        self.qom = machine_tree(mtype, self.system)     # /machine/... (qtest, qom-*)
+        self.globals: list = []          # -global defaults (emu.config.GlobalProperty)
+        # how device_add reads a device's properties: -device's parser,
+        # given by the command line (emu.config.MachineConfig.device_parser)
+        self.device_parser = None
+        from emu.machine_hotplug import Hotplug
+        self.hotplug = Hotplug(self)
+        self.system.on_reset_request = self._guest_reset_request
+        self.system.on_power_off = self._guest_power_off
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
@@ -106,6 +141,10 @@ class Machine:
             raise EmuBug(f"PCI slot {addr} out of range")
         return addr
 
+    def nic_mac(self, text: str | None) -> bytes:
+        """The MAC of a NIC added now: ``mac=``, or QEMU's default for the next NIC."""
+        return mac_bytes(text, len(self.devices))
+
     def add_chardev(self, spec) -> None:
         if spec.id in self.chardevs:
             raise EmuBug(f"duplicate chardev id {spec.id}")
@@ -121,24 +160,39 @@ class Machine:
         self.netdevs[id] = nd
         return nd
 
-    def add_virtio_net(self, id: str, netdev: str, *, mac: bytes, addr=None, mq: bool = False,
-                       mrg_rxbuf: bool = True, event_idx: bool = True,
+    def add_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, addr=None,
+                       mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
-                       queue_size: int = 256, packed: bool = False) -> DeviceEntry:
+                       queue_size: int = 256, packed: bool = False,
+                       hotplug: bool = False) -> DeviceEntry:
+        """``netdev`` None: a NIC with no peer (:class:`NoPeer`).  ``hotplug``:
+        added at run time (the guest is told through ACPI hotplug)."""
+        entry = self.make_virtio_net(id, netdev, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
+                                     event_idx=event_idx, indirect_desc=indirect_desc,
+                                     host_mtu=host_mtu, vectors=vectors, queue_size=queue_size,
+                                     packed=packed)
+        if hotplug:
+            return self.hotplug.plug(entry, addr)
+        return self.add_device(entry, addr)
+
+    def make_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, mq: bool = False,
+                        mrg_rxbuf: bool = True, event_idx: bool = True,
+                        indirect_desc: bool = True, host_mtu: int = 0,
+                        vectors: int | None = None, queue_size: int = 256,
+                        packed: bool = False) -> DeviceEntry:
+        """A virtio-net-pci device model and function, not plugged yet."""
         from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
         from emu.virtio.virtio_net import VirtioNetDevice
-        nd = self.netdevs[netdev]
-        model = VirtioNetDevice(nd, self.ram, None, mac=mac, queue_pairs=nd.queues, mq=mq,
+        nd = self.netdevs[netdev] if netdev is not None else NoPeer(id)
+        model = VirtioNetDevice(nd, self.ram, self.loop, mac=mac, queue_pairs=nd.queues, mq=mq,
                                 mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
                                 indirect_desc=indirect_desc, host_mtu=host_mtu,
                                 queue_size=queue_size, packed=packed, name=id, events=self.emit)
         layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
         fn = VirtioPCIFunction(model, layout=layout, name=id)
-        entry = DeviceEntry(id, "virtio-net-pci", fn, model, netdev=nd,
-                            props={"mac": mac, "netdev": netdev})
-        entry.bdf = self.system.plug(fn, self._slot(addr))
-        self.devices[id] = entry
-        return entry
+        return DeviceEntry(id, "virtio-net-pci", fn, model,
+                           netdev=nd if netdev is not None else None,
+                           props={"mac": mac, "netdev": netdev})
 
     def add_vhost_pci_net(self, id: str, chardev: str, *, mac: bytes, addr=None,
                           queue_pairs: int = 1, peer_vq_max: int = 8,
@@ -164,27 +218,57 @@ class Machine:
 
     def add_device(self, entry: DeviceEntry, addr=None) -> DeviceEntry:
         """Plug a device model built elsewhere (vhost-pci-net)."""
-        entry.bdf = self.system.plug(entry.function, self._slot(addr))
+        slot, fn = self._devfn(addr)
+        if not 0 <= slot < 32:
+            raise EmuBug(f"PCI slot {slot} out of range")
+        other = self.system.functions.get((slot << 3) | fn)
+        if other is not None:
+            owner = next((e for e in self.devices.values() if e.function is other), None)
+            raise ValueError(f"PCI: slot {slot} function {fn} not available for {entry.driver}, "
+                             f"in use by {owner.driver if owner else other.name},"
+                             f"id={owner.id if owner else '(null)'}")
+        entry.bdf = self.system.plug(entry.function, slot, fn)
         self.devices[entry.id] = entry
+        entry.qom = qom_add_device(self.qom, entry.id, entry.driver, entry)
         return entry
 
+    def _devfn(self, addr) -> tuple[int, int]:
+        """(slot, function) of ``addr`` ("SS[.F]", a slot number, a
+        :class:`emu.config.PCIAddress` or None: the first free slot)."""
+        if addr is None or addr == "":
+            return self._slot(None), 0
+        if hasattr(addr, "slot"):
+            return addr.slot, addr.function
+        if isinstance(addr, str) and "." in addr:
+            slot, fn = addr.split(".", 1)
+            return int(slot, 16), int(fn)
+        return self._slot(addr), 0
+
     def add_filter_dump(self, id: str, netdev: str, file: str, *, maxlen: int = 65536,
-                        queue: str = "all"):
+                        queue: str = "all", fd: int | None = None):
         """Capture the frames crossing a NIC into a pcap file.  ``netdev``:
         a -netdev id (its virtio-net-pci) or a vhost-pci-net device id.
-        ``queue``: rx (into this VM), tx (out of it) or all."""
+        ``queue``: rx (into this VM), tx (out of it) or all.  ``fd``: the
+        file already open (the launcher opens it: ``/dev/fdset/N``), owned
+        by the capture from here on."""
         from emu.pcap import PcapCapture
         entry = next((e for e in self.devices.values()
                       if (e.netdev is not None and e.netdev.id == netdev)
                       or (e.driver == "vhost-pci-net" and e.id == netdev)), None)
+        error = None
         if entry is None:
-            raise ValueError(f"filter-dump: netdev '{netdev}' is not used by a NIC"
-                             if netdev in self.netdevs else
-                             f"filter-dump: no netdev or vhost-pci-net device '{netdev}'")
-        for d in ("rx", "tx"):
-            if queue in ("all", d) and any(t.wants(d) for t in entry.taps):
-                raise ValueError(f"filter-dump: '{netdev}' {d} frames are already captured")
-        cap = PcapCapture(file, maxlen, queue, name=id)
+            error = (f"filter-dump: netdev '{netdev}' is not used by a NIC"
+                     if netdev in self.netdevs else
+                     f"filter-dump: no netdev or vhost-pci-net device '{netdev}'")
+        else:
+            for d in ("rx", "tx"):
+                if queue in ("all", d) and any(t.wants(d) for t in entry.taps):
+                    error = f"filter-dump: '{netdev}' {d} frames are already captured"
+        if error is not None:
+            if fd is not None:
+                os.close(fd)
+            raise ValueError(error)
+        cap = PcapCapture(file, maxlen, queue, name=id, fd=fd)
         entry.taps.append(cap)
         self.captures.append(cap)
         return cap
@@ -195,6 +279,7 @@ class Machine:
     # -- running ------------------------------------------------------------------------------------
     async def start(self, paused: bool = False, connect_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clocks.attach(self.loop)
         for e in self.devices.values():
             if hasattr(e.model, "loop"):
                 e.model.loop = self.loop
@@ -207,6 +292,8 @@ class Machine:
             if starter is not None:
                 starter()
         if self.guest_spec is not None:
+            if self.qtest:
+                raise EmuBug("no guest program runs under the qtest accelerator")
             from emu.guest.program import GuestProgram
             driver, app, params = self.guest_spec
             self.guest = GuestProgram(self.system, self.ram, driver, app, params, paused=paused,
@@ -247,13 +334,25 @@ class Machine:
             # a guest that died meanwhile serves no request: do not hang the monitor
             log.warning("%s: guest did not settle within %s s", self.name, timeout)
 
-    def system_reset(self) -> None:
-        """The guest reboots: its drivers reset their devices and start over."""
-        if self.guest is not None:
-            self.guest.request("reset")
+    async def system_reset(self, timeout: float | None = None) -> None:
+        """QEMU's qemu_system_reset (:func:`emu.machine_reset.system_reset`)."""
+        from emu import machine_reset
+        await machine_reset.system_reset(self, timeout)
+
+    def _guest_reset_request(self) -> None:
+        from emu import machine_reset
+        machine_reset.guest_reset_request(self)
+
+    def _guest_power_off(self) -> None:
+        from emu import machine_reset
+        machine_reset.guest_power_off(self)
 
     def system_powerdown(self) -> None:
-        """The guest "OS" powers off at once: its drivers reset the devices."""
+        """The power button: the ACPI power-button event (PM1 PWRBTN_STS, if
+        the guest enabled it) and the guest "OS" powers off at once."""
+        pm = self.system.chipset.get("piix4-pm")
+        if pm is not None:
+            pm.power_button()
         if self.guest is not None:
             self.guest.request("poweroff")
 
@@ -286,6 +385,7 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
+        self.clocks.close()
         self.system.close()
         self.ram.close()
 

@@ -25,12 +25,10 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import secrets
 import stat
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from emu.errors import GuestMemoryError, RegionTableError
 
@@ -60,6 +58,10 @@ class Region:
     _mm: mmap.mmap | None = field(default=None, repr=False)
     _delta: int = 0                # offset of ``gpa`` inside ``_mm``
     host_addr: int = 0
+    # False for the further windows of one backing (RAM split around the
+    # PCI hole): they share the first region's mapping and fd, which only
+    # the owner unmaps and closes
+    owner: bool = field(default=True, repr=False)
 
     @property
     def gpa_end(self) -> int:
@@ -78,6 +80,9 @@ class Region:
     def _close(self) -> None:
         mm, self._mm = self._mm, None
         self.host_addr = 0
+        if not self.owner:             # the owner region unmaps and closes
+            self.fd = None
+            return
         if mm is not None:
             try:
                 mm.close()
@@ -139,8 +144,10 @@ class GuestMemory:
         return r.gpa + off
 
     # -- access ------------------------------------------------------------
-    def view(self, gpa: int, length: int, dtype=np.uint8) -> np.ndarray:
-        """A writable numpy view of ``[gpa, gpa+length)`` (no copy)."""
+    def view(self, gpa: int, length: int, dtype="u1"):
+        """A writable numpy view of ``[gpa, gpa+length)`` (no copy).  numpy
+        is imported here, on first use: a VM starting does not pay for it."""
+        import numpy as np
         r, off = self.translate_gpa(gpa, length)
         return np.frombuffer(r._mm, dtype=np.uint8, count=length,
                              offset=r._delta + off).view(dtype)
@@ -154,6 +161,12 @@ class GuestMemory:
         r, off = self.translate_gpa(gpa, len(data))
         start = r._delta + off
         r._mm[start:start + len(data)] = data
+
+    def fill(self, gpa: int, length: int, byte: int = 0) -> None:
+        """Set ``[gpa, gpa+length)`` to *byte* (a driver zeroing its rings):
+        one memset, with the GIL released, and no numpy."""
+        r, off = self.translate_gpa(gpa, length)
+        ctypes.memset(r.host_addr + off, byte, length)
 
     def table(self) -> list[tuple[int, int, int, int]]:
         """``(gpa, size, uaddr, host_addr)`` per region, sorted by gpa, for C."""
@@ -275,7 +288,8 @@ BACKENDS = ("shm", "memfd", "file")
 def _open_backing(backend: str, size: int, name: str, mem_path: str | None) -> int:
     if backend == "shm":
         import posix_ipc  # lazy: keeps start-up fast
-        shm_name = f"/emu-{os.getpid()}-{name or 'ram'}-{secrets.token_hex(4)}"
+        # os.urandom, not secrets: secrets imports hashlib and hmac (OpenSSL) at start-up
+        shm_name = f"/emu-{os.getpid()}-{name or 'ram'}-{os.urandom(4).hex()}"
         shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=0o600, size=size)
         # Unlink at once: the fd keeps the object alive and nothing is left
         # in /dev/shm if we die.
@@ -312,15 +326,42 @@ def _open_backing(backend: str, size: int, name: str, mem_path: str | None) -> i
     raise RegionTableError(f"unknown memory backend {backend!r} (have {', '.join(BACKENDS)})")
 
 
-def allocate(size: int, backend: str = "shm", name: str = "", gpa: int = 0,
-             mem_path: str | None = None) -> GuestMemory:
-    """Create guest RAM of ``size`` bytes at ``gpa`` on ``backend``.
+def check_layout(size: int, layout) -> list[tuple[int, int, int]]:
+    """``layout``: ``(gpa, offset, length)`` windows of one backing of
+    ``size`` bytes; each byte of the backing appears in exactly one window,
+    in order, and no two windows overlap in guest-physical space."""
+    windows = [tuple(int(v) for v in w) for w in layout]
+    pos = 0
+    for gpa, offset, length in windows:
+        if offset != pos or length <= 0 or length % PAGE_SIZE or gpa % PAGE_SIZE \
+                or gpa < 0 or gpa + length - 1 > U64_MAX:
+            raise RegionTableError(f"RAM window gpa 0x{gpa:x} offset 0x{offset:x} length "
+                                   f"0x{length:x} does not continue the backing at 0x{pos:x}")
+        pos += length
+    if pos != size:
+        raise RegionTableError(f"RAM windows cover 0x{pos:x} of 0x{size:x} bytes")
+    ordered = sorted(windows)
+    for a, b in zip(ordered, ordered[1:]):
+        if a[0] + a[2] > b[0]:
+            raise RegionTableError(f"RAM windows overlap at gpa 0x{b[0]:x}")
+    return windows
 
-    As QEMU does, the region's ``uaddr`` is this process's virtual address
-    of it, and its fd is kept open so that a front-end can pass it on.
+
+def allocate(size: int, backend: str = "shm", name: str = "", gpa: int = 0,
+             mem_path: str | None = None, layout=None) -> GuestMemory:
+    """Create guest RAM of ``size`` bytes on ``backend``, at ``gpa`` or, with
+    ``layout`` (``(gpa, offset, length)`` windows, see :func:`check_layout`),
+    as several guest-physical ranges of the one backing -- the RAM a PC
+    splits around the PCI hole below 4 GiB.
+
+    As QEMU does, each region's ``uaddr`` is this process's virtual address
+    of it and its ``mmap_offset`` its offset in the backing; the fd is kept
+    open so that a front-end can pass it on (once per region: vhost-user's
+    SET_MEM_TABLE has one fd per region).
     """
     if size <= 0 or size % PAGE_SIZE:
         raise RegionTableError(f"RAM size {size} is not a positive multiple of {PAGE_SIZE}")
+    windows = check_layout(size, layout if layout is not None else [(gpa, 0, size)])
     fd = _open_backing(backend, size, name, mem_path)
     try:
         mm, delta = _map_fd(fd, 0, size)
@@ -328,5 +369,6 @@ def allocate(size: int, backend: str = "shm", name: str = "", gpa: int = 0,
         os.close(fd)
         raise
     host = _host_addr(mm)
-    r = Region(gpa, size, host, 0, fd, mm, delta, host)
-    return GuestMemory([r], backend=backend, name=name)
+    regions = [Region(g, length, host + off, off, fd, mm, delta + off, host + off, owner=i == 0)
+               for i, (g, off, length) in enumerate(windows)]
+    return GuestMemory(regions, backend=backend, name=name)

@@ -22,14 +22,17 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from emu.vhost_user.backend import Backend
 from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice, MemoryMapper
-from emu.vhost_user.frontend import Frontend, FrontendClient, Negotiated
 from emu.vhost_user.errors import VhostUserError
 from emu.vhost_user.transport import BackendClient, BackendServer
+
+if TYPE_CHECKING:   # the front-end is imported when a netdev opens: a VM whose
+    # only socket chardev is a vhost-pci-net device's never loads it
+    from emu.vhost_user.frontend import FrontendClient, Negotiated
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class VhostUserNetdev:
             and not self.client.stream.closed
 
     def _client(self, path=None, sock=None) -> FrontendClient:
+        from emu.vhost_user.frontend import Frontend, FrontendClient
         fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
         kw = dict(frontend=fe, timeout=self.timeout,
                   on_backend_features=self._on_backend_features,
@@ -195,6 +199,12 @@ class VhostUserNetdev:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+            if self.sock.fd is None and self.sock.path:
+                # the socket file goes with the listener, as QEMU's chardev does
+                try:
+                    os.unlink(self.sock.path)
+                except FileNotFoundError:
+                    pass
 
 
 class VhostUserBackendSocket:

@@ -23,16 +23,20 @@ DIRECTIONS = ("all", "rx", "tx")
 class PcapCapture(Capture):
     """An open capture file; attach it to queues (``set_capture``)."""
 
-    def __init__(self, path: str, snaplen: int = 65536, queue: str = "all", name: str = ""):
-        if queue not in DIRECTIONS:
-            raise ValueError(f"queue={queue}: expected all, rx or tx")
-        if not 1 <= snaplen <= 0x7FFFFFFF:
-            raise ValueError(f"maxlen {snaplen} out of range")
+    def __init__(self, path: str, snaplen: int = 65536, queue: str = "all", name: str = "",
+                 fd: int | None = None):
+        """*fd*: the file already open for writing (``O_APPEND``), owned from
+        here on; else *path* is created (truncated)."""
+        if queue not in DIRECTIONS or not 1 <= snaplen <= 0x7FFFFFFF:
+            if fd is not None:
+                os.close(fd)
+            raise ValueError(f"queue={queue}: expected all, rx or tx" if queue not in DIRECTIONS
+                             else f"maxlen {snaplen} out of range")
         self.path = path
         self.queue = queue
         self.name = name
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
-                          0o644)
+        self.fd = fd if fd is not None else os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             os.write(self.fd, struct.pack("<IHHiIII", PCAP_MAGIC, *PCAP_VERSION, 0, 0, snaplen,
                                           LINKTYPE_ETHERNET))

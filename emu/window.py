@@ -29,7 +29,6 @@ Mapped regions are exposed as a :class:`WindowMemory` of
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import mmap
@@ -44,7 +43,9 @@ from emu.memory import (GuestMemory, MAX_REGIONS_DEFAULT, PAGE_SIZE, Region,
 
 log = logging.getLogger(__name__)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own symbols (libc among them): ctypes.util.find_library would
+# run ldconfig in a subprocess while the VM starts
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long]
@@ -244,8 +245,11 @@ class PeerWindow:
                     done.append(s)
             except OSError as e:
                 failed = plan.slots[len(done)]
-                for s in done:
-                    self._blank(*s.range)
+                # the refused MAP_FIXED may already have unmapped its range
+                # (mmap(2): "the existing mapping may have been removed"):
+                # put that range back too, before anything else can land there
+                for s in done + [failed]:
+                    self._undo(*s.range)
                 plan.close()
                 back = self._restore()
                 raise RegionTableError(
@@ -263,8 +267,17 @@ class PeerWindow:
         return self.install(self.prepare(specs, fds, max_regions=max_regions))
 
     def _map(self, s: _Slot) -> None:
-        _mmap(self.base + s.start, s.length, PROT_RW, mmap.MAP_SHARED | MAP_FIXED, s.fd,
-              s.mmap_offset - s.delta)
+        # A MAP_FIXED mmap that fails may already have unmapped the range it
+        # was to replace (mmap(2)), leaving a hole in the window that any
+        # thread's next allocation can land in -- and the roll-back's
+        # MAP_FIXED would then map over that allocation.  So the mapping is
+        # first tried where the kernel likes (a hugetlbfs offset that is not
+        # huge-page aligned, a file that refuses mmap fail here, harmlessly),
+        # and only then placed: the same mapping again, at the window.
+        off = s.mmap_offset - s.delta
+        trial = _mmap(None, s.length, PROT_RW, mmap.MAP_SHARED, s.fd, off)
+        _libc.munmap(trial, s.length)
+        _mmap(self.base + s.start, s.length, PROT_RW, mmap.MAP_SHARED | MAP_FIXED, s.fd, off)
 
     def _region(self, s: _Slot) -> WindowRegion:
         host = self.base + s.window_offset
@@ -298,13 +311,29 @@ class PeerWindow:
         _mmap(self.base + offset, length, PROT_NONE,
               mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE)
 
-    def _blank(self, offset: int, length: int) -> None:
-        """Back to the reservation, on a path that is already failing."""
+    def _undo(self, offset: int, length: int) -> None:
+        """Take a half-installed region back to what the range was before,
+        on a path that is already failing: zero pages where it was revoked
+        -- a driver that never acknowledged may still be reading there, and
+        must not fault --, the reservation elsewhere."""
+        end, cursor = offset + length, offset
+        for o, ln in sorted(self._revoked):
+            lo, hi = max(o, offset), min(o + ln, end)
+            if lo >= hi:
+                continue
+            if cursor < lo:
+                self._blank(cursor, lo - cursor)
+            self._blank(lo, hi - lo, zero=True)
+            cursor = hi
+        if cursor < end:
+            self._blank(cursor, end - cursor)
+
+    def _blank(self, offset: int, length: int, zero: bool = False) -> None:
         try:
-            self._reserve(offset, length)
+            (self._zero if zero else self._reserve)(offset, length)
         except OSError as e:
-            log.error("peer window: cannot reserve [0x%x+0x%x) again: %s", offset, length,
-                      e.strerror)
+            log.error("peer window: cannot %s [0x%x+0x%x) again: %s",
+                      "zero" if zero else "reserve", offset, length, e.strerror)
 
     def _zero(self, offset: int, length: int) -> None:
         _mmap(self.base + offset, length, PROT_RW,

@@ -28,10 +28,29 @@ __all__ = ["parse_args", "main", "die", "CommandLineError", "EarlyExit", "device
            "version_text"]
 
 
-def die(msg: str) -> NoReturn:
-    """Report a fatal command-line error QEMU's way and exit with status 1."""
-    print(f"emu: {msg}", file=sys.stderr)
+def die(msg: str, cfg: MachineConfig | None = None) -> NoReturn:
+    """Report a fatal command-line error QEMU's way and exit with status 1
+    (*cfg*: the ``-msg`` options read so far)."""
+    prefix = ""
+    if cfg is not None and (cfg.msg_timestamp or cfg.msg_guest_name):
+        from emu.trace import message_prefix
+        prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)
+    print(f"{prefix}emu: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+def print_and_exit_on_sigpipe(text: str) -> None:
+    """Print help text as QEMU does: a reader that goes away (``emu -device
+    help | head``) ends the process by SIGPIPE, quietly, as it ends QEMU.
+    (Python ignores SIGPIPE; a running VM keeps ignoring it -- its peers'
+    sockets must never kill it -- so this is for texts printed instead of running.)"""
+    import signal
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    finally:        # main() called in-process (tests) gives the disposition back
+        signal.signal(signal.SIGPIPE, previous)
 
 
 def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | None = None) -> int:
@@ -41,12 +60,15 @@ def main(argv: list[str] | None = None, run: Callable[[MachineConfig], int] | No
     try:
         cfg = parse_args(argv)
     except EarlyExit as e:
-        print(e.text)
+        print_and_exit_on_sigpipe(e.text)
         return e.status
     except CommandLineError as e:
-        die(str(e))
-    for msg in cfg.messages:
-        print(f"emu: {msg}", file=sys.stderr)
+        die(str(e), getattr(e, "cfg", None))
+    if cfg.messages:
+        from emu.trace import message_prefix
+        prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)
+        for msg in cfg.messages:
+            print(f"{prefix}emu: {msg}", file=sys.stderr)
     if run is None:
         from emu.launcher import run  # type: ignore[no-redef]   # heavy: only now
     return run(cfg)

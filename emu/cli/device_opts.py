@@ -1,68 +1,25 @@
-"""Options of the devices and the guest: -chardev, -netdev, -device, -guest."""
+"""Options of the devices and the guest: -netdev, -device, -guest."""
 from __future__ import annotations
 
-from typing import Any
-
-from emu.cli.schemas import (CHARDEVS, DEVICE_ALIASES, DEVICES, FIELD_NAMES, MUST_BE_OFF, NETDEVS,
-                             SOCKET_NOT_SUPPORTED, VIRTIO_NET_FEATURES)
+from emu.cli.char_opts import isa_serial
+from emu.cli.schemas import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL, MUST_BE_OFF, NETDEVS,
+                             VIRTIO_NET_FEATURES)
 from emu.cli.state import HELP_WORDS, EarlyExit, ParseState, option, wants_help
 from emu.cli.texts import device_help
-from emu.config import Chardev, Device, GuestConfig, Netdev, VhostPCINet, VirtioNetPCI
+from emu.config import Device, GuestConfig, Netdev, VhostPCINet, VirtioNetPCI
 from emu.guest import registry
-from emu.keyval import OptionError, parse_pairs, require, split_head
-
-
-@option("chardev")
-def chardev(p: ParseState, arg: str) -> None:
-    if arg in HELP_WORDS:
-        raise EarlyExit("Available chardev backend types:\n" + "\n".join(f"  {k}" for k in CHARDEVS))
-    backend, pairs = split_head(arg, "backend")
-    schema = CHARDEVS.get(backend)
-    if schema is None:
-        raise OptionError(f"'{backend}' is not a valid char driver name")
-    bad = next((k for k, _ in pairs if k in SOCKET_NOT_SUPPORTED), None)
-    if bad is not None:
-        raise OptionError(f"Parameter '{bad}' is not supported: emu chardevs are unix sockets "
-                          "(path=) or inherited sockets (fd=)")
-    values = p.opts(pairs, schema)
-    if "id" not in values:
-        raise OptionError("chardev: no id specified")
-    dev = Chardev(values["id"], backend, origin=p.origin)
-    if backend == "socket":
-        socket_chardev(dev, values)
-    add_chardev(p, dev)
-
-
-def socket_chardev(dev: Chardev, values: dict[str, Any]) -> None:
-    """The socket half of -chardev socket and -qmp unix:."""
-    if ("path" in values) == ("fd" in values):
-        raise OptionError("Exactly one of 'path' or 'fd' option required")
-    dev.fd = values.get("fd")
-    dev.path = values.get("path")
-    dev.server = values.get("server", False)
-    if dev.server and "reconnect" in values:
-        raise OptionError("'reconnect' option is incompatible with socket in server listen mode")
-    if not dev.server and "wait" in values:
-        raise OptionError("'wait' option is incompatible with socket in client connect mode")
-    dev.wait = values.get("wait", True)
-    dev.reconnect = values.get("reconnect", 0)
-
-
-def add_chardev(p: ParseState, dev: Chardev) -> None:
-    if p.cfg.chardev(dev.id) is not None:
-        raise OptionError(f"Duplicate ID '{dev.id}' for chardev")
-    p.cfg.chardevs.append(dev)
+from emu.keyval import OptionError, from_json, parse_pairs, require, split_head
 
 
 @option("netdev")
 def netdev(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit("Available netdev backend types:\n" + "\n".join(f"  {k}" for k in NETDEVS))
-    ntype, pairs = split_head(arg, "type")
+    ntype, pairs = split_head(from_json(arg), "type")
     schema = NETDEVS.get(ntype)
     if schema is None:
         raise OptionError(f"Parameter 'type' does not accept value '{ntype}'")
-    values = p.opts(pairs, schema)
+    values = p.opts(pairs, schema, title=f"netdev {ntype}")
     require(values, "id", "chardev")
     if p.cfg.netdev(values["id"]) is not None:
         raise OptionError(f"Duplicate ID '{values['id']}' for netdev")
@@ -74,14 +31,37 @@ def netdev(p: ParseState, arg: str) -> None:
 def device(p: ParseState, arg: str) -> None:
     if arg in HELP_WORDS:
         raise EarlyExit(device_help())
-    driver, pairs = split_head(arg, "driver")
+    driver, pairs = split_head(from_json(arg), "driver")
+    driver = DEVICE_ALIASES.get(driver, driver)
+    if driver == "isa-serial":
+        if wants_help(pairs):
+            raise EarlyExit(ISA_SERIAL.help(driver))
+        isa_serial(p, p.opts(pairs, ISA_SERIAL, owner=driver))
+        return
+    if wants_help(pairs):
+        schema = DEVICES.get(driver)
+        if schema is not None:
+            raise EarlyExit(schema[0].help(driver))
+    dev = parse_device(driver, pairs, p)      # -global defaults: applied by the whole-line check
+    if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
+        raise OptionError(f"Duplicate ID '{dev.id}' for device")
+    p.cfg.devices.append(dev)
+
+
+def parse_device(driver: str, pairs: list[tuple[str, str | None]], p: ParseState | None = None,
+                 globals_: list | None = None) -> Device:
+    """One device's configuration from its driver and ``key=value`` pairs
+    (``-device``, and QMP ``device_add`` with the same checks and texts).
+    ``globals_``: the ``-global`` defaults (:class:`emu.config.GlobalProperty`)."""
     driver = DEVICE_ALIASES.get(driver, driver)
     if driver not in DEVICES:
         raise OptionError(f"'{driver}' is not a valid device model name")
     schema = DEVICES[driver][0]
-    if wants_help(pairs):
-        raise EarlyExit(schema.help(driver))
-    values = p.opts(pairs, schema, owner=driver)
+    given = {k for k, _ in pairs}
+    defaults = [(g.prop, g.value) for g in globals_ or () if g.driver == driver
+                and g.prop not in given]
+    p = p if p is not None else ParseState()
+    values = p.opts(defaults + list(pairs), schema, owner=driver)
     for name, why in MUST_BE_OFF.items():
         if values.pop(name, False):
             raise OptionError(f"Property '{driver}.{name}' doesn't take value 'on': {why}")
@@ -89,16 +69,17 @@ def device(p: ParseState, arg: str) -> None:
         if param.ignored:
             values.pop(param.name, None)
     fields = {FIELD_NAMES.get(k, k): v for k, v in values.items()}
-    dev: Device
     if driver == "virtio-net-pci":
         features = {f: fields.pop(f) for f in VIRTIO_NET_FEATURES if f in fields}
-        dev = VirtioNetPCI(**fields, features=features, origin=p.origin)
-    else:
-        require(values, "chardev")
-        dev = VhostPCINet(**fields, origin=p.origin)
-    if dev.id is not None and any(d.id == dev.id for d in p.cfg.devices):
-        raise OptionError(f"Duplicate ID '{dev.id}' for device")
-    p.cfg.devices.append(dev)
+        return VirtioNetPCI(**fields, features=features, origin=p.origin)
+    require(values, "chardev")
+    return VhostPCINet(**fields, origin=p.origin)
+
+
+def qmp_device_parser(driver: str, pairs: list[tuple[str, str | None]], globals_=None) -> Device:
+    """QMP device_add's view of :func:`parse_device` (no parse state: its
+    warnings are dropped, the monitor answers only the error)."""
+    return parse_device(driver, pairs, None, globals_)
 
 
 @option("guest")

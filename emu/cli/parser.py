@@ -7,7 +7,8 @@ found by name in :data:`emu.cli.state.OPTIONS`.
 from __future__ import annotations
 
 # the handler modules register their options on import
-from emu.cli import device_opts, machine_opts, process_opts  # noqa: F401
+from emu.cli import (char_opts, compat_opts, device_opts, global_opts, machine_opts,  # noqa: F401
+                     process_opts, qtest_opts)
 from emu.cli.checks import check
 from emu.cli.state import OPTIONS, CommandLineError, ParseState
 from emu.config import MachineConfig
@@ -27,8 +28,9 @@ def parse_args(argv: list[str]) -> MachineConfig:
         raw = argv[i]
         i += 1
         if not raw.startswith("-") or raw == "-":
-            raise CommandLineError(f"{raw}: emu takes no disk image argument")
-        opt = OPTIONS.get(raw[2:] if raw.startswith("--") else raw[1:])
+            raise _error(p, f"{raw}: emu takes no disk image argument")
+        p.option = raw[2:] if raw.startswith("--") else raw[1:]
+        opt = OPTIONS.get(p.option)
         p.origin = raw
         try:
             if opt is None:
@@ -43,9 +45,19 @@ def parse_args(argv: list[str]) -> MachineConfig:
             p.origin = f"{raw} {arg}"
             opt.handler(p, arg)
         except OptionError as e:
-            raise CommandLineError(f"{p.origin}: {e}") from None
+            raise _error(p, f"{p.origin}: {e}") from None
+        except CommandLineError as e:
+            raise _error(p, str(e)) from None
     try:
         check(p)
     except OptionError as e:
-        raise CommandLineError(f"{p.origin}: {e}" if p.origin else str(e)) from None
+        raise _error(p, f"{p.origin}: {e}" if p.origin else str(e)) from None
+    p.cfg.device_parser = device_opts.qmp_device_parser
     return p.cfg
+
+
+def _error(p: ParseState, text: str) -> CommandLineError:
+    """The error, with what it is printed with (``-msg`` options given before it)."""
+    err = CommandLineError(text)
+    err.cfg = p.cfg
+    return err

@@ -2,12 +2,11 @@
 not, -pidfile, the flags, -version and -help."""
 from __future__ import annotations
 
-import fnmatch
-
-from emu.cli.device_opts import add_chardev, socket_chardev
-from emu.cli.schemas import LOG_ITEMS, MON, QMP_OPTS, TRACE, TRACE_EVENTS
+from emu import trace
+from emu.cli.char_opts import add_chardev, socket_chardev
+from emu.cli.schemas import MON, QMP_OPTS, TRACE
 from emu.cli.state import HELP_WORDS, EarlyExit, ParseState, flag, option
-from emu.cli.texts import usage, version_text
+from emu.cli.texts import cpu_help, display_help, usage, version_text, vga_help
 from emu.config import Chardev, MonitorConfig
 from emu.keyval import OptionError, require, split_opts
 
@@ -57,12 +56,6 @@ def monitor(p: ParseState, arg: str) -> None:
         raise OptionError("emu has no human monitor: use -qmp and human-monitor-command")
 
 
-@option("serial")
-def serial(p: ParseState, arg: str) -> None:
-    if arg not in ("none", "null"):
-        p.info("emu has no serial port: nothing will be written to it")
-
-
 @option("parallel")
 def parallel(p: ParseState, arg: str) -> None:
     if arg not in ("none", "null"):
@@ -72,18 +65,24 @@ def parallel(p: ParseState, arg: str) -> None:
 @option("display")
 def display(p: ParseState, arg: str) -> None:
     dtype = split_opts(arg)[0] if arg else ""
+    if dtype in HELP_WORDS:
+        raise EarlyExit(display_help())
     if dtype != "none":
         raise OptionError(f"Parameter 'type' does not accept value '{dtype}'")
 
 
 @option("vga")
 def vga(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS:
+        raise EarlyExit(vga_help())
     if arg != "none":
         p.info("emu has no display: the VGA device is not emulated")
 
 
 @option("cpu")
 def cpu(p: ParseState, arg: str) -> None:
+    if split_opts(arg)[:1] in (["help"], ["?"]):
+        raise EarlyExit(cpu_help())
     p.info("emu emulates devices, not CPUs: -cpu has no effect")
 
 
@@ -94,13 +93,16 @@ def kernel_like(p: ParseState, arg: str) -> None:
 
 @option("d")
 def log_items(p: ParseState, arg: str) -> None:
-    if arg in HELP_WORDS:
-        raise EarlyExit("Log items (comma separated):\n" + "\n".join(
-            f"{k:<15} {v}" for k, v in LOG_ITEMS.items()))
+    if arg in HELP_WORDS or arg in ("trace:help", "trace:?"):
+        raise EarlyExit(trace.items_help() if arg in HELP_WORDS else trace.events_help())
     for item in arg.split(","):
-        if item not in LOG_ITEMS:
+        if item.startswith("trace:"):
+            enable_events(p, item[len("trace:"):])
+        elif item in trace.QEMU_CPU_ITEMS:
+            p.info(f"log item '{item}' is QEMU's CPU emulation: emu has none")
+        elif item not in trace.ITEMS:
             raise OptionError(f"unknown log item '{item}' (-d help lists them)")
-        if item not in p.cfg.log_items:
+        elif item not in p.cfg.log_items:
             p.cfg.log_items.append(item)
 
 
@@ -109,22 +111,34 @@ def log_file(p: ParseState, arg: str) -> None:
     p.cfg.log_file = arg
 
 
-@option("trace")
-def trace(p: ParseState, arg: str) -> None:
-    if arg in HELP_WORDS:
-        raise EarlyExit("\n".join(f"{k:<16} {v}" for k, v in TRACE_EVENTS.items()))
-    values = p.opts(arg, TRACE)
-    if "file" in values:
-        p.cfg.trace.file = values["file"]
-    pattern = values.get("enable")
-    if pattern is None:
-        return
-    matched = fnmatch.filter(TRACE_EVENTS, pattern)
+def enable_events(p: ParseState, pattern: str) -> None:
+    matched = trace.matching(pattern)
     if not matched:
         p.warn(f"trace event '{pattern}' does not exist")
     for ev in matched:
         if ev not in p.cfg.trace.events:
             p.cfg.trace.events.append(ev)
+
+
+@option("trace")
+def trace_(p: ParseState, arg: str) -> None:
+    if arg in HELP_WORDS or arg in ("enable=help", "enable=?"):
+        raise EarlyExit(trace.events_help())
+    values = p.opts(arg, TRACE)
+    if "file" in values:
+        p.cfg.trace.file = values["file"]
+    if "events" in values:
+        # QEMU reads the file while parsing too; a pattern a line, '#' comments
+        try:
+            with open(values["events"], encoding="utf-8") as f:
+                patterns = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+        except OSError as e:
+            raise OptionError(f"cannot open trace events file '{values['events']}': "
+                              f"{e.strerror}") from None
+        for pattern in patterns:
+            enable_events(p, pattern)
+    if "enable" in values:
+        enable_events(p, values["enable"])
 
 
 @option("pidfile")
@@ -149,6 +163,16 @@ flag("no_reboot", "no-reboot")
 flag("mem_prealloc", "mem-prealloc")
 
 
-@option("nographic", "nodefaults", "no-user-config", "no-hpet", "no-acpi", arg=False)
+@option("nographic", arg=False)
+def nographic(p: ParseState) -> None:
+    p.nographic = True          # QEMU's default serial port then goes to stdio
+
+
+@option("nodefaults", arg=False)
+def nodefaults(p: ParseState) -> None:
+    p.nodefaults = True         # no default serial port
+
+
+@option("no-user-config", "no-hpet", "no-acpi", arg=False)
 def harmless(p: ParseState) -> None:
     """Flags that change nothing emu has."""

@@ -8,15 +8,13 @@ are QEMU 7.2's where QEMU has the option.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable
-
-from emu.config import PAGE_SIZE, PCIAddress
-from emu.keyval import (MAC_RE, SIZE_HELP, OptionError, Param, Schema, boolean, choice, identifier,
-                        integer, power_of_two, size, string, to_size)
-
-def _ign(name: str, parse: Callable[[str, str], Any] = boolean, help: str = "") -> Param:
-    return Param(name, parse, help, ignored=True)
+from emu.config import PAGE_SIZE
+from emu.devprops import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL,  # noqa: F401
+                          MUST_BE_OFF, VIRTIO_DEVICE_OF, VIRTIO_NET_FEATURES,
+                          VHOST_PCI_MODE as _VHOST_PCI_MODE,
+                          ignored as _ign)
+from emu.keyval import (SIZE_HELP, OptionError, Param, Schema, boolean, choice, identifier, integer,
+                        size, string, to_size)
 
 
 def _ram_size(name: str, text: str) -> int:
@@ -36,50 +34,15 @@ def _backend_size(name: str, text: str) -> int:
     return _page_multiple(name, size(name, text))
 
 
-_ADDR_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]{1,2})(?:\.([0-7]))?\Z")
-
-
-def _prop_error(driver: str, name: str, text: str) -> OptionError:
-    return OptionError(f"Property '{driver}.{name}' doesn't take value '{text}'")
-
-
-def _mac(driver: str) -> Callable[[str, str], str]:
-    def parse(name: str, text: str) -> str:
-        if not MAC_RE.match(text):
-            raise _prop_error(driver, name, text)
-        return text.lower().replace("-", ":")
-    parse.kind = "macaddr"  # type: ignore[attr-defined]
-    return parse
-
-
-def _pci_addr(driver: str) -> Callable[[str, str], PCIAddress]:
-    def parse(name: str, text: str) -> PCIAddress:
-        m = _ADDR_RE.match(text)
-        if not m or int(m.group(1), 16) > 0x1F:
-            raise _prop_error(driver, name, text)
-        return PCIAddress(int(m.group(1), 16), int(m.group(2) or 0))
-    parse.kind = "slot[.fn]"  # type: ignore[attr-defined]
-    return parse
-
-
 def _fd(name: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise OptionError(f"Unable to parse FD number {text}")
     return int(text)
 
 
-def _window(name: str, text: str) -> int:
-    value = size(name, text)
-    if value < 2 << 20 or value & (value - 1):
-        raise OptionError(f"Parameter '{name}' expects a power of two of at least 2M")
-    return value
-
-
-for _parser, _kind in ((_ram_size, "size"), (_backend_size, "size"), (_window, "size"), (_fd, "fd")):
+for _parser, _kind in ((_ram_size, "size"), (_backend_size, "size"), (_fd, "fd")):
     _parser.kind = _kind  # type: ignore[attr-defined]
 
-_ON_OFF_AUTO = choice("on", "off", "auto")
-_VHOST_PCI_MODE = choice("auto", "seed", "off")
 
 NAME = Schema((Param("guest", string, "the VM's name"),
                _ign("process", string, "process name"),
@@ -90,9 +53,20 @@ MEMORY = Schema((Param("size", _ram_size, "guest RAM size (default unit M)"),), 
 _MACHINE_IGNORED = ("acpi", "dump-guest-core", "graphics", "hpet", "i8042", "kernel-irqchip",
                     "mem-merge", "nvdimm", "pic", "pit", "sata", "smbus", "smm",
                     "suppress-vmdesc", "usb", "vmport")
-MACHINE = Schema((Param("type", string, "machine type (q35, pc, none)"),
+def _below_4g(name: str, text: str) -> int:
+    value = size(name, text)
+    if value > 4 << 30:
+        raise OptionError(f"Machine option 'max-ram-below-4g={value}' expects size less than "
+                          f"or equal to 4G")
+    return value
+
+
+_below_4g.kind = "size"  # type: ignore[attr-defined]
+
+MACHINE = Schema((Param("type", string, "machine type (pc, q35, none)"),
                   Param("memory-backend", identifier, "id of the -object memory-backend-* for RAM"),
-                  _ign("accel", string, "accelerator list"),
+                  Param("max-ram-below-4g", _below_4g, "RAM below 4 GiB at most (pc, q35)"),
+                  Param("accel", string, "accelerator list (qtest: the qtest accelerator)"),
                   *(_ign(n, string) for n in _MACHINE_IGNORED)),
                  implied="type", unknown="Property '{owner}-machine.{key}' not found")
 
@@ -102,9 +76,12 @@ ACCEL = Schema((Param("accel", string, "accelerator name"),
                                             "kvm-shadow-mem", "dirty-ring-size"))),
                implied="accel")
 
-SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in
-                   ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")),
-             implied="cpus")
+SMP_KEYS = ("cpus", "maxcpus", "sockets", "dies", "clusters", "cores", "threads")
+SMP = Schema(tuple(Param(n, integer(0, 4096)) for n in SMP_KEYS), implied="cpus")
+
+SET = Schema(())            # -set GROUP.ID.PROP=VALUE: parsed by its handler
+GLOBAL = Schema((Param("driver", string, "device type"), Param("property", string, "property"),
+                 Param("value", string, "default value")))
 
 _BACKEND_COMMON = (Param("id", identifier, "object id"),
                    Param("size", _backend_size, "size in bytes (K/M/G/T suffixes)"),
@@ -130,6 +107,8 @@ OBJECTS: dict[str, Schema] = {
                            _ign("insert", choice("behind", "before")))),
 }
 
+_LOGFILE = (Param("logfile", string, "a copy of the output (serial ports), e.g. /dev/fdset/N"),
+            Param("logappend", boolean, "append to logfile instead of truncating it"))
 SOCKET_NOT_SUPPORTED = ("host", "port", "to", "ipv4", "ipv6", "telnet", "tn3270", "websocket",
                          "tls-creds", "tls-authz", "nodelay", "abstract", "tight")
 CHARDEVS: dict[str, Schema] = {
@@ -139,9 +118,21 @@ CHARDEVS: dict[str, Schema] = {
                       Param("server", boolean, "listen instead of connect"),
                       Param("wait", boolean, "with server=on: wait for a client before starting"),
                       Param("reconnect", integer(0, 1 << 31), "client: seconds before re-connecting"),
-                      _ign("logfile", string), _ign("logappend"))),
-    "stdio": Schema((Param("id", identifier, "chardev id"), _ign("signal"))),
+                      *_LOGFILE)),
+    "stdio": Schema((Param("id", identifier, "chardev id"), _ign("signal"),
+                     *_LOGFILE)),
+    "file": Schema((Param("id", identifier, "chardev id"),
+                    Param("path", string, "the file (or /dev/fdset/N) the output goes to"),
+                    Param("append", boolean, "append instead of truncating"),
+                    *_LOGFILE)),
+    "pty": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),
+                   _ign("logappend"))),
+    "null": Schema((Param("id", identifier, "chardev id"), _ign("logfile", string),
+                    _ign("logappend"))),
 }
+#: -serial unix:PATH,...
+SERIAL_OPTS = Schema((Param("server", boolean), Param("wait", boolean),
+                      Param("reconnect", integer(0, 1 << 31))))
 
 NETDEVS: dict[str, Schema] = {
     "vhost-user": Schema((Param("id", identifier, "netdev id"),
@@ -150,60 +141,6 @@ NETDEVS: dict[str, Schema] = {
                           Param("vhost-pci", _VHOST_PCI_MODE, "vhost-pci extension: auto, seed or off"),
                           _ign("vhostforce"))),
 }
-
-_PCI_IGNORED = (_ign("romfile", string), _ign("rombar", integer(0, 1)), _ign("bootindex", integer(-1, 1 << 31)),
-                _ign("bus", choice("pcie.0", "pci.0")), _ign("multifunction"), _ign("ats"), _ign("aer"),
-                _ign("acpi-index", integer(0, (1 << 32) - 1)), _ign("x-pcie-lnksta-dllla"),
-                _ign("disable-legacy", _ON_OFF_AUTO, "emu's devices are modern-only"),
-                Param("disable-modern", boolean, "must be off: emu's devices are modern-only"),
-                Param("iommu_platform", boolean, "must be off"))
-VIRTIO_NET_FEATURES = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn",
-                       "guest_ufo", "guest_announce", "host_tso4", "host_tso6", "host_ecn", "host_ufo",
-                       "ctrl_vq", "ctrl_rx", "ctrl_vlan", "ctrl_rx_extra", "ctrl_mac_addr",
-                       "ctrl_guest_offloads", "status", "any_layout", "in_order", "notify_on_empty")
-
-
-def _device_schema(driver: str, *params: Param) -> Schema:
-    return Schema((Param("id", identifier, "device id"),
-                   Param("addr", _pci_addr(driver), "PCI slot and function, e.g. 06.0"),
-                   Param("vectors", integer(0, 2048), "MSI-X vectors (0: INTx)"),
-                   Param("mac", _mac(driver), "MAC address"),
-                   Param("mrg_rxbuf", boolean, "VIRTIO_NET_F_MRG_RXBUF"),
-                   Param("event_idx", boolean, "VIRTIO_RING_F_EVENT_IDX"),
-                   Param("indirect_desc", boolean, "VIRTIO_RING_F_INDIRECT_DESC"),
-                   Param("packed", boolean, "VIRTIO_F_RING_PACKED: offer packed virtqueues "
-                                            "(default off, as QEMU)"),
-                   *params, *_PCI_IGNORED),
-                  unknown="Property '{owner}.{key}' not found")
-
-
-DEVICES: dict[str, tuple[Schema, str]] = {
-    "virtio-net-pci": (_device_schema(
-        "virtio-net-pci",
-        Param("netdev", identifier, "id of the -netdev (vhost-user front-end)"),
-        Param("mq", boolean, "VIRTIO_NET_F_MQ"),
-        Param("host_mtu", integer(68, 65535), "VIRTIO_NET_F_MTU with this MTU"),
-        Param("rx_queue_size", power_of_two(256, 1024), "rx virtqueue size"),
-        Param("tx_queue_size", power_of_two(256, 1024), "tx virtqueue size"),
-        *(Param(f, boolean, "virtio-net feature") for f in VIRTIO_NET_FEATURES)),
-        "virtio-net over modern virtio-pci; its back-end is a vhost-user netdev"),
-    "vhost-pci-net": (_device_schema(
-        "vhost-pci-net",
-        Param("chardev", identifier, "the vhost-user socket chardev (this device is the back-end)"),
-        Param("window", _window, "peer-memory BAR size (power of two, default 4G)"),
-        Param("queues", integer(1, 256), "max_virtqueue_pairs"),
-        Param("ack-timeout", integer(0, 60000), "ms the driver has to release the window"),
-        Param("vhost-pci", _VHOST_PCI_MODE, "vhost-pci extension: auto, seed or off"),
-        Param("peer-vqs", integer(2, 176), "vrings a peer may use (default 8)"),
-        Param("max-connections", integer(1, 64), "front-ends connected at once, one served (default 1)"),
-        Param("max-payload", integer(268, 1 << 20), "bytes of one vhost-user message (default 4096)"),
-        Param("max-regions", integer(1, 32), "peer memory regions (default 8)"),
-        Param("max-mem", size, "peer memory mapped at once (default: the window)"),
-        Param("message-timeout", integer(1, 3600000),
-              "ms a front-end may take to send one whole message (default 10000)")),
-        "vhost-pci-net: a vhost-user back-end that exposes the peer VM's memory in a BAR"),
-}
-DEVICE_ALIASES = {"virtio-net": "virtio-net-pci"}
 
 NUMA = Schema((Param("type", choice("node"), "emu has one NUMA node"),
                Param("memdev", identifier, "the node's memory backend: guest RAM"),
@@ -219,25 +156,37 @@ QMP_OPTS = Schema((Param("server", boolean), Param("wait", boolean),
                    Param("reconnect", integer(0, 1 << 31))))
 
 TRACE = Schema((Param("enable", string, "event name pattern"),
-                Param("file", string, "trace output file")), implied="enable")
+                Param("events", string, "a file of event name patterns, one a line"),
+                Param("file", string, "trace output file (the log: as -D)")), implied="enable")
 
-LOG_ITEMS = {
-    "guest_errors": "log when the guest driver misuses a device",
-    "unimp": "log accesses to unimplemented device functionality",
-    "vhost_user": "log vhost-user requests and state changes",
-    "pci": "log PCI configuration and BAR accesses",
-    "qmp": "log QMP commands and events",
+# -- the boilerplate a manager (libvirt) passes: recorded, or accepted without effect --
+MSG = Schema((Param("timestamp", boolean, "prefix messages and trace lines with the time"),
+              Param("guest-name", boolean, "prefix messages with the guest name (-name)")))
+UUID = Schema((Param("uuid", string, "the VM's UUID (query-uuid)"),), implied="uuid")
+SANDBOX = Schema((Param("enable", boolean, "seccomp sandbox (emu installs none)"),
+                  *(Param(n, choice("allow", "deny", "children"), "a seccomp rule (emu: none)")
+                    for n in ("obsolete", "elevateprivileges", "spawn", "resourcecontrol"))),
+                 implied="enable")
+OVERCOMMIT = Schema((Param("mem-lock", boolean, "lock guest memory (emu: must be off)"),
+                     _ign("cpu-pm", boolean)))
+RTC = Schema((_ign("base", string, "utc, localtime or a date"),
+              _ign("clock", choice("host", "rt", "vm")),
+              _ign("driftfix", choice("none", "slew"))))
+BOOT = Schema((_ign("order", string), _ign("once", string), _ign("menu", boolean),
+               _ign("splash", string), _ign("splash-time", integer(0, 65535)),
+               _ign("reboot-timeout", integer(-1, 65535)), _ign("strict", boolean)),
+              implied="order")
+ADD_FD = Schema((Param("fd", integer(-1, (1 << 31) - 1), "an inherited file descriptor"),
+                 Param("set", integer(-1, (1 << 63) - 1), "the fd set it joins: /dev/fdset/SET"),
+                 Param("opaque", string, "free text (query-fdsets)")))
+AUDIODEV = Schema((Param("id", identifier, "audio backend id"),
+                   Param("driver", string, "audio driver (emu has no audio)"),
+                   Param("timer-period", integer(0, 1 << 31), "microseconds")))
+NIC = Schema((Param("type", choice("none"), "none: no default NIC (emu has none anyway)"),),
+             implied="type")
+#: -object types libvirt always adds that emu has no use for
+IGNORED_OBJECTS: dict[str, Schema] = {
+    "secret": Schema((Param("id", identifier, "object id"),
+                      *(Param(n, string, "secret's value (emu uses no secret)")
+                        for n in ("format", "file", "data", "keyid", "iv")))),
 }
-TRACE_EVENTS = {
-    "vhost_user_wire": "every vhost-user message, one JSON object per line (emu.vhost_user.wirelog)",
-    "qmp": "every QMP message received and sent",
-}
-
-#: -device properties that exist only to be refused when on
-MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
-               "iommu_platform": "emu has no IOMMU"}
-#: -device property -> emu.config field, where the names differ
-FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
-               "max-connections": "max_connections", "max-payload": "max_payload",
-               "max-regions": "max_regions", "max-mem": "max_mem",
-               "message-timeout": "message_timeout_ms"}

@@ -42,12 +42,19 @@ class ParseState:
     def __init__(self) -> None:
         self.cfg = MachineConfig()
         self.origin = ""                # the option being parsed, for messages
+        self.option = ""                # its name, without the dash (help titles)
         self.ram_size_given = False     # -m
         self.machine_accel = False      # -machine accel=
         self.accel_option = False       # -accel
         self.machine_origin = "-machine"
         self.numa_origin: str | None = None
+        self.qtest_log_origin = "-qtest-log"
+        self.smp_values: dict[str, int] = {}   # -smp as given
+        self.smp_origin = ""
         self.compat_monitors = 0        # -qmp monitors so far (compat_monitorN)
+        self.serial_index = 0           # -serial options so far (COM1, COM2...)
+        self.nographic = False          # -nographic
+        self.nodefaults = False         # -nodefaults
 
     def warn(self, text: str) -> None:
         self.cfg.messages.append(f"{self.origin}: warning: {text}")
@@ -55,10 +62,16 @@ class ParseState:
     def info(self, text: str) -> None:
         self.cfg.messages.append(f"{self.origin}: info: {text}")
 
-    def opts(self, arg: str | list[tuple[str, str | None]], schema: Schema, **fmt: str) -> dict[str, Any]:
-        """Typed values of *arg* (an option string, or pairs from split_head)."""
+    def opts(self, arg: str | list[tuple[str, str | None]], schema: Schema, *,
+             title: str | None = None, **fmt: str) -> dict[str, Any]:
+        """Typed values of *arg* (an option string, or pairs from split_head).
+
+        A bare ``help`` among them prints the schema (``TITLE options:``,
+        *title* defaulting to the option's name) and exits, as QemuOpts does."""
         warnings: list[str] = []
         pairs = parse_pairs(arg, schema.implied) if isinstance(arg, str) else arg
+        if wants_help(pairs) or (schema.implied and (schema.implied, "help") in pairs):
+            raise EarlyExit(schema.help(title or self.option))
         values = typed_values(pairs, schema, warnings, **fmt)
         for w in warnings:
             self.cfg.messages.append(f"{self.origin}: {w}")

@@ -22,6 +22,23 @@ def device_help() -> str:
     return "\n".join(lines)
 
 
+def cpu_help() -> str:
+    """``-cpu help`` in QEMU's format; emu runs no CPU model, so every
+    name is accepted and the list only shows the usual ones."""
+    return "Available CPUs:\n" + "\n".join(f"x86 {name:<20}  {desc}" for name, desc in (
+        ("host", "accepted: emu emulates devices, not CPUs (any -cpu has no effect)"),
+        ("max", "accepted, no effect"),
+        ("qemu64", "accepted, no effect (QEMU's default)")))
+
+
+def vga_help() -> str:
+    return f"{'none':<20} no graphic card (emu has no display; any other -vga is ignored)"
+
+
+def display_help() -> str:
+    return "Available display backend types:\nnone"
+
+
 def usage() -> str:
     return f"""{version_text()}
 usage: emu [options]

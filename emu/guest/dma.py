@@ -21,5 +21,5 @@ class DmaPool:
             raise EmuBug(f"guest RAM exhausted: need 0x{size:x} bytes at 0x{gpa:x}, "
                          f"RAM ends at 0x{self.end:x} (give the VM more -m)")
         self.cursor = gpa + size
-        self.ram.view(gpa, size)[:] = 0
+        self.ram.fill(gpa, size)
         return gpa

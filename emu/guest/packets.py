@@ -7,9 +7,9 @@ requests, which is all a Linux guest's ``ping`` needs.
 """
 from __future__ import annotations
 
-import ipaddress
-
-import dpkt
+# dpkt (and ipaddress) are imported where a frame is built or parsed, not
+# with this module: they cost tens of milliseconds, and a guest whose app
+# never builds a frame (echo, sink) should boot without them
 
 STAMP_OFF = 14 + 20 + 8          # first UDP payload byte
 MIN_STAMPED = STAMP_OFF + 8      # smallest frame that holds a stamp
@@ -36,6 +36,9 @@ def udp_frame(size: int, src_mac="02:00:00:00:00:01", dst_mac="02:00:00:00:00:02
     """An Ethernet/IPv4/UDP frame of exactly ``size`` bytes (no FCS)."""
     if size < 14 + 20 + 8:
         raise ValueError(f"a UDP frame needs at least 42 bytes, not {size}")
+    import ipaddress
+
+    import dpkt
     payload = bytes(size - 42)
     udp = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
     udp.ulen = 8 + len(payload)
@@ -59,6 +62,7 @@ class Responder:
     address claimed in ARP replies and used as the reply source."""
 
     def __init__(self, mac="02:00:00:00:00:02", ip: str | None = None):
+        import ipaddress
         self.mac = mac_bytes(mac)
         self.ip = ipaddress.IPv4Address(ip).packed if ip else None
         self.arp_replies = 0
@@ -69,6 +73,7 @@ class Responder:
         return self.ip is None or addr == self.ip
 
     def reply(self, frame: bytes) -> bytes | None:
+        import dpkt
         try:
             eth = dpkt.ethernet.Ethernet(frame)
         except (dpkt.UnpackError, ValueError):
@@ -82,6 +87,7 @@ class Responder:
         return None
 
     def _arp(self, eth) -> bytes | None:
+        import dpkt
         a = eth.data
         if a.op != dpkt.arp.ARP_OP_REQUEST or not self._mine(a.tpa):
             self.ignored += 1
@@ -93,6 +99,7 @@ class Responder:
                                             type=dpkt.ethernet.ETH_TYPE_ARP, data=r))
 
     def _icmp(self, eth) -> bytes | None:
+        import dpkt
         ip, icmp = eth.data, eth.data.data
         if icmp.type != dpkt.icmp.ICMP_ECHO or not self._mine(ip.dst):
             self.ignored += 1

@@ -105,6 +105,11 @@ _vectors_of_bus: "weakref.WeakKeyDictionary[object, VectorAllocator]" = \
     weakref.WeakKeyDictionary()
 
 
+def reset_vectors(bus: BusAPI) -> None:
+    """A reboot: the guest's interrupt vectors are all free again."""
+    _vectors_of_bus.pop(bus, None)
+
+
 def vectors_for(bus: BusAPI) -> VectorAllocator:
     """The default vector allocator of the guest that owns ``bus``."""
     alloc = _vectors_of_bus.get(bus)

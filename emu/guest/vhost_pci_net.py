@@ -164,7 +164,7 @@ class VhostPciNetDriver(DeviceLifecycle):
         base, ring_bytes, bufs, ind = self._areas[index]
         packed = bool(self.features & V.F_RING_PACKED)
         desc, avail, used, _ = (P if packed else R).ring_layout(base, num)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         info = self.vp.setup_queue(index, desc, avail, used, size=num)
         drv = ring.DriverQueue(self.ram, info.size, desc, avail, used, bufs, self.buf_size,
                                layout=self.layout, ind_gpa=ind, features=self.features,
@@ -264,6 +264,11 @@ class VhostPciNetDriver(DeviceLifecycle):
         except Exception as e:       # the peer's addresses are untrusted
             log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
             return None
+        if q.used_idx != q.last_avail_idx:
+            # a driver that rebooted while the peer's rings ran on: this
+            # device side completes in order, so it resumes where the used
+            # ring says (a fresh ring: used idx == SET_VRING_BASE)
+            q.reset(q.used_idx)
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")
         self.live_peer[index] = (key, q)

@@ -123,7 +123,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _queue(self, index: int) -> ring.DriverQueue:
         num = self.queue_size
         desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         vector = self._vector(index)
         info = self.vp.setup_queue(index, desc, avail, used, size=num, vector=vector)
         num = info.size
@@ -138,7 +138,7 @@ class VirtioNetDriver(DeviceLifecycle):
 
     def _ctrl_queue(self, index: int):
         desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)
-        self.ram.view(desc, ring_bytes)[:] = 0
+        self.ram.fill(desc, ring_bytes)
         self.vp.setup_queue(index, desc, avail, used, size=64, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
                 "avail_idx": 0, "used_seen": 0, "pos": 0, "wrap": 1}

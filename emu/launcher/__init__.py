@@ -5,122 +5,50 @@ greeting within milliseconds):
 
 1. ``-daemonize``: fork; the parent exits once the child is up (0) or
    failed (1), as QEMU's parent does.
-2. QMP listeners (``-qmp``, ``-mon``); heavy modules are imported only now.
-3. The machine: RAM, chardevs, netdevs, devices, captures, guest.
-   A failure here is reported ``emu: -device ...: reason`` with exit 1 and
+2. The monitors (``-qmp``, ``-mon``): their sockets made and the greeting
+   sent with plain socket calls (:mod:`~emu.launcher.early`), before
+   asyncio or any device module is imported.
+3. The heavy imports, then the machine (:mod:`~emu.launcher.process`):
+   RAM, chardevs, netdevs, devices, captures, serial ports, guest.  A
+   failure here is reported ``emu: -device ...: reason`` with exit 1 and
    leaves nothing behind.
-4. ``wait=on`` monitors: hold until a client connects.
+   The ``-qtest`` chardev connects here too (libqtest waits for it).
+4. ``wait=on`` monitors and qtest: hold until a client connects.
 5. Start (``-S``: prelaunch, the guest waits for ``cont``), then serve
-   until ``quit``, a signal (SHUTDOWN host-signal) or the guest's power-off.
+   until ``quit``, a signal (SHUTDOWN host-signal, exit status 0) or the
+   guest's power-off.  Under ``-accel qtest`` no guest program runs: the
+   qtest client is the only driver (:mod:`emu.launcher.qtest_mode`).
+
+This module imports only what steps 1 and 2 need; the rest is loaded on
+first use (``emu.launcher.serve``, ``build_machine``, ``MachineAdapter``).
 """
 from __future__ import annotations
 
-import asyncio
-import logging
+import importlib
 import os
-import signal
 import sys
 
-from emu.config import MachineConfig
-from emu.launcher.build import StartupError, build_machine
-from emu.launcher.control import MachineAdapter
-from emu.qmp import MonitorEndpoint, MonitorSetupError, QmpServer
+from emu.launcher.early import monitor_endpoints
+from emu.launcher.errors import StartupError
+
+TYPE_CHECKING = False   # typing itself is not imported: this runs before the greeting
+if TYPE_CHECKING:       # not at run time: emu.config is not needed to greet
+    from typing import Any
+
+    from emu.config import MachineConfig
+    from emu.launcher.early import EarlyMonitors
 
 __all__ = ["run", "serve", "monitor_endpoints", "build_machine", "MachineAdapter", "StartupError"]
 
-log = logging.getLogger("emu")
+_LAZY = {"serve": "emu.launcher.process", "build_machine": "emu.launcher.build",
+         "MachineAdapter": "emu.launcher.control", "Created": "emu.launcher.build"}
 
 
-def monitor_endpoints(cfg: MachineConfig) -> list[MonitorEndpoint]:
-    """Where each ``-qmp`` / ``-mon`` monitor listens or connects."""
-    out = []
-    for mon in cfg.monitors:
-        dev = cfg.chardev(mon.chardev)
-        assert dev is not None, "parse_args checked the reference"
-        out.append(MonitorEndpoint(label=dev.id, path=dev.path, fd=dev.fd, stdio=dev.backend == "stdio",
-                                   server=dev.server, wait=dev.server and dev.wait,
-                                   reconnect=float(dev.reconnect), pretty=mon.pretty))
-    return out
-
-
-def _setup_logging(cfg: MachineConfig) -> None:
-    level = logging.DEBUG if "vhost_user" in cfg.log_items or "all" in cfg.log_items \
-        else logging.WARNING
-    handler = logging.FileHandler(cfg.log_file) if cfg.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("emu: %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level)
-    if "guest_errors" in cfg.log_items:
-        logging.getLogger("emu.pci.errors").setLevel(logging.DEBUG)
-
-
-async def serve(cfg: MachineConfig, ready=None) -> int:
-    """Monitors, machine, run until the end; :class:`StartupError` (with
-    everything released) if a monitor or the machine cannot be set up.
-    *ready* is called once the machine runs (``-daemonize``'s parent exits)."""
-    server = QmpServer()
-    for ep, mon in zip(monitor_endpoints(cfg), cfg.monitors):
-        try:
-            await server.add_monitor(ep)
-        except MonitorSetupError as e:
-            await server.close()
-            raise StartupError(mon.origin, str(e)) from None
-    # Let the sessions send their greetings now: building the machine blocks
-    # the loop for a while (imports, RAM), and a harness that negotiates
-    # meanwhile sees every event of the machine's start-up.
-    await asyncio.sleep(0)
-    _setup_logging(cfg)
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    try:
-        machine = build_machine(cfg, server.emit)
-    except BaseException:
-        await server.close()
-        raise
-    adapter = MachineAdapter(machine, cfg, server.emit, lambda: loop.call_soon_threadsafe(done.set))
-
-    def on_event(name, data):
-        if name == "EMU_GUEST_POWEROFF":
-            loop.call_soon_threadsafe(adapter.guest_powered_off)
-    machine.add_event_listener(on_event)
-    server.attach(adapter)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, adapter.signal)
-    await server.wait_for_clients()
-    # start-up may wait (a reconnect= netdev waits for its first back-end,
-    # as QEMU does): a quit or a signal meanwhile still ends the process
-    starting = loop.create_task(machine.start(paused=cfg.start_paused))
-    stopper = loop.create_task(done.wait())
-    await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        starting.cancel()
-        try:
-            await starting
-        except (asyncio.CancelledError, Exception):
-            pass
-    elif starting.exception() is not None:
-        e = starting.exception()
-        stopper.cancel()
-        await machine.close()
-        await server.close()
-        raise StartupError(_origin_of(cfg, e), str(e))
-    if ready is not None and not done.is_set():
-        ready()
-    await done.wait()
-    stopper.cancel()
-    await machine.close()
-    await server.close()
-    return 0
-
-
-def _origin_of(cfg: MachineConfig, err: BaseException) -> str:
-    """The -netdev a start-up failure is about (start-up waits for netdevs only)."""
-    for n in cfg.netdevs:
-        ch = cfg.chardev(n.chardev)
-        if n.id in str(err) or (ch is not None and str(ch.path) in str(err)):
-            return n.origin
-    return cfg.netdevs[0].origin if cfg.netdevs else ""
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'emu.launcher' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def _daemonize():
@@ -151,9 +79,14 @@ def _daemonize():
     return ready
 
 
-def run(cfg: MachineConfig) -> int:
+def run(cfg: MachineConfig, early: EarlyMonitors | None = None) -> int:
     """The process: 0 after ``quit``, a signal or the guest's power-off;
-    1 (``emu: ORIGIN: reason`` on stderr) if it could not start."""
+    1 (``emu: ORIGIN: reason`` on stderr) if it could not start.  *early*:
+    monitors greeted before the command line was parsed (emu/__main__.py);
+    those the parser agrees with are kept, the others opened now."""
+    from emu.launcher.early import EarlyMonitors, catch_signals
+    from emu.qmp.endpoint import MonitorSetupError
+    signals = catch_signals()
     ready = None
     if cfg.daemonize:
         ready = _daemonize()
@@ -162,12 +95,29 @@ def run(cfg: MachineConfig) -> int:
             with open(cfg.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         except OSError as e:
-            return _fatal(f"cannot create PID file: {e}")
+            return _fatal(f"cannot create PID file: {e}", cfg)
+    if early is None:
+        early = EarlyMonitors([], [])
     try:
-        return asyncio.run(serve(cfg, ready))
-    except StartupError as e:
-        return _fatal(str(e))
+        try:
+            early.reconcile(monitor_endpoints(cfg), [m.origin for m in cfg.monitors])
+        except MonitorSetupError as e:
+            return _fatal(f"{getattr(e, 'origin', '')}: {e}" if getattr(e, "origin", "") else str(e),
+                          cfg)
+        # the greeting is out: now the heavy part
+        from emu.launcher.early import phase
+        phase("parsed")
+        import asyncio
+        from emu.launcher import logs, process
+        phase("imported asyncio and the launcher")
+        try:
+            return asyncio.run(process.serve(cfg, ready, early, signals))
+        except StartupError as e:
+            return _fatal(str(e), cfg)
+        finally:
+            logs.close()
     finally:
+        early.close()
         if cfg.pidfile:
             try:
                 os.unlink(cfg.pidfile)
@@ -175,6 +125,10 @@ def run(cfg: MachineConfig) -> int:
                 pass
 
 
-def _fatal(msg: str) -> int:
-    print(f"emu: {msg}", file=sys.stderr)
+def _fatal(msg: str, cfg: MachineConfig | None = None) -> int:
+    prefix = ""
+    if cfg is not None and (cfg.msg_timestamp or cfg.msg_guest_name):
+        from emu.trace import message_prefix
+        prefix = message_prefix(cfg.msg_timestamp, cfg.name if cfg.msg_guest_name else None)
+    print(f"{prefix}emu: {msg}", file=sys.stderr)
     return 1

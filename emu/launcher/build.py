@@ -7,82 +7,89 @@ once the monitors listen.  A failure names the option at fault
 """
 from __future__ import annotations
 
-import sys
+import os
 from typing import Any, Callable
 
+from emu import fdset
 from emu.config import FilterDump, MachineConfig, VhostPCINet, VirtioNetPCI
 from emu.errors import PeerError
 from emu.guest import registry
-
-DEFAULT_MAC = (0x52, 0x54, 0x00, 0x12, 0x34, 0x56)
-
-
-class StartupError(Exception):
-    """A configuration the machine cannot build, or a monitor that cannot
-    be set up; ``origin`` names the option.  Fatal: ``emu: ...``, exit 1."""
-
-    def __init__(self, origin: str, msg: str):
-        super().__init__(f"{origin}: {msg}" if origin else msg)
+from emu.launcher.errors import StartupError
 
 
-def mac_bytes(text: str | None, index: int) -> bytes:
-    """``mac=`` as given, or QEMU's default 52:54:00:12:34:56 + the NIC's index."""
-    if text:
-        return bytes(int(p, 16) for p in text.split(":"))
-    m = list(DEFAULT_MAC)
-    m[5] = (m[5] + index) & 0xFF
-    return bytes(m)
+class Created:
+    """Files start-up creates: removed again if the VM does not start
+    (a failed start leaves nothing behind)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def open(self, path: str, flags: int, fdsets) -> int:
+        new = fdset.set_id(path) is None and not os.path.lexists(path)
+        fd = fdset.open_path(path, flags | os.O_CREAT, 0o644, fdsets)
+        if new:
+            self.paths.append(path)
+        return fd
+
+    def remove(self) -> None:
+        for path in self.paths:
+            try:
+                if os.path.isfile(path) and not os.path.islink(path):
+                    os.unlink(path)
+            except OSError:
+                pass
+        self.paths = []
 
 
-def _wire_log(cfg: MachineConfig) -> Callable[[], Any] | None:
-    if "vhost_user_wire" not in cfg.trace.events:
-        return None
-    from emu.vhost_user.wirelog import WireLog
-    # one log per connection (the transport closes it when the peer goes)
-    target = cfg.trace.file or cfg.log_file or sys.stderr
-
-    def wire_log() -> WireLog:
-        return WireLog(target, label=cfg.name or "")
-    return wire_log
-
-
-def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None]):
+def build_machine(cfg: MachineConfig, emit: Callable[[str, dict | None], None],
+                  created: Created | None = None):
     """Everything the command line describes, not started yet."""
+    from emu.launcher.logs import wire_log_factory
     from emu.machine import Machine
     ram = cfg.ram
+    created = created if created is not None else Created()
+    numa = tuple(cfg.object(i).size for i in cfg.numa_memdevs)
     try:
         m = Machine(name=cfg.name or "", ram_size=ram.size, backend=ram.backend,
-                    mem_path=ram.mem_path, wire_log=_wire_log(cfg), machine_type=cfg.machine_type)
+                    mem_path=ram.mem_path, wire_log=wire_log_factory(cfg),
+                    machine_type=cfg.machine_type, cpus=cfg.smp, max_cpus=cfg.max_cpus,
+                    numa_nodes=numa, max_ram_below_4g=cfg.max_ram_below_4g,
+                    qtest=cfg.qtest_accel)
     except Exception as e:
         raise StartupError(ram.origin, f"cannot allocate guest RAM: {e}") from None
+    m.globals = list(cfg.globals)
+    m.device_parser = cfg.device_parser
     m.add_event_listener(emit)
     try:
-        _populate(m, cfg)
+        _populate(m, cfg, created)
     except BaseException:
         m.release()
+        created.remove()
         raise
     return m
 
 
-def _populate(m: Any, cfg: MachineConfig) -> None:
-    from emu.netdev import SocketSpec
-    from emu.virtio.vhost_pci_net import PeerLimits
-    monitors = {mon.chardev for mon in cfg.monitors}   # the QMP server's, not ours
+def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
+    from emu.machine import mac_bytes
+    # the QMP server's, the qtest endpoint's and the serial ports' chardevs
+    # are not the machine's
+    others = {mon.chardev for mon in cfg.monitors} | {s.chardev for s in cfg.serials} \
+        | ({cfg.qtest.chardev} if cfg.qtest else set())
+    if any(c.backend == "socket" and c.id not in others for c in cfg.chardevs):
+        from emu.netdev import SocketSpec       # the vhost-user modules, only when used
+    if any(isinstance(d, VhostPCINet) for d in cfg.devices):
+        from emu.virtio.vhost_pci_net import PeerLimits
     for c in cfg.chardevs:
-        if c.backend == "socket" and c.id not in monitors:
+        if c.backend == "socket" and c.id not in others:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
                                      wait=c.wait, reconnect=float(c.reconnect)))
     for n in cfg.netdevs:
         m.add_netdev_vhost_user(n.id, n.chardev, queues=n.queues, vhost_pci=n.vhost_pci)
     for i, d in enumerate(cfg.devices):
-        slot = d.addr.slot if d.addr else None
+        slot = d.addr
         try:
             if isinstance(d, VirtioNetPCI):
-                if d.netdev is None:
-                    # QEMU runs a NIC without a peer; emu's device model is
-                    # its vhost-user back-end, so there is nothing to run.
-                    raise ValueError("emu cannot run a NIC without a back-end: "
-                                     "give it netdev= (a vhost-user netdev)")
+                # a NIC without netdev= has no peer (emu.machine.NoPeer), as in QEMU
                 m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=mac_bytes(d.mac, i), addr=slot,
                                  mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                  indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,
@@ -100,7 +107,11 @@ def _populate(m: Any, cfg: MachineConfig) -> None:
     for obj in cfg.objects:
         if isinstance(obj, FilterDump):
             try:
-                m.add_filter_dump(obj.id, obj.netdev, obj.file, maxlen=obj.maxlen, queue=obj.queue)
+                fd = created.open(obj.file, os.O_WRONLY | os.O_TRUNC | os.O_APPEND, cfg.fdsets)
+                m.add_filter_dump(obj.id, obj.netdev, obj.file, maxlen=obj.maxlen, queue=obj.queue,
+                                  fd=fd)
+            except OSError as e:
+                raise StartupError(obj.origin, f"Could not open '{obj.file}': {e.strerror}") from None
             except Exception as e:
                 raise StartupError(obj.origin, str(e)) from None
     g = cfg.guest

@@ -3,11 +3,12 @@ over an :class:`emu.machine.Machine`, with QEMU's run-state rules."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable
 
 from emu.config import MachineConfig
 from emu.errors import PeerError
-from emu.launcher import views
+from emu.launcher import qom_views, views
 from emu.qmp.control import GUEST_SHUTDOWN, HOST_QMP_QUIT, HOST_SIGNAL, Emit, RunState
 from emu.qmp.errors import QmpError
 
@@ -18,16 +19,24 @@ APP_SWITCH_TIMEOUT = 10.0
 class MachineAdapter:
     """The monitor's view of one machine: actions, their events, the views."""
 
-    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None]):
+    def __init__(self, machine: Any, cfg: MachineConfig, emit: Emit, on_exit: Callable[[], None],
+                 serials: Any = None):
         self.m = machine
         self.cfg = cfg
+        self.serials = serials          # emu.launcher.serial.SerialPorts
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
     def name(self) -> str | None:
         return self.cfg.name
+
+    @property
+    def uuid(self) -> str:
+        """``-uuid``, or QEMU's all-zero default."""
+        return self.cfg.uuid or "00000000-0000-0000-0000-000000000000"
 
     @property
     def run_state(self) -> str:
@@ -50,9 +59,30 @@ class MachineAdapter:
             await self.m.guest_settled()
 
     async def system_reset(self) -> None:
-        self.rs.reset()
-        self.m.system_reset()
+        # (QEMU's qemu_system_reset: the devices first, then the RESET event)
+        done = self.m.system_reset()
+        if inspect.isawaitable(done):
+            await done
         await self.m.guest_settled()
+        self.rs.reset()
+
+    def started_running(self, machine: Any) -> None:
+        """The machine has started (paused if ``-S``): match the run state
+        the monitor set meanwhile."""
+        g = machine.guest
+        if g is None:
+            return
+        if self.rs.running and g.paused:
+            machine.cont()
+        elif not self.rs.running and not g.paused:
+            machine.stop()
+
+    # -- hotplug (emu.qmp.commands_devices) -----------------------------------------------
+    def device_add(self, args: dict[str, Any]) -> None:
+        self.m.hotplug.device_add(args)
+
+    def device_del(self, ident: str) -> None:
+        self.m.hotplug.device_del(ident)
 
     def system_powerdown(self) -> None:
         self.rs.powerdown()
@@ -111,10 +141,35 @@ class MachineAdapter:
         return views.query_pci(self.m)
 
     def query_chardev(self) -> list:
-        return views.query_chardev(self.m)
+        serial = self.serials.chardev_info() if self.serials is not None else []
+        return views.query_chardev(self.m) + serial
 
     def emu_stats(self) -> dict:
-        return views.emu_stats(self.m)
+        stats = views.emu_stats(self.m)
+        if self.serials is not None and self.serials.ports:
+            stats["serial"] = self.serials.stats()
+        if self.qtest is not None:
+            stats["qtest"] = self.qtest.stats()
+        return stats
 
     def info_network(self) -> str:
         return views.info_network(self.m)
+
+    def info_mtree(self) -> str:
+        return views.info_mtree(self.m)
+
+    # -- the QOM tree (emu.launcher.qom_views) ---------------------------------------------
+    def qom_list(self, path: str) -> list:
+        return qom_views.qom_list(self.m, self.cfg, path)
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        return qom_views.qom_get(self.m, self.cfg, path, prop)
+
+    def info_qom_tree(self, path: str | None) -> str:
+        return qom_views.info_qom_tree(self.m, path or "/machine")
+
+    def info_qtree(self) -> str:
+        return qom_views.info_qtree(self.m, self.cfg, self.query_pci())
+
+    def query_cpus_fast(self) -> list:
+        return views.query_cpus_fast(self.m, self.cfg.smp)

@@ -5,5 +5,5 @@ from __future__ import annotations
 from emu.machines.platform import Platform
 
 
-def build(machine_type, *, lock=None, ram=None) -> Platform:
+def build(machine_type, *, lock=None, ram=None, board=None) -> Platform:
     return Platform(machine_type, lock=lock, pci=False, ram=ram)

@@ -9,15 +9,32 @@ methods of :class:`emu.guest.pci.BusAPI`), and so can an outside driver
 access, RAM -- goes through the same address-space dispatch, bounds checks
 and device models.
 
-Layers (highest priority first): platform devices (the APIC's MSI window,
-the host bridge's CF8/CFC), PCI BARs, guest RAM.  RAM sits below the BARs
-because today's machines map RAM contiguously from 0: a VM with more RAM
-than the hole below 4 GiB must still reach its BARs.
+Layers (highest priority first): the reset control register at 0xCF9
+(on top of CONFIG_ADDRESS), platform devices (the APIC's MSI window, the
+I/O APIC, the host bridge's CF8/CFC, the chipset's ports, fw_cfg), PCI
+BARs, guest RAM.  RAM sits below the BARs: a BAR the guest places over RAM
+wins, as in QEMU.
+
+The PC types (:mod:`emu.machines.x86`) add their chipset: ``ioapic``
+(:class:`emu.machines.ioapic.IOAPIC`), ``fw_cfg``
+(:class:`emu.machines.fw_cfg.FwCfg`), the chipset functions on the bus,
+and on pc ``hotplug`` (:class:`emu.machines.hotplug.PciHotplug`).
+
+Requests the guest makes of the machine through the chipset (reset via
+0xCF9, ACPI soft-off) call :attr:`Platform.on_reset_request` /
+:attr:`Platform.on_power_off` on the guest's thread with the machine lock
+held: the machine must only schedule them.
+
+``clock``: the machine clock in ns (the ACPI PM timer's source); wall
+time from the platform's creation unless the machine sets another (the
+qtest virtual clock).
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from typing import Callable
 
 from emu.address_space import AddressSpace, Region
 from emu.pci.bar import RamBacking
@@ -27,8 +44,13 @@ from emu.pci.irq import InterruptController
 
 MEMORY_SIZE, MEMORY_SIZES = 1 << 64, (1, 2, 4, 8)
 IO_SIZE, IO_SIZES = 1 << 16, (1, 2, 4)
-PLATFORM_PRIORITY, PCI_PRIORITY, RAM_PRIORITY = 20, 10, 0
+OVERLAP_PRIORITY, PLATFORM_PRIORITY, PCI_PRIORITY, RAM_PRIORITY = 30, 20, 10, 0
 CONFIG_SIZES = (1, 2, 4)
+
+
+def _wall_clock() -> Callable[[], int]:
+    start = time.monotonic_ns()
+    return lambda: time.monotonic_ns() - start
 
 
 class _RamTarget:
@@ -49,19 +71,66 @@ class Platform:
                  pci: bool = True, ram=None):
         self.machine_type = machine_type
         self.lock = lock if lock is not None else threading.RLock()
-        self.memory = AddressSpace("mmio", MEMORY_SIZE, MEMORY_SIZES, self.lock)
+        # (QEMU: unassigned memory reads 0, unassigned I/O ports all ones)
+        self.memory = AddressSpace("mmio", MEMORY_SIZE, MEMORY_SIZES, self.lock,
+                                   unassigned_ones=False)
         self.io = AddressSpace("pio", IO_SIZE, IO_SIZES, self.lock)
         self.irq = InterruptController()
         self.memory.set_layer("apic", [self.irq.msi_window().region()], PLATFORM_PRIORITY)
         self.pci: PCIBus | None = None
         self.config_mechanism: ConfigMechanism | None = None
         self._unclaimed: Counter[str] = Counter()
+        self.clock: Callable[[], int] = _wall_clock()
+        self.ioapic = None
+        self.fw_cfg = None
+        self.hotplug = None
+        self.chipset: dict[str, object] = {}        # name -> chipset piece (monitor, tests)
+        self.ram_layout = None
+        self.on_reset_request: Callable[[], None] | None = None
+        self.on_power_off: Callable[[], None] | None = None
+        self.reset_requests = 0
+        self._reset_hooks: list[Callable[[], None]] = []
         if pci:
             self.pci = PCIBus(self.memory, self.io, self.irq, self.lock, priority=PCI_PRIORITY)
             self.config_mechanism = ConfigMechanism(self.pci)
             self.io.set_layer("host-bridge", self.config_mechanism.regions(), PLATFORM_PRIORITY)
         if ram is not None:
             self.map_guest_ram(ram)
+
+    def now(self) -> int:
+        """The machine clock (ns); follows :attr:`clock` if it is replaced."""
+        return self.clock()
+
+    # -- what the chipset asks of the machine ------------------------------------------------
+    def request_reset(self) -> None:
+        """The guest asked for a reset (0xCF9); the machine schedules it."""
+        self.reset_requests += 1
+        if self.on_reset_request is not None:
+            self.on_reset_request()
+
+    def request_power_off(self) -> None:
+        """The guest entered ACPI soft-off; the machine schedules the shutdown."""
+        if self.on_power_off is not None:
+            self.on_power_off()
+
+    def add_reset_hook(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs on :meth:`reset`, after the PCI functions."""
+        self._reset_hooks.append(hook)
+
+    def reset(self) -> None:
+        """System reset: every PCI function back to power-on (BARs, command,
+        the device's own state: a virtio device resets, its back-end is told),
+        then the platform devices (I/O APIC, fw_cfg, ...).  RAM is kept."""
+        with self.lock:
+            for bdf, f in sorted(self.functions.items()):
+                if self.functions.get(bdf) is f:     # a reset may eject (pending removals)
+                    f.reset()
+            if self.ioapic is not None:
+                self.ioapic.reset()
+            if self.fw_cfg is not None:
+                self.fw_cfg.reset()
+            for hook in self._reset_hooks:
+                hook()
 
     def map_guest_ram(self, ram) -> None:
         """Put ``ram`` (an :class:`emu.memory.GuestMemory`) into the memory
@@ -143,6 +212,11 @@ class Platform:
             out = {"unclaimed": dict(self.unclaimed), "irq": self.irq.stats(), "functions": {}}
             if self.pci is not None:
                 out["functions"] = self.pci.stats()["functions"]
+            if self.ioapic is not None:
+                out["ioapic"] = self.ioapic.stats()
+            for name, piece in self.chipset.items():
+                if hasattr(piece, "stats"):
+                    out.setdefault("chipset", {})[name] = piece.stats()
             return out
 
     def close(self) -> None:

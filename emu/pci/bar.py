@@ -12,7 +12,6 @@ import ctypes
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-import numpy as np
 
 from emu.errors import EmuBug
 from emu.spec import pci as regs
@@ -58,13 +57,21 @@ class RamBacking:
     def from_buffer(cls, buf, *, readonly: bool | None = None,
                     accessible: Callable[[int, int], bool] | None = None) -> "RamBacking":
         """Back a BAR with any C-contiguous buffer (mmap, bytearray, numpy...)."""
-        arr = np.frombuffer(buf, dtype=np.uint8)
+        view = memoryview(buf).cast("B")
         if readonly is None:
-            readonly = not arr.flags.writeable
-        elif not readonly and not arr.flags.writeable:
+            readonly = view.readonly
+        elif not readonly and view.readonly:
             raise EmuBug("a writable RAM BAR needs a writable buffer")
-        return cls(arr.ctypes.data, arr.nbytes, readonly=readonly,
-                   keepalive=(buf, arr), accessible=accessible)
+        if not view.readonly:
+            # ctypes, not numpy, for the address: a machine starts without numpy
+            import ctypes
+            arr = (ctypes.c_char * view.nbytes).from_buffer(view)
+            return cls(ctypes.addressof(arr), view.nbytes, readonly=readonly,
+                       keepalive=(buf, view, arr), accessible=accessible)
+        import numpy as np      # a read-only buffer (bytes): ctypes cannot take its address
+        a = np.frombuffer(buf, dtype=np.uint8)
+        return cls(a.ctypes.data, a.nbytes, readonly=readonly, keepalive=(buf, a),
+                   accessible=accessible)
 
     def check(self, offset: int, size: int) -> None:
         if offset < 0 or offset + size > self.length or (

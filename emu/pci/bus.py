@@ -22,7 +22,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from emu import trace
 from emu.errors import EmuBug
 from emu.address_space import AddressSpace, Region
 from emu.spec import pci as regs
@@ -31,9 +33,47 @@ from emu.pci.errors import BusError
 from emu.pci.function import PCIFunction, all_ones
 from emu.pci.irq import InterruptController
 
-INTX_GSI_BASE = 16          # PIRQ A..D -> GSI 16..19 (Q35-style routing)
+_cfg_read, _cfg_write = trace.event("pci_cfg_read"), trace.event("pci_cfg_write")
+_bar_read, _bar_write = trace.event("pci_bar_read"), trace.event("pci_bar_write")
+
+INTX_GSI_BASE = 16          # PIRQ A..D -> GSI 16..19 (the default router)
 PCI_LAYER = "pci"
 CONFIG_SIZES = (1, 2, 4)
+
+
+class IntxRouter(Protocol):
+    """Where the bus's INTx pins go: the chipset's interrupt router (PIIX3,
+    ICH9 LPC) or :class:`SwizzleRouter`.  A pin reaches one router input
+    (a PIRQ); the router ORs the functions driving each input and drives
+    the interrupt controller's lines as its routing registers say."""
+
+    def map_irq(self, bdf: int, pin: int) -> int:
+        """The router input INTx ``pin`` (1..4 = INTA..INTD) of ``bdf`` reaches."""
+
+    def set_irq(self, pirq: int, source: object, level: bool) -> None:
+        """``source`` (a function) drives input ``pirq`` to ``level``."""
+
+    def route(self, pirq: int) -> int | None:
+        """The interrupt line (GSI) input ``pirq`` reaches now, None if it
+        is not routed (what firmware reads from ACPI _PRT and writes to
+        INTERRUPT_LINE)."""
+
+
+class SwizzleRouter:
+    """A bus without a chipset router: the usual swizzle (slot + pin - 1)
+    mod 4 onto four fixed lines from GSI 16."""
+
+    def __init__(self, irq: InterruptController):
+        self.irq = irq
+
+    def map_irq(self, bdf: int, pin: int) -> int:
+        return ((bdf >> 3) % 32 + pin - 1) % regs.INTX_PINS
+
+    def set_irq(self, pirq: int, source: object, level: bool) -> None:
+        self.irq.set_intx(INTX_GSI_BASE + pirq, source, level)
+
+    def route(self, pirq: int) -> int | None:
+        return INTX_GSI_BASE + pirq
 
 
 def make_bdf(bus: int, device: int, function: int) -> int:
@@ -68,9 +108,18 @@ class _BarTarget:
         return self.bar.ram
 
     def read(self, offset: int, size: int) -> int:
-        return self.function.bar_read(self.bar.index, offset, size)
+        value = self.function.bar_read(self.bar.index, offset, size)
+        if _bar_read.on:
+            bdf = self.function.bdf or 0
+            _bar_read(self.function.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, self.bar.index,
+                      offset, size, value)
+        return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if _bar_write.on:
+            bdf = self.function.bdf or 0
+            _bar_write(self.function.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, self.bar.index,
+                       offset, size, value)
         self.function.bar_write(self.bar.index, offset, size, value)
 
     def ioeventfd_at(self, offset: int, size: int, data: int | None) -> int | None:
@@ -111,7 +160,13 @@ class PCIBus:
         self.priority = priority
         self.functions: dict[int, PCIFunction] = {}
         self.unclaimed: Counter[str] = Counter()
+        self.router: IntxRouter = SwizzleRouter(irq)
         self._rebuild()
+
+    def set_router(self, router: IntxRouter) -> None:
+        """Wire the INTx pins to the chipset's router (before any pin is asserted)."""
+        with self.lock:
+            self.router = router
 
     # -- building ---------------------------------------------------------------
     def plug(self, function: PCIFunction, device: int, fn: int = 0) -> int:
@@ -124,7 +179,7 @@ class PCIBus:
                 raise EmuBug(f"{format_bdf(bdf)} is already taken")
             function.plug(self, bdf, self.lock, self._intx_sink(function, bdf),
                           self.master_write)
-            function.add_mapping_listener(lambda f, b: self._rebuild())
+            function.add_mapping_listener(self._on_mapping)
             self.functions[bdf] = function
             same_slot = [f for b, f in self.functions.items() if b >> 3 == bdf >> 3]
             if len(same_slot) > 1:
@@ -134,22 +189,45 @@ class PCIBus:
             self._rebuild()
         return bdf
 
+    def unplug(self, bdf: int) -> PCIFunction:
+        """Take the function at ``bdf`` off the bus (a hot unplug): its INTx
+        deasserts, its BARs leave the address spaces, configuration cycles
+        to it answer all ones from now on."""
+        with self.lock:
+            function = self.functions.pop(bdf, None)
+            if function is None:
+                raise EmuBug(f"{format_bdf(bdf)} is empty")
+            pin = function.config[regs.INTERRUPT_PIN]
+            if 1 <= pin <= regs.INTX_PINS:
+                self.router.set_irq(self.router.map_irq(bdf, pin), function, False)
+            function.unplug()
+            self._rebuild()
+            return function
+
+    def _on_mapping(self, function: PCIFunction, bar: Bar) -> None:
+        if self.functions.get(function.bdf) is function:
+            self._rebuild()
+
     def _intx_sink(self, function: PCIFunction, bdf: int):
-        line = self.intx_route(bdf, function.config[regs.INTERRUPT_PIN])
-        if line is None:
+        pin = function.config[regs.INTERRUPT_PIN]
+        if not 1 <= pin <= regs.INTX_PINS:
             return None
-        return lambda level: self.irq.set_intx(line, function, level)
+
+        def sink(level: bool) -> None:
+            # routed at each change: the chipset's routing is the router's state
+            self.router.set_irq(self.router.map_irq(bdf, pin), function, level)
+        return sink
 
     def intx_route(self, bdf: int, pin: int | None = None) -> int | None:
-        """The interrupt line (GSI) a function's INTx pin is wired to, by
-        the usual swizzle (slot + pin - 1) mod 4; None if it has no pin.
-        A firmware reads this (ACPI _PRT) and writes INTERRUPT_LINE."""
+        """The interrupt line (GSI) a function's INTx pin reaches through
+        the router now; None if it has no pin or the router does not route
+        it.  A firmware reads this (ACPI _PRT) and writes INTERRUPT_LINE."""
         if pin is None:
             f = self.functions.get(bdf)
             pin = f.config[regs.INTERRUPT_PIN] if f is not None else 0
         if not 1 <= pin <= regs.INTX_PINS:
             return None
-        return INTX_GSI_BASE + ((bdf >> 3) % 32 + pin - 1) % regs.INTX_PINS
+        return self.router.route(self.router.map_irq(bdf, pin))
 
     def _rebuild(self) -> None:
         mem, io = [], []
@@ -188,7 +266,10 @@ class PCIBus:
             if f is None:
                 self.unclaimed["config_read"] += 1
                 return all_ones(size) if size in CONFIG_SIZES else 0xFFFFFFFF
-            return f.config_read(offset, size)
+            value = f.config_read(offset, size)
+            if _cfg_read.on:
+                _cfg_read(f.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, offset, value)
+            return value
 
     def config_write(self, bdf: int, offset: int, size: int, value: int) -> None:
         with self.lock:
@@ -196,6 +277,8 @@ class PCIBus:
             if f is None:
                 self.unclaimed["config_write"] += 1
                 return
+            if _cfg_write.on:
+                _cfg_write(f.name, bdf >> 8, (bdf >> 3) & 31, bdf & 7, offset, int(value))
             f.config_write(offset, size, int(value))
 
     # -- RAM-backed BARs, ioeventfds --------------------------------------------------

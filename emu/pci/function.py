@@ -228,6 +228,14 @@ class PCIFunction:
         self.bus, self.bdf, self.lock = bus, bdf, lock
         self._intx_sink, self._msi_sink = intx_sink, msi_sink
 
+    def unplug(self) -> None:
+        """Called by the bus when it lets go of the function: no interrupt,
+        MSI or bus-master write reaches the platform any more."""
+        with self.lock:
+            self.bus = None
+            self._intx_sink = self._msi_sink = None
+            self._intx_out = False
+
     def set_multifunction(self) -> None:
         self.config[regs.HEADER_TYPE] |= regs.HEADER_TYPE_MULTI_FUNCTION
         self._defaults[regs.HEADER_TYPE] = self.config[regs.HEADER_TYPE]

@@ -45,6 +45,7 @@ class InterruptController:
         self._msi_fds: dict[int, int] = {}
         self._intx_fds: dict[int, int] = {}
         self._intx_sources: dict[int, set[object]] = {}
+        self._line_observers: list = []
         self.delivered: Counter[int] = Counter()     # per MSI vector
         self.intx_assertions: Counter[int] = Counter()
         self.invalid_messages = 0
@@ -124,6 +125,16 @@ class InterruptController:
                 if fd is None:
                     fd = self._intx_fds[line] = self._new_eventfd()
                 _signal(fd)
+            changed = bool(sources) != was
+            observers = list(self._line_observers) if changed else ()
+        for fn in observers:          # outside the lock: an observer may read levels
+            fn(line, int(not was))
+
+    def add_line_observer(self, fn) -> None:
+        """``fn(line, level)`` on every change of a line's level (qtest's
+        ``irq_intercept_in`` of the interrupt controller); from any thread."""
+        with self._lock:
+            self._line_observers.append(fn)
 
     def intx_level(self, line: int) -> bool:
         with self._lock:

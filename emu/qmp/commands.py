@@ -9,19 +9,27 @@ texts of QEMU 7.2's ``qmp_dispatch`` and QAPI input visitor;
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from emu.errors import PeerError
+from emu.qmp import schema as S
 from emu.qmp.errors import CommandNotFound, QmpError
 from emu.qmp.session import Session, version_info
 
 
-@dataclass(frozen=True)
 class Arg:
-    name: str
-    type: str            # "str" | "int" | "bool" | "object" | "array" | "any"
-    optional: bool = False
+    """One argument: ``type`` is what is checked ("str" | "int" | "bool" |
+    "object" | "array" | "any"); ``schema`` its QAPI type for
+    query-qmp-schema where the check type says too little.  (Plain classes
+    here, not dataclasses: the table is built while the process starts.)"""
+
+    __slots__ = ("name", "type", "optional", "schema")
+
+    def __init__(self, name: str, type: str, optional: bool = False, schema: Any = None):
+        self.name, self.type, self.optional, self.schema = name, type, optional, schema
+
+    def __repr__(self) -> str:
+        return f"Arg({self.name!r}, {self.type!r}{', optional' if self.optional else ''})"
 
 
 _TYPE_NAMES = {"str": "string", "int": "integer", "bool": "boolean",
@@ -42,14 +50,22 @@ def _type_ok(kind: str, value: Any) -> bool:
     return True
 
 
+#: an Arg of this name lets a command take arguments beyond its spec (device_add's properties)
+ANY_ARGS = S.ANY_ARGS
+
+
 def check_args(spec: tuple[Arg, ...], args: dict[str, Any]) -> None:
     for a in spec:
+        if a.name == ANY_ARGS:
+            continue
         if a.name not in args:
             if not a.optional:
                 raise QmpError(f"Parameter '{a.name}' is missing")
         elif not _type_ok(a.type, args[a.name]):
             raise QmpError(f"Invalid parameter type for '{a.name}', expected: {_TYPE_NAMES[a.type]}")
     known = {a.name for a in spec}
+    if ANY_ARGS in known:
+        return
     for key in args:
         if key not in known:
             raise QmpError(f"Parameter '{key}' is unexpected")
@@ -58,20 +74,25 @@ def check_args(spec: tuple[Arg, ...], args: dict[str, Any]) -> None:
 Handler = Callable[["Session", dict[str, Any]], Any]
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    handler: Handler
-    args: tuple[Arg, ...] = ()
-    needs_machine: bool = True
+    """A command: its handler, arguments, whether it needs the machine, and
+    its QAPI return type (:mod:`emu.qmp.schema`, for query-qmp-schema)."""
+
+    __slots__ = ("name", "handler", "args", "needs_machine", "returns")
+
+    def __init__(self, name: str, handler: Handler, args: tuple[Arg, ...] = (),
+                 needs_machine: bool = True, returns: Any = "any"):
+        self.name, self.handler, self.args = name, handler, args
+        self.needs_machine, self.returns = needs_machine, returns
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, *args: Arg, needs_machine: bool = True) -> Callable[[Handler], Handler]:
+def command(name: str, *args: Arg, needs_machine: bool = True,
+            returns: Any = "any") -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        COMMANDS[name] = Command(name, fn, tuple(args), needs_machine)
+        COMMANDS[name] = Command(name, fn, tuple(args), needs_machine, returns)
         return fn
     return register
 
@@ -85,7 +106,8 @@ async def _call(value: Any) -> Any:
 QMP_CAPABILITIES = "qmp_capabilities"
 
 
-@command(QMP_CAPABILITIES, Arg("enable", "array", optional=True), needs_machine=False)
+@command(QMP_CAPABILITIES, Arg("enable", "array", optional=True, schema=S.Array(S.QMP_CAPABILITY)),
+         needs_machine=False, returns=S.EMPTY)
 def qmp_capabilities(s: Session, args: dict[str, Any]) -> dict:
     if s.negotiated:
         raise CommandNotFound("Capabilities negotiation is already complete, command ignored")
@@ -100,69 +122,75 @@ def qmp_capabilities(s: Session, args: dict[str, Any]) -> dict:
     return {}
 
 
-@command("query-status")
+@command("query-status", returns=S.STATUS_INFO)
 def query_status(s: Session, args: dict[str, Any]) -> dict:
     state = s.machine.run_state
     return {"status": state, "singlestep": False, "running": state == "running"}
 
 
-@command("stop")
+@command("stop", returns=S.EMPTY)
 async def stop(s: Session, args: dict[str, Any]) -> dict:
     await _call(s.machine.stop())
     return {}
 
 
-@command("cont")
+@command("cont", returns=S.EMPTY)
 async def cont(s: Session, args: dict[str, Any]) -> dict:
     await _call(s.machine.cont())
     return {}
 
 
-@command("system_reset")
+@command("system_reset", returns=S.EMPTY)
 async def system_reset(s: Session, args: dict[str, Any]) -> dict:
     await _call(s.machine.system_reset())
     return {}
 
 
-@command("system_powerdown")
+@command("system_powerdown", returns=S.EMPTY)
 async def system_powerdown(s: Session, args: dict[str, Any]) -> dict:
     await _call(s.machine.system_powerdown())
     return {}
 
 
-@command("quit")
+@command("quit", returns=S.EMPTY)
 async def quit_(s: Session, args: dict[str, Any]) -> dict:
     await _call(s.machine.quit())
     return {}
 
 
-@command("query-version", needs_machine=False)
+@command("query-version", needs_machine=False, returns=S.VERSION_INFO)
 def query_version(s: Session, args: dict[str, Any]) -> dict:
     return version_info()
 
 
-@command("query-name")
+@command("query-name", returns=S.NAME_INFO)
 def query_name(s: Session, args: dict[str, Any]) -> dict:
     name = s.machine.name
     return {} if name is None else {"name": name}
 
 
-@command("query-commands", needs_machine=False)
+@command("query-uuid", returns=S.UUID_INFO)
+def query_uuid(s: Session, args: dict[str, Any]) -> dict:
+    # -uuid, else QEMU's all-zero UUID
+    return {"UUID": getattr(s.machine, "uuid", None) or "00000000-0000-0000-0000-000000000000"}
+
+
+@command("query-commands", needs_machine=False, returns=S.Array(S.COMMAND_INFO))
 def query_commands(s: Session, args: dict[str, Any]) -> list:
     return [{"name": name} for name in COMMANDS]
 
 
-@command("query-pci")
+@command("query-pci", returns=S.Array(S.PCI_INFO))
 def query_pci(s: Session, args: dict[str, Any]) -> list:
     return s.machine.query_pci()
 
 
-@command("query-chardev")
+@command("query-chardev", returns=S.Array(S.CHARDEV_INFO))
 def query_chardev(s: Session, args: dict[str, Any]) -> list:
     return s.monitor.chardev_info() + list(s.machine.query_chardev())
 
 
-@command("query-emu-stats", Arg("device", "str", optional=True))
+@command("query-emu-stats", Arg("device", "str", optional=True), returns=S.EMU_STATS)
 def query_emu_stats(s: Session, args: dict[str, Any]) -> dict:
     stats = s.machine.emu_stats()
     if "device" in args:
@@ -173,7 +201,8 @@ def query_emu_stats(s: Session, args: dict[str, Any]) -> dict:
     return stats
 
 
-@command("emu-set-guest-app", Arg("app", "str"), Arg("params", "object", optional=True))
+@command("emu-set-guest-app", Arg("app", "str"), Arg("params", "object", optional=True),
+         returns=S.EMPTY)
 async def emu_set_guest_app(s: Session, args: dict[str, Any]) -> dict:
     params = args.get("params", {})
     for key, value in params.items():
@@ -181,6 +210,23 @@ async def emu_set_guest_app(s: Session, args: dict[str, Any]) -> dict:
             raise QmpError(f"Invalid parameter type for 'params.{key}', expected: scalar")
     await _call(s.machine.set_guest_app(args["app"], dict(params)))
     return {}
+
+
+@command("query-qmp-schema", needs_machine=False, returns=S.Array(S.SCHEMA_INFO))
+def query_qmp_schema(s: Session, args: dict[str, Any]) -> list:
+    return S.schema_info(COMMANDS)
+
+
+@command("query-cpus-fast", returns=S.Array(S.CPU_INFO_FAST))
+def query_cpus_fast(s: Session, args: dict[str, Any]) -> list:
+    cpus = getattr(s.machine, "query_cpus_fast", None)
+    return cpus() if cpus is not None else []
+
+
+@command("query-kvm", needs_machine=False, returns=S.KVM_INFO)
+def query_kvm(s: Session, args: dict[str, Any]) -> dict:
+    # emu runs no CPU model: no KVM, whatever -accel asked for
+    return {"enabled": False, "present": False}
 
 
 # -- dispatch ------------------------------------------------------------------

@@ -96,6 +96,46 @@ class MachineControl(Protocol):
     def info_network(self) -> str:
         """The text of HMP ``info network`` (lines without line ends)."""
 
+    def info_mtree(self) -> str:
+        """HMP ``info mtree``: the address spaces, QEMU's format."""
+
+    def query_cpus_fast(self) -> list[dict[str, Any]]:
+        """``[CpuInfoFast]``: cpu-index, qom-path, thread-id, props?, target."""
+
+    def qom_list(self, path: str) -> list[dict[str, Any]]:
+        """``qom-list``: ``[ObjectPropertyInfo]`` of the object at *path*
+        (QmpError DeviceNotFound if there is none)."""
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        """``qom-get``: a property's value."""
+
+    def info_qom_tree(self, path: str | None) -> str:
+        """HMP ``info qom-tree [path]``."""
+
+    def info_qtree(self) -> str:
+        """HMP ``info qtree``."""
+
+
+@runtime_checkable
+class Introspection(Protocol):
+    """What the binary has, for the commands that answer before (and
+    without) a machine: QEMU's schemas, members exactly as QEMU sends them."""
+
+    def query_machines(self) -> list[dict[str, Any]]:
+        """``[MachineInfo]``: name, alias?, is-default?, cpu-max,
+        hotpluggable-cpus, numa-mem-supported, deprecated, default-cpu-type?,
+        default-ram-id?"""
+
+    def qom_list_types(self, implements: str | None, abstract: bool) -> list[dict[str, Any]]:
+        """``[ObjectTypeInfo]``: name, abstract? (only when true), parent?"""
+
+    def device_list_properties(self, typename: str) -> list[dict[str, Any]]:
+        """``[ObjectPropertyInfo]`` of a device type: name, type,
+        description?, default-value?"""
+
+    def qom_list_properties(self, typename: str) -> list[dict[str, Any]]:
+        """``[ObjectPropertyInfo]`` of any type."""
+
 
 class RunState:
     """QEMU 7.2's host-initiated run-state transitions and their events.

@@ -5,6 +5,7 @@ from emu.errors import PeerError
 
 GENERIC_ERROR = "GenericError"
 COMMAND_NOT_FOUND = "CommandNotFound"
+DEVICE_NOT_FOUND = "DeviceNotFound"
 
 
 class QmpError(PeerError):

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from emu.errors import PeerError
 from emu.qmp.commands import Arg, command, execute
+from emu.qmp.errors import QmpError
 from emu.qmp.session import Session
 
 _U64 = (1 << 64) - 1
@@ -75,6 +76,36 @@ def format_pci(buses: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+async def info_mtree(s: Session) -> str:
+    text = s.machine.info_mtree()
+    return _lines(*text.splitlines()) if text else ""
+
+
+async def info_cpus(s: Session) -> str:
+    return _lines(*(f"{'*' if c['cpu-index'] == 0 else ' '} CPU #{c['cpu-index']}: "
+                    f"thread_id={c['thread-id']}" for c in await execute(s, "query-cpus-fast")))
+
+
+async def info_kvm(s: Session) -> str:
+    kvm = await execute(s, "query-kvm")
+    if not kvm["present"]:
+        return _lines("kvm support: not compiled")
+    return _lines("kvm support: " + ("enabled" if kvm["enabled"] else "disabled"))
+
+
+async def info_qom_tree(s: Session, path: str | None = None) -> str:
+    try:
+        text = s.machine.info_qom_tree(path)
+    except QmpError:        # QEMU's hmp_info_qom_tree text, not an "Error:"
+        return _lines(f"Path '{path}' could not be resolved.")
+    return _lines(*text.splitlines()) if text else ""
+
+
+async def info_qtree(s: Session) -> str:
+    text = s.machine.info_qtree()
+    return _lines(*text.splitlines()) if text else ""
+
+
 async def info_pci(s: Session) -> str:
     return _lines(*format_pci(await execute(s, "query-pci")))
 
@@ -92,13 +123,21 @@ async def info_emu_stats(s: Session) -> str:
 
 INFO: dict[str, tuple[Callable[[Session], Awaitable[str]], str]] = {
     "chardev": (info_chardev, "show the character devices"),
+    "cpus": (info_cpus, "show infos for each CPU"),
+    "kvm": (info_kvm, "show KVM information"),
+    "mtree": (info_mtree, "show memory tree"),
     "emu-stats": (info_emu_stats, "show emu's per-queue counters"),
     "name": (info_name, "show the current VM name"),
     "network": (info_network, "show the network state"),
     "pci": (info_pci, "show PCI info"),
+    "qom-tree": (info_qom_tree, "show QOM composition tree"),
+    "qtree": (info_qtree, "show device tree"),
     "status": (info_status, "show the current VM status (running|paused)"),
     "version": (info_version, "show the version of QEMU"),
 }
+
+#: info subcommands with an optional argument
+WITH_ARGUMENT = ("qom-tree",)
 
 # HMP actions: name -> (aliases, QMP command, help)
 ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -123,7 +162,8 @@ def _help() -> str:
     return _lines(*sorted(lines))
 
 
-@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True))
+@command("human-monitor-command", Arg("command-line", "str"), Arg("cpu-index", "int", optional=True),
+         returns="str")
 async def human_monitor_command(s: Session, args: dict[str, Any]) -> str:
     return await run(s, args["command-line"])
 
@@ -141,6 +181,11 @@ async def run(s: Session, command_line: str) -> str:
         item = INFO.get(rest[0])
         if item is None:
             return _lines(f"unknown command: 'info {rest[0]}'")
+        if rest[0] in WITH_ARGUMENT and len(rest) == 2:      # info qom-tree [path]
+            try:
+                return await item[0](s, rest[1])
+            except PeerError as e:
+                return _lines(f"Error: {e}")
         if len(rest) > 1:
             return _extraneous(rest[0], f"info {rest[0]}")
         return await item[0](s)

@@ -25,15 +25,20 @@ import socket
 import stat
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from emu.errors import EmuBug, EmuError
+from emu import trace
+from emu.errors import EmuBug
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
+from emu.qmp import introspect  # noqa: F401  (registers query-machines, qom-list-types)
+from emu.qmp import commands_devices  # noqa: F401  (registers device_add, device_del)
 from emu.qmp.commands import dispatch
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
+from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError
 from emu.qmp.errors import GENERIC_ERROR
-from emu.qmp.session import Monitor, Session, greeting
+from emu.qmp.greeting import encode, greeting
+from emu.qmp.session import Monitor, Session
+from emu.unixsock import listen_unix, remove_owned
 from emu.qmp.stream import MAX_SIZE, JsonError, JsonStreamer
 
 log = logging.getLogger("emu.qmp")
@@ -42,46 +47,20 @@ MAX_SESSIONS = 16            # concurrent clients per listening endpoint
 MAX_OUTPUT = 4 << 20         # bytes queued to a client before its events are dropped
 READ_CHUNK = 64 << 10
 
-#: trace hook: (direction "rx"|"tx", session label, message or error text)
-Trace = Callable[[str, str, Any], None]
-
-
-class MonitorSetupError(EmuError):
-    """A monitor endpoint could not be set up (bind, connect, bad fd)."""
-
-
-@dataclass(frozen=True)
-class MonitorEndpoint:
-    """Where a monitor listens or connects; built from the command line by
-    :func:`emu.launcher.monitor_endpoints`.  Exactly one of path/fd/stdio."""
-    label: str                  # the chardev id (``compat_monitor0`` for -qmp)
-    path: str | None = None     # unix socket path
-    fd: int | None = None       # inherited socket: connected (one session) or listening
-    stdio: bool = False
-    server: bool = False        # with path: listen (True) or connect (False)
-    wait: bool = False          # listening: hold start-up until the first client
-    reconnect: float = 0.0      # connecting: seconds between attempts after a loss (0: none)
-    pretty: bool = False
-
-    def filename(self) -> str:
-        if self.stdio:
-            return "stdio"
-        if self.fd is not None:
-            return f"fd:{self.fd}"
-        return f"unix:{self.path}" + (",server=on" if self.server else "")
-
-
-def encode(msg: dict[str, Any], pretty: bool = False) -> bytes:
-    """One QMP message on the wire (QEMU ends each with CRLF)."""
-    return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
+# QEMU's monitor trace events (-trace handle_qmp_command, -d qmp ...)
+_req_ev = trace.event("handle_qmp_command")
+_resp_ev = trace.event("monitor_qmp_respond")
+_event_ev = trace.event("monitor_protocol_event_emit")
 
 
 class Connection:
     """One QMP connection: its stream, and its session's protocol state."""
 
     def __init__(self, server: QmpServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, label: str, pretty: bool = False):
+                 writer: asyncio.StreamWriter, label: str, pretty: bool = False,
+                 greeted: bool = False):
         self.server = server
+        self.greeted = greeted          # the launcher sent the greeting already
         self.session = Session(server.monitor, label)
         self.reader = reader
         self.writer = writer
@@ -101,8 +80,8 @@ class Connection:
         if encoded is None or self.pretty:
             encoded = encode(msg, self.pretty)
         self.writer.write(encoded)
-        if self.server.trace:
-            self.server.trace("tx", self.label, msg)
+        if _resp_ev.on:
+            _resp_ev(self.label, encoded.decode(errors="replace").rstrip())
 
     def _answer(self, response: dict[str, Any]) -> None:
         try:
@@ -125,15 +104,17 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            self._answer(greeting())
-            await self.writer.drain()
+            if not self.greeted:
+                self._answer(greeting())
+                await self.writer.drain()
             while True:
                 chunk = await self.reader.read(READ_CHUNK)
                 if not chunk:
                     break
                 for item in self._streamer.feed(chunk):
-                    if self.server.trace:
-                        self.server.trace("rx", self.label, str(item) if isinstance(item, JsonError) else item)
+                    if _req_ev.on:
+                        _req_ev(self.label, str(item) if isinstance(item, JsonError)
+                                else json.dumps(item))
                     if isinstance(item, JsonError):
                         response = {"error": {"class": GENERIC_ERROR, "desc": str(item)}}
                     else:
@@ -273,11 +254,10 @@ class QmpServer:
     """
 
     def __init__(self, machine: MachineControl | None = None, *, max_message: int = MAX_SIZE,
-                 max_output: int = MAX_OUTPUT, trace: Trace | None = None):
-        self.monitor = Monitor(machine, chardevs=self._chardev_info)
+                 max_output: int = MAX_OUTPUT, introspection: Introspection | None = None):
+        self.monitor = Monitor(machine, chardevs=self._chardev_info, introspection=introspection)
         self.max_message = max_message
         self.max_output = max_output
-        self.trace = trace
         self._sessions: set[Connection] = set()
         self._listeners: list[_Listener] = []
         self._endpoints: list[MonitorEndpoint] = []
@@ -322,6 +302,8 @@ class QmpServer:
             encoded = encode(msg)     # here, so a bad event fails at its source
         except (TypeError, ValueError) as e:
             raise EmuBug(f"event {event} is not JSON: {e}") from e
+        if _event_ev.on:
+            _event_ev(event, json.dumps(data) if data is not None else "null")
         loop = self._loop
         if loop is None or self._closed:
             return
@@ -351,10 +333,11 @@ class QmpServer:
         return task
 
     def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-              label: str, pretty: bool = False) -> Connection:
-        """Serve QMP on an established stream (also used by every endpoint)."""
+              label: str, pretty: bool = False, greeted: bool = False) -> Connection:
+        """Serve QMP on an established stream (also used by every endpoint);
+        *greeted*: the greeting was sent already."""
         self._bind_loop()
-        s = Connection(self, reader, writer, label, pretty)
+        s = Connection(self, reader, writer, label, pretty, greeted)
         self._sessions.add(s)
         s.task = self._spawn(s.run())
         return s
@@ -377,6 +360,40 @@ class QmpServer:
             await self._listen_unix(ep)
         else:
             await self._connect_unix(ep, first=True)
+        self._endpoints.append(ep)
+
+    async def adopt(self, early: Any) -> None:
+        """Take over a monitor the launcher set up before asyncio was
+        imported (:class:`emu.launcher.early.EarlyMonitor`): its listening
+        socket and the clients it accepted, or its connected socket, or
+        stdio -- each greeted already (or not: ``greeted`` says)."""
+        self._bind_loop()
+        ep = early.ep
+        if self._closed:
+            early.close()
+            raise MonitorSetupError("monitor server is closed")
+        if ep.stdio:
+            await self._add_stdio(ep, greeted=early.stdio_greeted)
+        elif early.listener is not None:
+            lis = await self._start_listener(ep, sock=early.listener)
+            lis.owned_path = early.owned_path
+            for conn, greeted in early.clients:
+                reader, writer = await asyncio.open_connection(sock=conn)
+                s = self.serve(reader, writer, ep.label, ep.pretty, greeted=greeted)
+                lis.sessions.add(s)
+                s.task.add_done_callback(lambda _t, s=s: lis.sessions.discard(s))
+                lis.first_client.set()
+        else:
+            for conn, greeted in early.clients:         # one connected socket
+                reader, writer = await asyncio.open_connection(sock=conn)
+                s = self.serve(reader, writer, ep.label, ep.pretty, greeted=greeted)
+                if ep.reconnect and ep.path is not None:
+                    s.task.add_done_callback(
+                        lambda _t: self._closed or self._spawn(self._reconnect(ep)))
+            if not early.clients and ep.reconnect and ep.path is not None:
+                self._spawn(self._reconnect(ep))
+        early.clients = []
+        early.listener = None
         self._endpoints.append(ep)
 
     async def _start_listener(self, ep: MonitorEndpoint, *, path: str | None = None,
@@ -403,20 +420,17 @@ class QmpServer:
         path = ep.path
         assert path is not None
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            # QEMU replaces a stale socket; we refuse to remove anything else.
-            if not stat.S_ISSOCK(st.st_mode):
-                raise MonitorSetupError(f"Failed to bind socket to {path}: Address already in use")
-            os.unlink(path)
-        try:
-            lis = await self._start_listener(ep, path=path)
+            # the path appears only once the socket listens (emu.unixsock)
+            sock, owned = listen_unix(path)
         except OSError as e:
             raise MonitorSetupError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        st = os.stat(path)
-        lis.owned_path = (path, st.st_dev, st.st_ino)
+        try:
+            lis = await self._start_listener(ep, sock=sock)
+        except BaseException:
+            sock.close()
+            remove_owned(owned)
+            raise
+        lis.owned_path = owned
 
     async def _connect_unix(self, ep: MonitorEndpoint, first: bool) -> None:
         assert ep.path is not None
@@ -462,12 +476,12 @@ class QmpServer:
             sock.close()
             raise
 
-    async def _add_stdio(self, ep: MonitorEndpoint) -> None:
+    async def _add_stdio(self, ep: MonitorEndpoint, greeted: bool = False) -> None:
         # Duplicates, so that closing the session leaves the process's stdio open.
         reader = _StdinReader(os.dup(0))
         await reader.open()
         writer = await _stdout_writer(os.dup(1))
-        self.serve(reader, writer, ep.label, ep.pretty)  # type: ignore[arg-type]
+        self.serve(reader, writer, ep.label, ep.pretty, greeted)  # type: ignore[arg-type]
 
     async def wait_for_clients(self) -> None:
         """Return once every ``wait=on`` listener has had a client (QEMU's

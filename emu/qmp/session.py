@@ -11,26 +11,11 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from emu import __version__
 from emu.errors import EmuBug
-from emu.qmp.control import MachineControl
+from emu.qmp.control import Introspection, MachineControl
+from emu.qmp.greeting import PACKAGE, QEMU_VERSION, greeting, version_info  # noqa: F401
 
 log = logging.getLogger("emu.qmp")
-
-#: the QEMU release whose QMP (and command line) emu mirrors
-QEMU_VERSION = (7, 2, 0)
-PACKAGE = f"emu {__version__}"
-
-
-def version_info() -> dict[str, Any]:
-    """``query-version``'s value."""
-    major, minor, micro = QEMU_VERSION
-    return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": PACKAGE}
-
-
-def greeting() -> dict[str, Any]:
-    # out-of-band execution is not offered: the capability list is empty
-    return {"QMP": {"version": version_info(), "capabilities": []}}
 
 
 class Monitor:
@@ -41,10 +26,12 @@ class Monitor:
     """
 
     def __init__(self, machine: MachineControl | None = None,
-                 chardevs: Callable[[], list[dict[str, Any]]] = list):
+                 chardevs: Callable[[], list[dict[str, Any]]] = list,
+                 introspection: Introspection | None = None):
         self._machine = machine
         self._attached: asyncio.Event | None = None
         self._chardevs = chardevs
+        self.introspection = introspection
 
     @property
     def machine(self) -> MachineControl:

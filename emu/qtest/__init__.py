@@ -9,6 +9,13 @@ Layout (one job per module):
 * ``session``  -- QtestSession (sans-IO): commands -> target -> replies, IRQ lines
 * ``log``      -- QtestLog: the ``-qtest-log`` file in QEMU's format
 * ``client``   -- QtestConnection: a session over a connected unix socket (asyncio)
+* ``endpoint`` -- QtestEndpoint: the ``-qtest`` chardev (connect, listen, fd), one
+  connection after another
+* ``machine_target`` -- MachineTarget: the QtestTarget of an emu machine (its
+  address spaces, virtual clock and QOM tree)
+
+The launcher wires them (``emu/launcher/qtest_mode.py``); ``docs/qtest.md``
+says what QEMU's qos-test gets from them.
 """
 from emu.qtest.client import QtestConnection
 from emu.qtest.commands import parse

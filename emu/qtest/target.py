@@ -1,6 +1,6 @@
 """What the qtest protocol drives: the machine seen as a qtest client sees
-it.  The machine (later: emu's pc/q35/none machines) implements
-:class:`QtestTarget`; :mod:`emu.qtest.session` calls it.
+it.  :class:`emu.qtest.machine_target.MachineTarget` implements
+:class:`QtestTarget` over an emu machine; :mod:`emu.qtest.session` calls it.
 
 Every access goes through the machine's address spaces, as QEMU's
 ``cpu_inb``/``address_space_read`` do: RAM and MMIO alike, unassigned I/O
@@ -15,7 +15,14 @@ IRQs: after :meth:`QtestTarget.irq_intercept` the target reports each level
 change of the device's unnamed GPIO lines by calling the ``notify`` it was
 given, with (line number, level); the session turns a change into
 ``IRQ raise N`` / ``IRQ lower N`` (QEMU still forwards the level to the
-original sink: interception only observes).
+original sink: interception only observes).  A device is found in the
+machine's QOM tree (:mod:`emu.qom`); its model offers its GPIO lines as
+``gpio_in``/``gpio_out`` (:mod:`emu.qom.gpio`: ``count``,
+``observe(notify)``, ``set(line, level)``) -- the PC's ``ioapic`` is the
+platform's I/O APIC (:class:`emu.machines.ioapic.IOAPIC`, through
+:class:`emu.qom.gpio.IoapicInputs`): 24 inputs, each the OR of what drives
+it (PIIX3/ICH9 PCI interrupt routing, the ACPI SCI, ``set_irq_in`` as one
+more source).
 """
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def created_paths(args: Sequence[str]) -> list[str]:
             kv = _opts(value, "backend")
             if kv.get("backend") == "socket" and "path" in kv and kv.get("server", "off") in _ON:
                 out.append(kv["path"])
-        elif opt in ("qmp", "qmp-pretty") and value.startswith("unix:"):
+        elif opt in ("qmp", "qmp-pretty", "serial") and value.startswith("unix:"):
             kv = _opts(value[5:], "path")
             if kv.get("server", "off") in _ON:
                 out.append(kv["path"])

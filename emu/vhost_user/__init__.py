@@ -14,15 +14,27 @@ See docs/vhost-user.md.  Layout (one job per module):
 * ``transport`` -- MessageStream, BackendConnection, BackendServer/Client, connect_unix
 * ``wirelog``   -- per-connection JSON-lines wire log
 """
-from emu.vhost_user.backend import Backend
-from emu.vhost_user.codec import Decoder, Message, encode, request
-from emu.vhost_user.device import BackendDevice, DefaultMapper, MemoryMapper
-from emu.vhost_user.frontend import Frontend, FrontendClient, FrontendVring
-from emu.vhost_user.messages import (BackendRequest, Flags, FrontendRequest, ProtocolFeature,
-                                     VirtioFeature)
-from emu.vhost_user.transport import BackendClient, BackendConnection, BackendServer
-from emu.vhost_user.vring import Vring
-from emu.vhost_user.wirelog import WireLog
+import importlib
+
+# Importing the package imports none of its modules: each name is loaded on
+# first use (a VM that never speaks vhost-user, or not yet, does not pay for
+# the codec, the state machines and the transport at start-up).
+_WHERE = {"Backend": "backend", "Decoder": "codec", "Message": "codec", "encode": "codec",
+          "request": "codec", "BackendDevice": "device", "DefaultMapper": "device",
+          "MemoryMapper": "device", "Frontend": "frontend", "FrontendClient": "frontend",
+          "FrontendVring": "frontend", "BackendRequest": "messages", "Flags": "messages",
+          "FrontendRequest": "messages", "ProtocolFeature": "messages",
+          "VirtioFeature": "messages", "BackendClient": "transport",
+          "BackendConnection": "transport", "BackendServer": "transport", "Vring": "vring",
+          "WireLog": "wirelog"}
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'emu.vhost_user' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"emu.vhost_user.{module}"), name)
+
 
 __all__ = [
     "Backend", "BackendClient", "BackendConnection", "BackendDevice", "BackendRequest",

@@ -382,6 +382,8 @@ class VirtioNetDevice(VirtioDevice):
                 "vhost_user": self.netdev.counters.as_dict()}
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()          # its queue serves this device only
         for fd in self.call_fds.values():
             try:
                 self.loop.remove_reader(fd)

@@ -117,14 +117,16 @@ def test_latency_every_round_trip(results):
 def test_control_plane_complete(results):
     d = results("control_plane")
     st = d["startup"]
-    assert st["emu -S -machine none"]["ms"] > 0
-    assert len(st["emu -S -machine none"]["runs_ms"]) == d["runs"]
-    # the greeting comes before the machine is built, so before any answer
-    assert 0 < st["emu -S -machine none"]["greeting_ms"] < st["emu -S -machine none"]["ms"]
-    assert len(st["emu -S -machine none"]["greeting_runs_ms"]) == d["runs"]
-    if HAVE_QEMU:
-        assert st["QEMU 7.2 -S -machine none"]["ms"] > 0
-        assert st["QEMU 7.2 -S -machine none"]["greeting_ms"] > 0
+    assert set(st["cases"]) == {f"{case}, {how}" for how in ("unix -qmp", "socketpair")
+                                for case in ("default machine (-S -m 256M -nodefaults)",
+                                             "VM2 (256 MiB, vhost-pci-net, guest)")}
+    for e in st["cases"].values():
+        g, s = e["greeting"], e["query-status"]
+        assert len(g["emu_runs_ms"]) == len(s["emu_runs_ms"]) == d["runs"]
+        # the greeting comes before the machine is built, so before any answer
+        assert all(0 < a < b for a, b in zip(g["emu_runs_ms"], s["emu_runs_ms"]))
+        if HAVE_QEMU:           # beside QEMU, in the same run
+            assert len(g["qemu_runs_ms"]) == d["runs"] and g["ratio"] > 0 and s["ratio"] > 0
     fp = d["first_packet"]["median"]
     assert 0 < fp["start_to_connected_ms"] < fp["start_to_first_packet_ms"]
     assert [r["pairs"] for r in d["scale"]] == [1, 2]
@@ -140,7 +142,8 @@ def test_summary_targets_from_the_same_run(results):
     assert all(b["rc"] == 0 for b in d["benchmarks"].values()), d["benchmarks"]
     assert set(d["benchmarks"]) == set(RUN_ALL)
     names = [t["target"] for t in d["targets"]]
-    assert len(names) == 7 and "start -> QMP greeting" in names
+    assert len(names) == 10
+    assert "exec -> QMP greeting, default machine (-S -m 256M -nodefaults), vs QEMU" in names
     for t in d["targets"]:
         needs_dpdk = "DPDK" in t["target"] or "vswitch" in t["target"]
         if HAVE_DPDK or not needs_dpdk:
@@ -183,17 +186,45 @@ def _wait_vms(p) -> tuple[list[int], str]:
 
 
 def test_main_job_json(tmp_path):
-    p = _bench(["--sizes", "64,1518", "--duration", "0.5", "--warmup", "0.2",
+    p = _bench(["--sizes", "64,1518", "--duration", "0.5", "--warmup", "0.2", "--runs", "2",
                 "--out", str(tmp_path)])
-    out, _ = p.communicate(timeout=120)
+    out, _ = p.communicate(timeout=180)
     assert p.returncode == 0, out
     d = json.loads((tmp_path / "emu_bench.json").read_text())
-    assert [r["size"] for r in d["results"]] == [64, 1518]
+    assert [(r["size"], r["run"]) for r in d["results"]] == [(64, 0), (1518, 0), (64, 1), (1518, 1)]
     for r in d["results"]:
         _balanced(r)
-        assert r["mpps"] > 0 and r["memcpy_gbps"] > 0
+        assert r["mpps"] > 0
+    assert [s["size"] for s in d["summary"]] == [64, 1518]
+    for s in d["summary"]:
+        assert s["runs"] == 2 and s["mpps_range"][0] <= s["mpps"] <= s["mpps_range"][1]
+        assert s["memcpy_gbps"] > 0 and s["balanced"]
+        if HAVE_DPDK:       # the reference, measured in the same run, for each size it takes
+            assert s["dpdk_mpps"] > 0 and s["ratio_vs_dpdk"] > 0 and len(s["dpdk_mpps_runs"]) == 2
+    # what a reader needs to trust the figures: when, where, how loaded, how often
+    assert d["runs"] == 2 and d["date"].endswith("Z") and d["machine"]["cores"] >= 1
+    assert set(d["load_before"]) == {"loadavg", "busy_share"} and "loadavg" in d["load_after"]
+    assert d["command"][:2] == ["emu", "bench"]
     assert d["problems"] == []
     assert (tmp_path / "emu_bench.png").stat().st_size > 0
+    # and the output says it
+    assert re.search(r"\d{4}-\d\d-\d\dT.*cores; 2 run\(s\) x 0.5 s per size; load average", out)
+
+
+def test_main_job_without_matplotlib_still_reports(tmp_path):
+    # as after `pip install -e .` without the [bench] extra; run where a user runs it
+    code = ("import sys; sys.modules['matplotlib'] = None; from emu.bench import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([PY, "-c", code, "--sizes", "64", "--duration", "0.3", "--warmup", "0.1",
+                        "--runs", "1", "--no-live", "--no-dpdk"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert "summary:" in p.stdout and "no plot: matplotlib is not installed" in p.stdout
+    assert "pip install -e '.[bench]'" in p.stdout
+    # its own results directory, not the checkout's tracked benchmarks/results
+    d = json.loads((tmp_path / "emu-bench-results" / "emu_bench.json").read_text())
+    assert d["summary"][0]["size"] == 64 and d["summary"][0]["mpps"] > 0
+    assert not (tmp_path / "emu-bench-results" / "emu_bench.png").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

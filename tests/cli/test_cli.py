@@ -5,7 +5,7 @@ import pytest
 
 from emu import cli
 from emu.cli import CommandLineError, EarlyExit, parse_args
-from emu.config import FilterDump, MemoryBackend, PCIAddress, VhostPCINet, VirtioNetPCI
+from emu.config import FilterDump, MemoryBackend, PCIAddress, SerialPort, VhostPCINet, VirtioNetPCI
 from emu.launcher import monitor_endpoints
 
 VU = ["-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0"]
@@ -25,7 +25,7 @@ def error(line: str | list[str]) -> str:
 
 def test_empty_command_line_is_a_default_machine():
     cfg = parse([])
-    assert cfg.machine_type == "q35"
+    assert cfg.machine_type == "pc"                 # QEMU 7.2's default x86 machine
     assert cfg.ram_size == 128 << 20
     assert cfg.ram == MemoryBackend("pc.ram", "memory-backend-shm", 128 << 20, share=True)
     assert (cfg.devices, cfg.monitors, cfg.guest, cfg.start_paused) == ([], [], None, False)
@@ -116,10 +116,33 @@ def test_dpdk_style_numa_memdev_and_qemu_style_mem_options():
     assert parse("-mem-prealloc").ram.prealloc is True
 
 
-def test_serial_is_accepted_with_a_note():
+def test_serial_ports_and_their_chardevs():
     # this project's own QEMU command lines pass -serial stdio
     cfg = parse("-serial stdio")
-    assert cfg.messages == ["-serial stdio: info: emu has no serial port: nothing will be written to it"]
+    assert cfg.serials == [SerialPort(0, "serial0")] and cfg.messages == []
+    assert cfg.chardev("serial0").backend == "stdio"
+    # QEMUMachine.set_console(console_index=1)
+    cfg = parse("-serial null -chardev socket,id=console,path=/tmp/c.sock,server=on,wait=off "
+                "-serial chardev:console")
+    assert cfg.serials == [SerialPort(0, "serial0"), SerialPort(1, "console")]
+    assert cfg.chardev("serial0").backend == "null"
+    c = cfg.chardev("console")
+    assert (c.backend, c.path, c.server, c.wait) == ("socket", "/tmp/c.sock", True, False)
+    cfg = parse("-serial none -serial file:/tmp/console.txt -serial unix:/tmp/s.sock,server=on,wait=off "
+                "-serial pty")
+    assert [(s.index, s.chardev) for s in cfg.serials] == [(1, "serial1"), (2, "serial2"), (3, "serial3")]
+    assert (cfg.chardev("serial1").backend, cfg.chardev("serial1").path) == ("file", "/tmp/console.txt")
+    assert cfg.chardev("serial2").server and cfg.chardev("serial3").backend == "pty"
+    # libvirt's form
+    cfg = parse(["-chardev", "pty,id=charserial0", "-device",
+                 '{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0}'])
+    assert cfg.serials == [SerialPort(0, "charserial0", "serial0")]
+    cfg = parse("-chardev file,id=f,path=/tmp/console.log,append=on -device isa-serial,chardev=f")
+    assert cfg.serials == [SerialPort(0, "f")] and cfg.chardev("f").append
+    # -nographic: serial0 on stdio unless -nodefaults
+    assert parse("-nographic").serials == [SerialPort(0, "serial0")]
+    assert parse("-nographic -nodefaults").serials == []
+    assert parse("-nographic -serial none").serials == []
 
 
 def test_memory_backends_and_filter_dump():
@@ -156,13 +179,14 @@ def test_server_waits_by_default_and_short_forms_warn():
 
 def test_flags_logging_and_trace():
     cfg = parse("-S -daemonize -pidfile /tmp/emu.pid -no-shutdown -no-reboot -D /tmp/emu.log "
-                "-d guest_errors,vhost_user -trace vhost_user_wire,file=/tmp/wire.jsonl -trace enable=qm* "
+                "-d guest_errors,vhost_user -trace vhost_user_wire,file=/tmp/wire.jsonl -trace enable=monitor_* "
                 "-smp 2 -accel kvm -accel tcg -cpu host -kernel /boot/vmlinuz -append quiet "
                 "--monitor none -parallel none")
     assert (cfg.start_paused, cfg.daemonize, cfg.pidfile, cfg.no_shutdown, cfg.no_reboot) == (
         True, True, "/tmp/emu.pid", True, True)
     assert (cfg.log_file, cfg.log_items) == ("/tmp/emu.log", ["guest_errors", "vhost_user"])
-    assert (cfg.trace.events, cfg.trace.file) == (["vhost_user_wire", "qmp"], "/tmp/wire.jsonl")
+    assert (cfg.trace.events, cfg.trace.file) == (
+        ["vhost_user_wire", "monitor_qmp_respond", "monitor_protocol_event_emit"], "/tmp/wire.jsonl")
     assert cfg.smp == 2 and cfg.accel == ["kvm", "tcg"]
     assert sum("info:" in m for m in cfg.messages) >= 4   # smp, accel x2, cpu, kernel, append
 
@@ -172,9 +196,13 @@ def test_unknown_trace_event_is_a_warning_as_in_qemu():
     assert cfg.messages == ["-trace foo: warning: trace event 'foo' does not exist"]
 
 
-def test_nic_without_netdev_warns():
+def test_nic_without_netdev_runs_and_a_netdev_without_nic_warns():
+    # (QEMU 7.2's net_check_clients runs before -device NICs exist: only
+    # netdevs without a NIC are reported)
     cfg = parse("-device virtio-net-pci,id=lonely")
-    assert cfg.messages == ["-device virtio-net-pci,id=lonely: warning: nic lonely has no peer"]
+    assert cfg.messages == [] and cfg.devices[0].netdev is None
+    cfg = parse("-chardev socket,id=c,path=/tmp/x.sock -netdev vhost-user,id=hs0,chardev=c")
+    assert cfg.messages == ["warning: netdev hs0 has no peer"]
 
 
 # -- errors: exact text, as `emu: <text>` ---------------------------------------------
@@ -216,7 +244,8 @@ ERRORS = [
      "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter."),
     ("-object filter-dump,id=f", "-object filter-dump,id=f: Parameter 'netdev' is missing"),
     ("-object filter-dump,id=f,netdev=zz,file=/tmp/p",
-     "-object filter-dump,id=f,netdev=zz,file=/tmp/p: Parameter 'netdev' expects a network backend id"),
+     "-object filter-dump,id=f,netdev=zz,file=/tmp/p: Parameter 'netdev' expects a network backend id "
+     "(a -netdev, or a vhost-pci-net device's id)"),
     ("-chardev bogus,id=c", "-chardev bogus,id=c: 'bogus' is not a valid char driver name"),
     ("-chardev socket,path=/tmp/x", "-chardev socket,path=/tmp/x: chardev: no id specified"),
     ("-chardev socket,id=c", "-chardev socket,id=c: Exactly one of 'path' or 'fd' option required"),
@@ -262,12 +291,12 @@ ERRORS = [
     ("-device virtio-net-pci,bar=1", "-device virtio-net-pci,bar=1: Property 'virtio-net-pci.bar' not found"),
     ("-device vhost-pci-net,chardev=c,netdev=n", "-device vhost-pci-net,chardev=c,netdev=n: "
      "Property 'vhost-pci-net.netdev' not found"),
-    ("-device virtio-net-pci,netdev=x", "-device virtio-net-pci,netdev=x: Property 'virtio-net-pci.netdev' can't find value 'x'"),
-    ("-device virtio-net-pci,mac=zz", "-device virtio-net-pci,mac=zz: Property 'virtio-net-pci.mac' doesn't take value 'zz'"),
+    ("-device virtio-net-pci,netdev=x", "-device virtio-net-pci,netdev=x: Property 'virtio-net-device.netdev' can't find value 'x'"),
+    ("-device virtio-net-pci,mac=zz", "-device virtio-net-pci,mac=zz: Property 'virtio-net-device.mac' doesn't take value 'zz'"),
     ("-device virtio-net-pci,mac=52:54:00:12:34:56x",
-     "-device virtio-net-pci,mac=52:54:00:12:34:56x: Property 'virtio-net-pci.mac' doesn't take value '52:54:00:12:34:56x'"),
+     "-device virtio-net-pci,mac=52:54:00:12:34:56x: Property 'virtio-net-device.mac' doesn't take value '52:54:00:12:34:56x'"),
     ("-device virtio-net-pci,mac=52:54-00:12:34:56",
-     "-device virtio-net-pci,mac=52:54-00:12:34:56: Property 'virtio-net-pci.mac' doesn't take value '52:54-00:12:34:56'"),
+     "-device virtio-net-pci,mac=52:54-00:12:34:56: Property 'virtio-net-device.mac' doesn't take value '52:54-00:12:34:56'"),
     ("-device virtio-net-pci,addr=0x20", "-device virtio-net-pci,addr=0x20: Property 'virtio-net-pci.addr' doesn't take value '0x20'"),
     ("-device virtio-net-pci,addr=3.8", "-device virtio-net-pci,addr=3.8: Property 'virtio-net-pci.addr' doesn't take value '3.8'"),
     ("-device virtio-net-pci,mrg_rxbuf=maybe", "-device virtio-net-pci,mrg_rxbuf=maybe: Parameter 'mrg_rxbuf' expects 'on' or 'off'"),
@@ -288,7 +317,7 @@ ERRORS = [
     ("-device virtio-net-pci,id=a -device vhost-pci-net,id=a,chardev=c -chardev socket,id=c,path=/x",
      "-device vhost-pci-net,id=a,chardev=c: Duplicate ID 'a' for device"),
     (VU + ["-device", "virtio-net-pci,netdev=n0", "-device", "virtio-net-pci,netdev=n0"],
-     "-device virtio-net-pci,netdev=n0: Property 'virtio-net-pci.netdev' can't take value 'n0', it's in use"),
+     "-device virtio-net-pci,netdev=n0: Property 'virtio-net-device.netdev' can't take value 'n0', it's in use"),
     ("-device vhost-pci-net,id=v", "-device vhost-pci-net,id=v: Parameter 'chardev' is missing"),
     ("-device vhost-pci-net,chardev=c", '-device vhost-pci-net,chardev=c: chardev "c" not found'),
     ("-device vhost-pci-net,chardev=c,window=3G -chardev socket,id=c,path=/x",
@@ -348,7 +377,9 @@ ERRORS = [
      "vhost-user needs guest RAM shared with the back-end: set share=on on memory backend 'pc.ram'"),
     ("-display gtk", "-display gtk: Parameter 'type' does not accept value 'gtk'"),
     ("-d bogus", "-d bogus: unknown log item 'bogus' (-d help lists them)"),
-    ("-trace vhost_user_wire,events=/x", "-trace vhost_user_wire,events=/x: Invalid parameter 'events'"),
+    ("-trace vhost_user_wire,events=/nonexistent", "-trace vhost_user_wire,events=/nonexistent: "
+     "cannot open trace events file '/nonexistent': No such file or directory"),
+    ("-trace vhost_user_wire,bogus=/x", "-trace vhost_user_wire,bogus=/x: Invalid parameter 'bogus'"),
 ]
 
 

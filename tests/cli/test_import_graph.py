@@ -101,7 +101,8 @@ GRAPH = import_graph(modules())
 
 def test_the_graph_sees_lazy_and_type_only_imports():
     # module level, inside a function, and a relative import
-    assert "emu.qmp" in GRAPH["emu.launcher"]
+    assert "emu.qmp.endpoint" in GRAPH["emu.launcher"]
+    assert "emu.qmp.server" in GRAPH["emu.launcher.process"]
     assert "emu.machine" in GRAPH["emu.launcher.build"]          # lazy, in build_machine()
     assert "emu.launcher" in GRAPH["emu.cli"]                    # lazy, in main()
     assert len(GRAPH) > 60
@@ -140,6 +141,33 @@ def _reach(start: str) -> set[str]:
     return seen
 
 
+def _module_level_reach(start: str) -> set[str]:
+    """What importing *start* imports at once: module-level imports only,
+    not those inside functions."""
+    mods = modules()
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = mods[name]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names if a.name in mods)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                for a in node.names:
+                    todo.append(f"{source}.{a.name}" if f"{source}.{a.name}" in mods else source)
+        todo = [t for t in todo if t in mods]
+    return seen
+
+
 def test_the_front_door_layers():
     front = {m for m in GRAPH if m == "emu.cli" or m.startswith("emu.cli.")}
     # the configuration is the floor of the front door: data, no behaviour
@@ -152,6 +180,22 @@ def test_the_front_door_layers():
     # nothing imports the parser but its entry point
     users = {m for m, deps in GRAPH.items() if deps & front and m not in front}
     assert users == {"emu.__main__"}
-    # the monitor knows neither the parser nor the launcher
+    # the monitor knows neither the parser nor the launcher (the log is a floor)
     qmp = {m for m in GRAPH if m.startswith("emu.qmp")}
-    assert all(not (_reach(m) - qmp - {"emu", "emu.errors"}) for m in qmp)
+    assert all(not (_reach(m) - qmp - {"emu", "emu.errors", "emu.trace", "emu.unixsock"})
+               for m in qmp)
+    # the log and trace events, the fd sets and the listening sockets import nothing
+    # of emu: any layer may use them
+    assert GRAPH["emu.trace"] == set() and GRAPH["emu.fdset"] == set()
+    assert GRAPH["emu.unixsock"] == set()
+    # the -device properties are declared data too: the parser, QMP's
+    # device-list-properties and the QOM views read them
+    assert _reach("emu.devprops") <= {"emu.devprops", "emu.config", "emu.keyval", "emu.errors"}
+    assert "emu.devprops" in GRAPH["emu.cli.schemas"] and "emu.devprops" in GRAPH["emu.launcher.qom_views"]
+    # a VM without -qtest does not load the qtest modules (~10 ms): the
+    # launcher imports them where -qtest is handled
+    assert not any(m.startswith("emu.qtest") for m in _module_level_reach("emu.launcher.process"))
+    # what greets before anything heavy is imported stays light
+    early = _reach("emu.launcher.early")
+    assert early <= {"emu", "emu.errors", "emu.launcher.early", "emu.qmp", "emu.qmp.endpoint",
+                     "emu.qmp.greeting", "emu.unixsock"}, early

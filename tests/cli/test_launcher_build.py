@@ -28,8 +28,14 @@ def test_a_failure_half_way_releases_what_was_built(tmp_path, no_fd_leak):
         build_machine(cfg, lambda name, data: None)
     assert str(e.value) == (f"-object filter-dump,id=f1,netdev=n0,file={second},queue=rx: "
                             "filter-dump: 'n0' rx frames are already captured")
-    assert first.exists() and not second.exists()
+    # the capture file start-up created is removed again: a failed start leaves nothing
+    assert not first.exists() and not second.exists()
     assert _shm() == shm                        # guest RAM unlinked; no_fd_leak: the pcap closed
+    # a file that was there before is not ours to remove
+    first.write_bytes(b"older")
+    with pytest.raises(StartupError):
+        build_machine(cfg, lambda name, data: None)
+    assert first.exists() and not second.exists()
 
 
 def test_a_guest_config_not_from_the_parser_is_checked_too(no_fd_leak):

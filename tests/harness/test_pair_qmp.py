@@ -92,7 +92,10 @@ def test_query_status_name_version_commands(pair):
         assert names == {"qmp_capabilities", "query-status", "stop", "cont", "system_reset",
                          "system_powerdown", "quit", "query-version", "query-commands",
                          "query-name", "query-pci", "query-chardev", "human-monitor-command",
-                         "query-emu-stats", "emu-set-guest-app"}
+                         "query-emu-stats", "emu-set-guest-app", "query-uuid", "query-qmp-schema",
+                         "query-cpus-fast", "query-kvm", "query-machines", "qom-list-types",
+                         "qom-list", "qom-get", "qom-list-properties", "device-list-properties",
+                         "device_add", "device_del"}
 
 
 def test_query_pci_has_qemus_schema_and_the_devices(pair):

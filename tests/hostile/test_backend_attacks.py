@@ -14,6 +14,7 @@ import ctypes
 import os
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -181,11 +182,22 @@ def refuses_the_memory_table(e: EvilBackend):
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
+def reset_in_background(vm: Emu) -> threading.Thread:
+    """QMP system_reset answers once every device is reset, a vhost-user
+    device once its back-end stopped the rings: send it from a thread while
+    this test plays that back-end."""
+    t = threading.Thread(target=vm.execute, args=("system_reset",), daemon=True)
+    t.start()
+    return t
+
+
 def vring_base_for_another_ring(e: EvilBackend, survivor: Survivor):
     e.serve_until_started()
-    survivor.vm1.execute("system_reset")            # the guest reboots: VM1 stops its rings
+    done = reset_in_background(survivor.vm1)        # the reset stops VM1's rings
     msg = e.serve(until=at(F.GET_VRING_BASE))
     e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
+    done.join(15)
+    assert not done.is_alive(), "system_reset did not answer"
     time.sleep(0.5)
     e.sock.shutdown(socket.SHUT_RDWR)
 
@@ -279,8 +291,10 @@ def test_hostile_backend(survivor, case):
     if case.reset_after:
         # the driver stopped using the ring the device corrupted; a reboot
         # gives it fresh rings (fresh counters) that it posts to and kicks again
-        survivor.vm1.execute("system_reset")
+        done = reset_in_background(survivor.vm1)
         survivor.current.serve_until_started()
+        done.join(15)
+        assert not done.is_alive(), "system_reset did not answer"
 
         def fresh_tx():
             q = survivor.vm1.queue("net0", "tx0")

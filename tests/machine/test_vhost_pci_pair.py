@@ -169,7 +169,7 @@ def test_peer_remap_disconnect_and_return_while_traffic_runs(tmp_path):
         try:
             await vms.wait_for(lambda: vms.guest_stats(a).get("received", 0) > 20000, what="traffic")
             gen0 = b.emu_stats()["vp0"]["generation"]
-            a.system_reset()              # VM1's driver resets: rings stop, memory re-sent
+            await a.system_reset()        # VM1 reboots: rings stop, memory re-sent
             await vms.wait_for(lambda: b.emu_stats()["vp0"]["generation"] > gen0 + 4,
                                what="re-map seen by VM2")
             n = vms.guest_stats(a)["received"]

@@ -227,6 +227,93 @@ def test_mmap_refusing_a_region_maps_the_previous_table_again(no_fd_leak):
     vm1.close()
 
 
+def _protection(addr: int) -> str:
+    """The permissions of the mapping holding ``addr`` in this process."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= addr < hi:
+                return perms
+    return ""
+
+
+def test_a_refused_install_after_a_revocation_never_leaves_a_faulting_hole(no_fd_leak):
+    """The driver did not acknowledge (the window was revoked, not unmapped):
+    it may still read its old host addresses while the next table is tried.
+    A table that mmap refuses half-way must put back the zero pages where
+    its first regions went, never the PROT_NONE reservation (VM2 died with
+    SIGSEGV on a loaded machine, where ack-timeout expires)."""
+    vm1 = peer_ram()
+    vm1.write(16, b"old")
+    w = PeerWindow(16 * MiB)
+    old = w.map_table(*_two_region_table(vm1))
+    hosts = [r.host_addr for r in old.regions]
+    w.revoke()                                   # no ack: zero pages under the driver
+    assert _protection(hosts[0]).startswith("rw")
+    seen, restore = [], w._restore
+
+    def watch_restore():                         # the moment between undo and roll-back
+        seen.extend(_protection(h) for h in hosts)
+        return restore()
+    w._restore = watch_restore
+    with pytest.raises(RegionTableError, match="the previous table is mapped again"):
+        w.map_table(*_hugetlb_second_region(vm1))   # gpa 0 maps over the zeros, then EINVAL
+    assert seen and all(p.startswith("rw") for p in seen), seen
+    assert all(_protection(h).startswith("rw") for h in hosts)
+    assert ctypes.string_at(hosts[0] + 16, 3) == b"old"          # the old table is back
+    w.close()
+    vm1.close()
+
+
+def test_a_refused_install_restores_zero_pages_even_when_the_old_table_is_gone(no_fd_leak,
+                                                                              monkeypatch):
+    """The same, when the old table cannot come back either: the undo alone
+    must keep the revoked range readable."""
+    vm1 = peer_ram()
+    w = PeerWindow(16 * MiB)
+    old = w.map_table(*_two_region_table(vm1))
+    host = old.regions[0].host_addr
+    w.revoke()
+    real, calls = w._map, []
+
+    def fail_second(slot):
+        calls.append(slot)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOMEM, "test: no memory")
+        real(slot)
+    monkeypatch.setattr(w, "_map", fail_second)
+    with pytest.raises(RegionTableError):
+        w.map_table(*_two_region_table(vm1))
+    assert _protection(host).startswith("rw") and w.accessible(old.regions[0].window_offset, 1)
+    assert ctypes.string_at(host, 4) == bytes(4)
+    w.close()
+    vm1.close()
+
+
+def test_a_region_mmap_refuses_never_leaves_a_hole_in_the_window(no_fd_leak):
+    """A refused MAP_FIXED may unmap the range it was to replace: a hole any
+    thread's next allocation can land in, which the roll-back's MAP_FIXED
+    would then map over (VM2 crashed in json encoding, its heap clobbered).
+    The window tries each mapping elsewhere first: the refusal leaves the
+    reservation whole."""
+    vm1 = peer_ram()
+    w = PeerWindow(16 * MiB)
+    w.map_table(*_two_region_table(vm1))
+    w.unmap()
+    seen, undo = [], w._undo
+
+    def watch_undo(offset, length):
+        seen.append(_protection(w.base + offset))
+        undo(offset, length)
+    w._undo = watch_undo
+    with pytest.raises(RegionTableError):
+        w.map_table(*_hugetlb_second_region(vm1))
+    assert len(seen) == 2 and seen[1] == "---p", seen      # the refused region's range
+    w.close()
+    vm1.close()
+
+
 def test_mmap_refusing_the_first_table_leaves_nothing_mapped(no_fd_leak):
     vm1 = peer_ram()
     w = PeerWindow(16 * MiB)

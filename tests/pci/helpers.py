@@ -77,3 +77,10 @@ def eventfd_count(fd: int) -> int:
         return os.eventfd_read(fd)
     except BlockingIOError:
         return 0
+
+
+def reads_unassigned(bus, addr: int, size: int) -> bool:
+    """A memory read nothing decodes: it reads 0 (QEMU's unassigned memory,
+    ``unassigned_mem_ops``) and is counted as unclaimed."""
+    before = sum(bus.unclaimed.values())
+    return bus.mmio_read(addr, size) == 0 and sum(bus.unclaimed.values()) == before + 1

@@ -13,7 +13,7 @@ from emu.pci import BusError, PCIFunction, RamBacking
 from emu.spec import pci as regs
 from emu.pci.bus import make_bdf
 
-from .helpers import RegFile, eventfd_count
+from .helpers import RegFile, eventfd_count, reads_unassigned
 
 BDF = make_bdf(0, 2, 0)
 BAR0 = regs.BASE_ADDRESS_0
@@ -78,7 +78,7 @@ def program(bus, bdf, index, addr, command=regs.COMMAND_MEMORY):
 def test_mmio_dispatch_needs_address_and_memory_decode(bus, regfile_fn):
     regs_ = regfile_fn.regs
     bus.config_write(BDF, BAR0, 4, 0xC0000000)
-    assert bus.mmio_read(0xC0000000, 4) == 0xFFFFFFFF          # decode still off
+    assert reads_unassigned(bus, 0xC0000000, 4)          # decode still off
     bus.config_write(BDF, regs.COMMAND, 2, regs.COMMAND_MEMORY)
     bus.mmio_write(0xC0000104, 4, 0x11223344)
     assert regs_.mem[0x104:0x108] == bytes.fromhex("44332211")
@@ -92,7 +92,7 @@ def test_mmio_dispatch_needs_address_and_memory_decode(bus, regfile_fn):
     assert regfile_fn.errors["test-readonly"] == 1
     # decode off again: the BAR vanishes
     bus.config_write(BDF, regs.COMMAND, 2, 0)
-    assert bus.mmio_read(0xC0000104, 4) == 0xFFFFFFFF
+    assert reads_unassigned(bus, 0xC0000104, 4)
     bus.mmio_write(0xC0000104, 4, 0)
     assert regs_.mem[0x104:0x108] == bytes.fromhex("44332211")
     assert bus.unclaimed["mmio_read"] == 2 and bus.unclaimed["mmio_write"] == 1
@@ -100,14 +100,14 @@ def test_mmio_dispatch_needs_address_and_memory_decode(bus, regfile_fn):
 
 def test_accesses_outside_or_across_a_bar_are_unclaimed(bus, regfile_fn):
     program(bus, BDF, 0, 0xC0000000)
-    assert bus.mmio_read(0xC0000FFE, 4) == 0xFFFFFFFF              # straddles the end
-    assert bus.mmio_read(0xBFFFFFFE, 4) == 0xFFFFFFFF              # straddles the start
-    assert bus.mmio_read(0xC0001000, 1) == 0xFF
+    assert reads_unassigned(bus, 0xC0000FFE, 4)              # straddles the end
+    assert reads_unassigned(bus, 0xBFFFFFFE, 4)              # straddles the start
+    assert reads_unassigned(bus, 0xC0001000, 1)
     for size in (0, 3, 16):
-        assert bus.mmio_read(0xC0000000, size) in (0xFFFFFFFFFFFFFFFF,)
+        assert reads_unassigned(bus, 0xC0000000, size)
         bus.mmio_write(0xC0000000, size, 1)
-    assert bus.mmio_read(-8, 4) == 0xFFFFFFFF
-    assert bus.mmio_read((1 << 64) - 2, 4) == 0xFFFFFFFF
+    assert reads_unassigned(bus, -8, 4)
+    assert reads_unassigned(bus, (1 << 64) - 2, 4)
     assert not regfile_fn.regs.log
     assert bus.unclaimed["mmio_read"] == 3 and bus.unclaimed["mmio_read_bad"] == 5
     assert bus.unclaimed["mmio_write_bad"] == 3
@@ -117,7 +117,7 @@ def test_accesses_outside_or_across_a_bar_are_unclaimed(bus, regfile_fn):
 def test_bars_at_zero_or_reaching_4g_are_not_decoded(bus, regfile_fn, addr):
     program(bus, BDF, 0, addr)
     assert regfile_fn.bars[0].address is None
-    assert bus.mmio_read(addr & ~0xFFF, 4) == 0xFFFFFFFF
+    assert reads_unassigned(bus, addr & ~0xFFF, 4)
 
 
 def test_mem64_bar_above_4g_and_moving_it(bus):
@@ -131,7 +131,7 @@ def test_mem64_bar_above_4g_and_moving_it(bus):
     bus.mmio_write(0x8_0000_0010, 8, 0x0102030405060708)
     assert rf.mem[0x10:0x18] == bytes.fromhex("0807060504030201")
     program(bus, bdf, 2, 0x9_0000_0000)
-    assert bus.mmio_read(0x8_0000_0010, 8) == (1 << 64) - 1
+    assert reads_unassigned(bus, 0x8_0000_0010, 8)
     assert bus.mmio_read(0x9_0000_0010, 8) == 0x0102030405060708
     assert moves == [0x8_0000_0000, 0x9_0000_0000]
 
@@ -148,7 +148,7 @@ def test_io_bar_dispatch_needs_io_decode(bus):
     bus.pio_write(0xC044, 2, 0xBEEF)
     assert bus.pio_read(0xC044, 2) == 0xBEEF
     assert bus.pio_read(0xC044, 8) == 0xFFFFFFFF                # no 8-byte port I/O
-    assert bus.mmio_read(0xC044, 2) == 0xFFFF                   # not in memory space
+    assert reads_unassigned(bus, 0xC044, 2)                   # not in memory space
     program(bus, bdf, 4, 0x1_0000, command=regs.COMMAND_IO)     # beyond 64 KiB of ports
     assert fn.bars[4].address is None
 
@@ -180,7 +180,7 @@ def test_partial_overlap_keeps_the_uncovered_part(bus):
     bus.mmio_write(0xC0001000, 4, 2)                    # a
     bus.mmio_write(0xC0002000, 4, 3)                    # b, above a
     assert rb.mem[0] == 1 and ra.mem[0] == 2 and rb.mem[0x2000] == 3
-    assert bus.mmio_read(0xC0000FFE, 4) == 0xFFFFFFFF   # spans two owners
+    assert reads_unassigned(bus, 0xC0000FFE, 4)   # spans two owners
 
 
 def test_ram_bar_is_mapped_and_reached_by_mmio(bus):
@@ -283,7 +283,8 @@ def test_legacy_config_mechanism(bus, regfile_fn):
     assert bus.pio_read(0xCFC, 4) == 0x56781234
     assert bus.pio_read(0xCFE, 2) == 0x5678
     assert bus.pio_read(0xCFD, 1) == 0x12
-    assert bus.pio_read(0xCFD, 2) == 0xFFFF                       # crosses a lane boundary
+    # misaligned: QEMU serves registers 1 and 2 (a byte at a time)
+    assert bus.pio_read(0xCFD, 2) == 0x7812
     bus.pio_write(0xCF8, 4, addr | regs.COMMAND)
     bus.pio_write(0xCFC, 2, regs.COMMAND_MEMORY)
     assert regfile_fn.command == regs.COMMAND_MEMORY

@@ -111,3 +111,27 @@ class FakeMachine:
         return "\n".join(f"{nic}: index={i},type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:{0x56 + i:02x}\n"
                          f" \\ net{i}: index=0,type=vhost-user,vhost-user to char0"
                          for i, nic in enumerate(self.nics))
+
+    def info_mtree(self) -> str:
+        return "address-space: memory\n  0000000000000000-ffffffffffffffff (prio 0, i/o): system"
+
+    def query_cpus_fast(self) -> list[dict[str, Any]]:
+        return []
+
+    def qom_list(self, path: str) -> list[dict[str, Any]]:
+        if path != "/machine":
+            raise QmpError(f"Device '{path}' not found", "DeviceNotFound")
+        return [{"name": "type", "type": "string"}]
+
+    def qom_get(self, path: str, prop: str) -> Any:
+        self.qom_list(path)
+        if prop != "type":
+            raise QmpError(f"Property 'fake-machine.{prop}' not found")
+        return "fake-machine"
+
+    def info_qom_tree(self, path: str | None) -> str:
+        self.qom_list(path or "/machine")
+        return "/machine (fake-machine)"
+
+    def info_qtree(self) -> str:
+        return "bus: main-system-bus\n  type System"

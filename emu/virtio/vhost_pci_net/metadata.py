@@ -7,8 +7,6 @@ import mmap
 import threading
 from typing import Callable
 
-import numpy as np
-
 from emu.spec import vhost_pci_net as S
 
 _GEN = S.M_GENERATION // 4          # the generation word, as a u32 index
@@ -26,7 +24,9 @@ class Metadata:
         if S.vring_at(peer_vq_max) > S.METADATA_SIZE:
             raise ValueError(f"peer_vq_max {peer_vq_max} does not fit the metadata page")
         self.mm = mmap.mmap(-1, S.METADATA_SIZE)
-        self.u32 = np.frombuffer(self.mm, dtype="<u4")
+        # 32-bit words (x86: little-endian, as the page's layout); an item store
+        # is one aligned 4-byte store, as numpy's was, without importing numpy
+        self.u32 = memoryview(self.mm).cast("I")
         self.peer_vq_max = peer_vq_max
         self._lock = threading.Lock()
         S.HEADER.pack_into(self.mm, 0, S.MAGIC, S.VERSION, 0, 0, 0, 0, bytes(6), 0, 0, 0,
@@ -101,6 +101,8 @@ class Metadata:
         S.HEADER.pack_field(mm, 0, name, value)
 
     def close(self) -> None:
+        if self.u32 is not None:
+            self.u32.release()
         self.u32 = None
         try:
             self.mm.close()
