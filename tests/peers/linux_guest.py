@@ -9,6 +9,7 @@ session (cached by kernel version) and keep guests few.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -38,13 +39,17 @@ def kernel_image(kver: str | None = None) -> str:
 
 
 def initramfs(cache_dir: str | None = None) -> str:
-    """Path of a cached initramfs for the newest installed kernel."""
+    """Path of a cached initramfs for the newest installed kernel and this
+    build script.  The cache is keyed by the script's content, not its
+    mtime: the directory is shared by every checkout on the machine, and
+    one with an older script must not hand its image to another."""
     kver = kernel_version()
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "emu-test-guest")
     os.makedirs(cache_dir, exist_ok=True)
-    out = os.path.join(cache_dir, f"initrd-{kver}.cpio.gz")
-    stamp = os.path.getmtime(BUILD)
-    if not os.path.exists(out) or os.path.getmtime(out) < stamp:
+    with open(BUILD, "rb") as f:
+        script = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(cache_dir, f"initrd-{kver}-{script}.cpio.gz")
+    if not os.path.exists(out):
         tmp = out + f".{os.getpid()}"
         subprocess.run([BUILD, tmp, kver], check=True, capture_output=True)
         os.replace(tmp, out)
