@@ -317,6 +317,8 @@ class GuestProgram:
         devices -- they are reset under us, as a vCPU stops at a reset."""
         self.say("guest: reboot")
         self._stop_app()
+        for d in self.drivers:
+            d.halt()
         self.app = None
         self.drivers = []
         self.acpi = None

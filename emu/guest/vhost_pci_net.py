@@ -256,18 +256,26 @@ class VhostPciNetDriver(DeviceLifecycle):
         kick = self._kick_vector(index) if mode == "interrupt" else -1
         # the format is the vring's (the metadata), whatever the features say
         features = p.features | V.F_RING_PACKED if v.packed else p.features & ~V.F_RING_PACKED
+        start = v.base
+        if v.packed:
+            # a packed ring keeps no index in memory: the device keeps where a
+            # driver left it this epoch (peer_vq_base: this one before a
+            # re-map, the one before a reboot), else the vring's base
+            self.vp.config_write(CFG_VQ_SELECT, 2, index)
+            start = self.vp.read_config_struct("<I", CFG_VQ_BASE)[0] & 0xFFFF
         try:
             q = ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
-                                          features=features, last_avail_idx=v.base,
+                                          features=features, last_avail_idx=start,
                                           call_fd=call if call is not None else -1,
                                           kick_fd=kick, name=f"{self.name}.peer{index}")
         except Exception as e:       # the peer's addresses are untrusted
             log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
             return None
         if q.used_idx != q.last_avail_idx:
-            # a driver that rebooted while the peer's rings ran on: this
+            # a driver that rebooted while the peer's split rings ran on: this
             # device side completes in order, so it resumes where the used
-            # ring says (a fresh ring: used idx == SET_VRING_BASE)
+            # ring says (a fresh ring: used idx == SET_VRING_BASE; packed:
+            # peer_vq_base above)
             q.reset(q.used_idx)
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")
@@ -314,6 +322,11 @@ class VhostPciNetDriver(DeviceLifecycle):
             if q.packed:
                 self.vp.config_write(CFG_VQ_SELECT, 2, index)
                 self.vp.config_write(CFG_VQ_BASE, 4, q.last_avail_idx)
+
+    def halt(self) -> None:
+        """A reboot forgets this driver: the device keeps our packed peer
+        vrings' positions for the next one (the split rings' are in memory)."""
+        self.report_positions()
 
     def handle_config(self, app) -> bool:
         """The peer changed: stop using it, say where we left its packed

@@ -126,6 +126,49 @@ def test_vhost_pci_driver_reports_packed_positions_through_the_config(tmp_path):
         dev.close()
 
 
+def test_vm2_reboot_resumes_packed_peer_rings_where_its_driver_left_them(tmp_path):
+    """VM2 reboots (system_reset) while VM1's packed rings stay up: a packed
+    ring keeps no index in memory, so VM2's driver leaves its positions with
+    the device (peer_vq_base) before the reset and the rebooted driver takes
+    the rings up there -- not at the vring's base, where it would wait on
+    descriptors VM1 made available laps ago."""
+    async def body():
+        sock = str(tmp_path / "vp.sock")
+        b = vms.vm2(sock, "echo")
+        await b.start()
+        # 1000 chains on 256-descriptor rings: position 232 in wrap 0, far
+        # from the base (position 0 in wrap 1)
+        a = vms.vm1(sock, "gen", {"count": "1000", "verify": "on"}, packed=True)
+        ev = vms.Events(a, b)
+        rx = lambda: a.emu_stats()["net0"]["queues"]["rx0"]["packets"]   # noqa: E731
+        try:
+            await a.start()
+            await ev.wait("EMU_GUEST_APP_DONE", "vm1", timeout=30)
+            await vms.wait_for(lambda: rx() >= 1000, timeout=30, what="echoes")
+            await b.system_reset()
+            peer = b.guest.drivers[0].peer
+            assert [v.packed for v in peer.vrings[:2]] == [True, True]
+            done = asyncio.get_running_loop().create_future()
+            again = a.guest.check_app("gen", {"count": "1000", "verify": "on"})
+            a.guest.request("set_app", "gen", again,
+                            lambda e: done.get_loop().call_soon_threadsafe(done.set_result, e))
+            assert await asyncio.wait_for(done, 30) is None
+            await vms.wait_for(lambda: rx() >= 2000, timeout=30,
+                               what="echoes after VM2's reboot")
+            bases = [q.last_avail_idx for _, q in (b.guest.drivers[0].live_peer[i]
+                                                   for i in (0, 1))]
+            return a.emu_stats(), b.emu_stats(), bases
+        finally:
+            await a.close()
+            await b.close()
+    s1, s2, bases = run(body())
+    q1 = s1["net0"]["queues"]
+    assert q1["tx0"]["packets"] == q1["rx0"]["packets"] == 2000
+    # 2000 chains: position 2000 % 256 in wrap 1 ^ (2000 // 256 odd), both rings
+    assert bases == [2000 % 256 | ((1 + 2000 // 256) & 1) << 15] * 2
+    _check_clean(s1, s2)
+
+
 @pytest.mark.parametrize("vm1_packed,vm3_packed", FORMATS)
 def test_forward_vm1_to_vm3_through_vm2_between_formats(tmp_path, vm1_packed, vm3_packed):
     """VM2's forward app: VM1's TX chains straight into VM3's RX chains, one

@@ -171,7 +171,8 @@ class PeerFace(BackendDevice):
         self.driver_bases[index] = base & 0xFFFF
 
     def vring_start(self, v) -> None:
-        self.driver_bases[v.index] = None
+        # a packed vring is at its base until the driver says otherwise
+        self.driver_bases[v.index] = v.base & 0xFFFF
         self.calls.point(v.index, v.call_fd)
         # a new epoch tells the driver this is a fresh start from v.base,
         # not the ring it was already serving
