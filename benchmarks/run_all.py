@@ -7,7 +7,8 @@ Benchmarks (each also runs alone, with the same --quick): throughput
 (emu vhost-pci vs DPDK one copy vs memcpy), vswitch (two-copy vswitch path
 vs vhost-pci chain, CPU per packet), latency (ping-pong vs eventfd),
 control_plane (start-up vs QEMU, first packet, 1..16 pairs), ring_copy (the
-C copy loop alone).  Writes results/<name>.json and .png for each, and
+C copy loop alone), socket_netdev (-netdev socket frames/s with a C peer,
+beside QEMU 7.2 TCG's).  Writes results/<name>.json and .png for each, and
 results/summary.json, summary.md (the README's table) and summary.png.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _util  # noqa: E402
 import common  # noqa: E402
 
-ORDER = ("throughput", "vswitch", "latency", "control_plane", "ring_copy")
+ORDER = ("throughput", "vswitch", "latency", "control_plane", "ring_copy", "socket_netdev")
 LOWER_IS_BETTER = ("us", "ms")
 
 

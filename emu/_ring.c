@@ -565,6 +565,14 @@ static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
         WRITE_ONCE(*(q->inflight + 16 + 16 * (size_t)id), 0);
 }
 
+/* Completions dev_flush would publish (either format). */
+static inline int dev_unflushed(const struct emu_devq *q)
+{
+    if (q->packed)
+        return pdev_unflushed(q);
+    return q->used_idx != q->signalled_used;
+}
+
 /* Publish used->idx, then decide whether the driver wants an interrupt. */
 static int dev_flush(struct emu_devq *q)
 {
@@ -2063,6 +2071,15 @@ static int job_gen(struct emu_drvq *q, struct emu_gen *g, uint32_t burst,
     return emu_drv_tx_gen(q, g, burst, r);
 }
 
+/* jobs whose code lives in other files of the engine (one unit) */
+static int net_job_run(struct emu_job *j, struct emu_burst *r);
+static int net_job_ready(struct emu_job *j);
+static int net_job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner,
+                       uint8_t *drain, int max);
+static void net_job_disarm(struct emu_job *j);
+static void net_job_leave(struct emu_job *j);
+#define IS_NET_JOB(j) ((j)->kind == EMU_JOB_NET || (j)->kind == EMU_JOB_HUB)
+
 static int job_run(struct emu_job *j, int *progress)
 {
     struct emu_burst r;
@@ -2080,6 +2097,10 @@ static int job_run(struct emu_job *j, int *progress)
         break;
     case EMU_JOB_SINK:
         err = emu_drv_rx_sink(j->drv, burst, j->flags, j->sink, &r);
+        break;
+    case EMU_JOB_NET:
+    case EMU_JOB_HUB:
+        err = net_job_run(j, &r);
         break;
     default:
         return EMU_OK;
@@ -2131,14 +2152,19 @@ static void job_wait_enable(const struct job_wait *w, int enable)
 }
 
 /* Arm notifications for a job about to sleep; returns the fds to wait on,
- * and in owner[] the stats of the queue each fd belongs to (wakeups). */
-static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner, int max)
+ * in owner[] the stats of the queue each fd belongs to (wakeups), and in
+ * drain[] whether it is an eventfd to consume (a socket is not). */
+static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **owner,
+                   uint8_t *drain, int max)
 {
+    if (IS_NET_JOB(j))
+        return net_job_arm(j, pfd, owner, drain, max);
     struct job_wait w[2];
     int nw = job_waits(j, w), n = 0;
     for (int i = 0; i < nw && n < max; i++) {
         job_wait_enable(&w[i], 1);
         owner[n] = w[i].devq ? &w[i].devq->st : &w[i].drvq->st;
+        drain[n] = 1;
         pfd[n++] = (struct pollfd){w[i].fd, POLLIN, 0};
     }
     return n;
@@ -2146,6 +2172,10 @@ static int job_arm(struct emu_job *j, struct pollfd *pfd, struct emu_stats **own
 
 static void job_disarm(struct emu_job *j)
 {
+    if (IS_NET_JOB(j)) {
+        net_job_disarm(j);
+        return;
+    }
     struct job_wait w[2];
     int nw = job_waits(j, w);
     for (int i = 0; i < nw; i++)
@@ -2178,6 +2208,9 @@ static int job_ready(struct emu_job *j)
     }
     case EMU_JOB_SINK:
         return !j->drv->broken && emu_drv_has_used(j->drv);
+    case EMU_JOB_NET:
+    case EMU_JOB_HUB:
+        return net_job_ready(j);
     }
     return 0;
 }
@@ -2256,9 +2289,10 @@ int emu_pump_run(struct emu_pump *p)
         /* interrupt mode: arm, re-check, sleep */
         struct pollfd pfd[EMU_MAX_WAIT];
         struct emu_stats *owner[EMU_MAX_WAIT];
+        uint8_t drain[EMU_MAX_WAIT];
         int n = 0, ready = 0;
         for (uint32_t i = 0; i < p->njobs; i++)
-            n += job_arm(&p->jobs[i], pfd + n, owner + n, EMU_MAX_WAIT - n);
+            n += job_arm(&p->jobs[i], pfd + n, owner + n, drain + n, EMU_MAX_WAIT - n);
         for (uint32_t i = 0; i < p->njobs && !ready; i++)
             ready = job_ready(&p->jobs[i]);
         if (!ready) {
@@ -2271,8 +2305,9 @@ int emu_pump_run(struct emu_pump *p)
             int r = poll(pfd, (nfds_t)n, tmo);
             if (r > 0) {
                 for (int k = 0; k < n; k++) {
-                    if (pfd[k].revents & POLLIN) {
-                        drain_fd(pfd[k].fd);
+                    if (pfd[k].revents & (POLLIN | POLLOUT | POLLHUP | POLLERR)) {
+                        if (drain[k] && (pfd[k].revents & POLLIN))
+                            drain_fd(pfd[k].fd);
                         owner[k]->wakeups++;
                     }
                 }
@@ -2284,6 +2319,9 @@ int emu_pump_run(struct emu_pump *p)
             job_disarm(&p->jobs[i]);
         idle = 0;
     }
+    for (uint32_t i = 0; i < p->njobs; i++)
+        if (IS_NET_JOB(&p->jobs[i]))
+            net_job_leave(&p->jobs[i]);
     __atomic_store_n(&p->in_rings, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&p->running, 0, __ATOMIC_RELEASE);
     return p->error;

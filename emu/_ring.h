@@ -212,6 +212,11 @@ struct emu_sink {
 #define EMU_JOB_GEN       3   /* drv: reclaim + post generator packets, in whole
                                * bursts (min(burst, ring / 2) free slots) */
 #define EMU_JOB_SINK      4   /* drv: receive, count (and verify), refill */
+#define EMU_JOB_NET       5   /* net: a NIC's queues <-> a stream socket (_ring_net.h) */
+#define EMU_JOB_HUB       6   /* hub: the NICs of a hub, frames between them (_ring_net.h) */
+
+struct emu_netport;           /* _ring_net.h */
+struct emu_hub;
 
 struct emu_job {
     uint32_t kind;
@@ -223,6 +228,8 @@ struct emu_job {
     struct emu_drvq *drv;
     struct emu_gen *gen;
     struct emu_sink *sink;
+    struct emu_netport *net;      /* EMU_JOB_NET */
+    struct emu_hub *hub;          /* EMU_JOB_HUB */
     uint64_t runs;
     uint64_t idle;
 };

@@ -402,6 +402,13 @@ static inline void pdev_unpop(struct emu_devq *q, const uint16_t *heads, uint32_
     pk->avail_wrap = heads[0] >> 15;
 }
 
+/* Used descriptors dev_flush has not published or counted yet (the
+ * position alone cannot say: a whole lap brings it back to the same slot). */
+static inline int pdev_unflushed(const struct emu_devq *q)
+{
+    return q->packed->first_pos != PK_NONE || q->packed->since != 0;
+}
+
 /* Publish the batch (its first descriptor's flags), then decide whether
  * the driver wants an interrupt. */
 static int pdev_flush(struct emu_devq *q)

@@ -78,6 +78,7 @@ static inline int pdev_resolve(struct emu_devq *q, uint16_t head, int write, str
                                uint32_t *hint);
 static inline void pdev_used(struct emu_devq *q, uint16_t head, uint32_t len);
 static int pdev_flush(struct emu_devq *q);
+static inline int pdev_unflushed(const struct emu_devq *q);
 static void pdev_notify_enable(struct emu_devq *q, int enable);
 static int emu_pdev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
                          uint32_t flags, struct emu_burst *res);

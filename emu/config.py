@@ -184,11 +184,18 @@ ISA_SERIAL_PORTS = ((0x3F8, 4), (0x2F8, 3), (0x3E8, 4), (0x2E8, 3))
 
 @dataclass
 class Netdev:
+    """``-netdev TYPE,id=ID,...``: ``vhost-user`` (``chardev``, ``queues``,
+    ``vhost_pci``), ``socket`` (one of ``fd``, ``listen``, ``connect``) or
+    ``hubport`` (``hubid``)."""
     id: str
-    chardev: str
+    chardev: str = ""
     type: str = "vhost-user"
     queues: int = 1
     vhost_pci: str = "auto"     # auto | seed | off: see emu.vhost_user.extension
+    fd: int | None = None       # socket: an inherited connected stream socket
+    listen: str | None = None   # socket: [HOST]:PORT to accept one peer at a time on
+    connect: str | None = None  # socket: HOST:PORT to connect to
+    hubid: int | None = None    # hubport
     origin: str = _origin()
 
 
@@ -209,6 +216,8 @@ class VirtioNetPCI:
     mac: str | None = None
     addr: PCIAddress | None = None
     vectors: int | None = None          # MSI-X vectors; 0 = INTx only
+    disable_legacy: str = "auto"        # on | off | auto (QEMU's: legacy on a conventional bus)
+    disable_modern: bool = False
     mrg_rxbuf: bool = True
     mq: bool = False
     event_idx: bool = True

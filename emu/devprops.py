@@ -69,12 +69,11 @@ _window.kind = "size"  # type: ignore[attr-defined]
 _PCI_IGNORED = (_ign("romfile", string), _ign("rombar", integer(0, 1)), _ign("bootindex", integer(-1, 1 << 31)),
                 _ign("bus", choice("pcie.0", "pci.0")), _ign("multifunction"), _ign("ats"), _ign("aer"),
                 _ign("acpi-index", integer(0, (1 << 32) - 1)), _ign("x-pcie-lnksta-dllla"),
-                _ign("disable-legacy", _ON_OFF_AUTO, "emu's devices are modern-only"),
-                Param("disable-modern", boolean, "must be off: emu's devices are modern-only"),
                 Param("iommu_platform", boolean, "must be off"))
 #: the properties QEMU keeps on the PCI proxy (``virtio-net-pci``); the rest
 #: are its virtio device's (``virtio-net-device``), as ``info qtree`` shows
-PCI_PROXY_PROPS = frozenset({"addr", "vectors", *(p.name for p in _PCI_IGNORED)})
+PCI_PROXY_PROPS = frozenset({"addr", "vectors", "disable-legacy", "disable-modern",
+                             *(p.name for p in _PCI_IGNORED)})
 VIRTIO_NET_FEATURES = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn",
                        "guest_ufo", "guest_announce", "host_tso4", "host_tso6", "host_ecn", "host_ufo",
                        "ctrl_vq", "ctrl_rx", "ctrl_vlan", "ctrl_rx_extra", "ctrl_mac_addr",
@@ -103,16 +102,21 @@ def _device_schema(driver: str, *params: Param) -> Schema:
 DEVICES: dict[str, tuple[Schema, str]] = {
     "virtio-net-pci": (_device_schema(
         "virtio-net-pci",
-        Param("netdev", identifier, "id of the -netdev (vhost-user front-end)"),
+        Param("netdev", identifier, "id of the -netdev (vhost-user, socket or hubport)"),
         Param("mq", boolean, "VIRTIO_NET_F_MQ"),
         Param("host_mtu", integer(68, 65535), "VIRTIO_NET_F_MTU with this MTU"),
         Param("rx_queue_size", power_of_two(256, 1024), "rx virtqueue size"),
         Param("tx_queue_size", power_of_two(256, 1024), "tx virtqueue size"),
+        Param("disable-legacy", _ON_OFF_AUTO, "on: no legacy interface (auto, off: transitional)"),
+        Param("disable-modern", boolean, "on: the legacy interface only"),
         *(Param(f, boolean, "virtio-net feature") for f in VIRTIO_NET_FEATURES)),
-        "virtio-net over modern virtio-pci; its back-end is a vhost-user netdev"),
+        "virtio-net over virtio-pci, transitional as QEMU's; its data path a vhost-user "
+        "back-end, or emu's own (socket, hubport netdevs)"),
     "vhost-pci-net": (_device_schema(
         "vhost-pci-net",
         Param("chardev", identifier, "the vhost-user socket chardev (this device is the back-end)"),
+        _ign("disable-legacy", _ON_OFF_AUTO, "vhost-pci-net is modern-only"),
+        Param("disable-modern", boolean, "must be off: vhost-pci-net is modern-only"),
         Param("window", _window, "peer-memory BAR size (power of two, default 4G)"),
         Param("queues", integer(1, 256), "max_virtqueue_pairs"),
         Param("ack-timeout", integer(0, 60000), "ms the driver has to release the window"),
@@ -135,11 +139,13 @@ ISA_SERIAL = Schema((Param("chardev", identifier, "the chardev the port's output
                      _ign("wakeup", integer(0, 1))),
                     unknown="Property '{owner}.{key}' not found")
 
-#: -device properties that exist only to be refused when on
-MUST_BE_OFF = {"disable-modern": "emu's virtio devices are modern-only",
-               "iommu_platform": "emu has no IOMMU"}
+#: -device properties that exist only to be refused when on (per driver:
+#: DRIVER_MUST_BE_OFF)
+DRIVER_MUST_BE_OFF = {"vhost-pci-net": {"disable-modern": "vhost-pci-net is modern-only"}}
+MUST_BE_OFF = {"iommu_platform": "emu has no IOMMU"}
 #: -device property -> emu.config field, where the names differ
 FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
+               "disable-legacy": "disable_legacy", "disable-modern": "disable_modern",
                "max-connections": "max_connections", "max-payload": "max_payload",
                "max-regions": "max_regions", "max-mem": "max_mem",
                "message-timeout": "message_timeout_ms"}

@@ -104,6 +104,8 @@ class Machine:
         self.devices: dict[str, DeviceEntry] = {}
         self.netdevs: dict[str, object] = {}
         self.backend_sockets: dict[str, object] = {}    # device id -> VhostUserBackendSocket
+        self.hubs = None                  # emu.netdev_internal.HubNetwork, with a hubport
+        self.announcer = None             # emu.netdev_announce.Announcer, once announce-self ran
         self.chardevs: dict[str, object] = {}
         self.guest = None
         self.guest_spec: tuple | None = None
@@ -160,17 +162,36 @@ class Machine:
         self.netdevs[id] = nd
         return nd
 
+    def add_netdev_socket(self, id: str, *, fd: int | None = None, listen: str | None = None,
+                          connect: str | None = None):
+        """``-netdev socket``: emu's C engine moves the NIC's frames to a stream."""
+        from emu.netdev_internal import SocketNetdev
+        nd = SocketNetdev(id, fd=fd, listen=listen, connect=connect, events=self.emit)
+        self.netdevs[id] = nd
+        return nd
+
+    def add_netdev_hubport(self, id: str, hubid: int):
+        """``-netdev hubport``: a port of hub ``hubid`` (frames to its other ports)."""
+        from emu.netdev_internal import HubNetwork, HubPortNetdev
+        if self.hubs is None:
+            self.hubs = HubNetwork()
+        nd = HubPortNetdev(id, hubid, self.hubs, events=self.emit)
+        self.netdevs[id] = nd
+        return nd
+
     def add_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, addr=None,
                        mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
                        queue_size: int = 256, packed: bool = False,
-                       hotplug: bool = False) -> DeviceEntry:
+                       disable_legacy: str | bool = "auto",
+                       disable_modern: bool = False, hotplug: bool = False) -> DeviceEntry:
         """``netdev`` None: a NIC with no peer (:class:`NoPeer`).  ``hotplug``:
         added at run time (the guest is told through ACPI hotplug)."""
         entry = self.make_virtio_net(id, netdev, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
                                      event_idx=event_idx, indirect_desc=indirect_desc,
                                      host_mtu=host_mtu, vectors=vectors, queue_size=queue_size,
-                                     packed=packed)
+                                     packed=packed, disable_legacy=disable_legacy,
+                                     disable_modern=disable_modern)
         if hotplug:
             return self.hotplug.plug(entry, addr)
         return self.add_device(entry, addr)
@@ -179,17 +200,18 @@ class Machine:
                         mrg_rxbuf: bool = True, event_idx: bool = True,
                         indirect_desc: bool = True, host_mtu: int = 0,
                         vectors: int | None = None, queue_size: int = 256,
-                        packed: bool = False) -> DeviceEntry:
-        """A virtio-net-pci device model and function, not plugged yet."""
-        from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
-        from emu.virtio.virtio_net import VirtioNetDevice
+                        packed: bool = False, disable_legacy: str | bool = "auto",
+                        disable_modern: bool = False) -> DeviceEntry:
+        """A virtio-net-pci device model and function (:mod:`emu.virtio.net_pci`:
+        the model its netdev calls for, QEMU's transitional function), not plugged yet."""
+        from emu.virtio import net_pci
         nd = self.netdevs[netdev] if netdev is not None else NoPeer(id)
-        model = VirtioNetDevice(nd, self.ram, self.loop, mac=mac, queue_pairs=nd.queues, mq=mq,
-                                mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
-                                indirect_desc=indirect_desc, host_mtu=host_mtu,
-                                queue_size=queue_size, packed=packed, name=id, events=self.emit)
-        layout = VirtioPCILayout() if vectors is None else VirtioPCILayout(msix_vectors=vectors)
-        fn = VirtioPCIFunction(model, layout=layout, name=id)
+        model = net_pci.make_model(nd, self.ram, mac=mac, name=id, events=self.emit, mq=mq,
+                                   mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
+                                   indirect_desc=indirect_desc, host_mtu=host_mtu,
+                                   queue_size=queue_size, packed=packed, loop=self.loop)
+        fn = net_pci.make_function(model, name=id, vectors=vectors,
+                                   disable_legacy=disable_legacy, disable_modern=disable_modern)
         return DeviceEntry(id, "virtio-net-pci", fn, model,
                            netdev=nd if netdev is not None else None,
                            props={"mac": mac, "netdev": netdev})
@@ -285,6 +307,11 @@ class Machine:
                 e.model.loop = self.loop
         for nd in self.netdevs.values():
             await nd.open()
+        for e in self.devices.values():
+            if getattr(e.function, "interfaces", True) is None:
+                # its back-end's features are known now, unless it connects
+                # later (server wait=off, reconnect=): then it is taken as modern
+                e.function.realize(by_features=e.model.features_known)
         for sock in self.backend_sockets.values():
             await sock.open()
         for e in self.devices.values():
@@ -301,20 +328,35 @@ class Machine:
                                       taps={e.bdf: e.taps for e in self.devices.values()
                                             if e.taps})
             self.guest.start()
+        if paused:
+            self._pause_devices()
         self.run_state = "paused" if paused else "running"
 
     # Actions only: the run state and its events belong to the caller
     # (emu.launcher uses emu.qmp.control.RunState, QEMU's rules).
     def stop(self) -> None:
-        """Pause the guest: its data paths stop touching the rings."""
+        """Pause the guest, then the devices' own data paths (QEMU's
+        vm_stop: the vCPUs, then each device's vm-state handler): neither
+        touches the rings until cont."""
         if self.guest is not None:
             self.guest.request("pause")
+        self._pause_devices()
         self.run_state = "paused"
 
     def cont(self) -> None:
+        for e in self.devices.values():
+            resume = getattr(e.model, "resume", None)
+            if resume is not None:
+                resume()
         if self.guest is not None:
             self.guest.request("resume")
         self.run_state = "running"
+
+    def _pause_devices(self) -> None:
+        for e in self.devices.values():
+            pause = getattr(e.model, "pause", None)
+            if pause is not None:
+                pause()
 
     async def guest_settled(self, timeout: float = 5.0) -> None:
         """Return once the guest has carried out every request made so far:
@@ -333,6 +375,17 @@ class Machine:
         except asyncio.TimeoutError:
             # a guest that died meanwhile serves no request: do not hang the monitor
             log.warning("%s: guest did not settle within %s s", self.name, timeout)
+
+    def announce_self(self, params) -> None:
+        """QMP announce-self (:mod:`emu.netdev_announce`): every NIC, on
+        the machine's real-time clock (as QEMU's QEMU_CLOCK_REALTIME)."""
+        if self.announcer is None:
+            from emu.netdev_announce import Announcer
+            self.announcer = Announcer(
+                lambda: [(e.id, e.model) for e in self.devices.values()
+                         if e.driver == "virtio-net-pci" and hasattr(e.model, "announce")],
+                self.clocks.realtime)
+        self.announcer.announce_self(params)
 
     async def system_reset(self, timeout: float | None = None) -> None:
         """QEMU's qemu_system_reset (:func:`emu.machine_reset.system_reset`)."""
@@ -361,6 +414,8 @@ class Machine:
         if self.run_state == "shutdown":
             return
         self.run_state = "shutdown"
+        if self.announcer is not None:
+            self.announcer.close()
         if self.guest is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.guest.stop)
         for sock in self.backend_sockets.values():
@@ -385,6 +440,12 @@ class Machine:
                         log.exception("closing %s", e.id)
         for cap in self.captures:
             cap.close()
+        for nd in self.netdevs.values():
+            release = getattr(nd, "release", None)     # what needs no loop (netdev_internal)
+            if release is not None:
+                release()
+        if self.hubs is not None:
+            self.hubs.close()
         self.clocks.close()
         self.system.close()
         self.ram.close()

@@ -62,8 +62,10 @@ def _driver(*extra: tuple[str, str, str]) -> list[tuple[str, str, str]]:
 #: driver -> (key, bad value, message); these keys are the driver's (any app)
 DRIVER_CASES: dict[str, list[tuple[str, str, str]]] = {
     "virtio-net": _driver(("tx_buf_size", "-1", rng("tx_buf_size", 64, 131072)),
-                          ("tx_buf_size", "9k", integer("tx_buf_size"))),
-    "vhost-pci-net": _driver(("tx_buf_size", "4096", unknown("tx_buf_size"))),   # virtio-net's only
+                          ("tx_buf_size", "9k", integer("tx_buf_size")),
+                          ("legacy", "sometimes", onoff("legacy"))),
+    "vhost-pci-net": _driver(("tx_buf_size", "4096", unknown("tx_buf_size")),   # virtio-net's only
+                             ("legacy", "on", unknown("legacy"))),
 }
 
 #: (driver, app) -> (key, bad value, message)

@@ -47,6 +47,8 @@ def check(p: ParseState) -> None:
         if dev.backend != "socket":
             raise OptionError(f'chardev "{cfg.qtest.chardev}" is not a unix socket')
     for nd in cfg.netdevs:
+        if nd.type != "vhost-user":
+            continue
         dev = use_chardev(nd.chardev, nd.origin, f"netdev '{nd.id}'")
         if dev.backend != "socket":
             raise OptionError(f'chardev "{nd.chardev}" is not a unix socket')
@@ -83,6 +85,9 @@ def check(p: ParseState) -> None:
             else:
                 nics[dev.netdev] = dev.driver
                 nd = cfg.netdev(dev.netdev)
+                if dev.disable_legacy == "on" and dev.disable_modern:
+                    raise OptionError("device cannot work as neither modern nor legacy mode is "
+                                      "enabled")
                 if dev.mq is False and nd is not None and nd.queues > 1:
                     p.info(f"netdev '{nd.id}' has {nd.queues} queue pairs but mq=off: "
                               "the guest will use one")
@@ -189,7 +194,9 @@ def _check_ram(p: ParseState) -> None:
         elif p.ram_size_given and obj.size != cfg.ram_size:
             raise OptionError("Machine memory size does not match the size of the memory backend")
         cfg.ram_size = obj.size
-    if not cfg.ram.share and any(isinstance(d, VirtioNetPCI) and d.netdev for d in cfg.devices):
+    vhost_user = {nd.id for nd in cfg.netdevs if nd.type == "vhost-user"}
+    if not cfg.ram.share and any(isinstance(d, VirtioNetPCI) and d.netdev in vhost_user
+                                 for d in cfg.devices):
         p.origin = cfg.ram.origin
         raise OptionError(f"vhost-user needs guest RAM shared with the back-end: "
                           f"set share=on on memory backend '{cfg.ram.id}'")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from emu.cli.char_opts import isa_serial
-from emu.cli.schemas import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL, MUST_BE_OFF, NETDEVS,
+from emu.cli.schemas import (DEVICE_ALIASES, DEVICES, DRIVER_MUST_BE_OFF, FIELD_NAMES, ISA_SERIAL,
+                             MUST_BE_OFF, NETDEVS, SOCKET_NETDEV_NOT_SUPPORTED,
                              VIRTIO_NET_FEATURES)
 from emu.cli.state import HELP_WORDS, EarlyExit, ParseState, option, wants_help
 from emu.cli.texts import device_help
@@ -20,11 +21,40 @@ def netdev(p: ParseState, arg: str) -> None:
     if schema is None:
         raise OptionError(f"Parameter 'type' does not accept value '{ntype}'")
     values = p.opts(pairs, schema, title=f"netdev {ntype}")
-    require(values, "id", "chardev")
+    require(values, "id")
     if p.cfg.netdev(values["id"]) is not None:
         raise OptionError(f"Duplicate ID '{values['id']}' for netdev")
-    p.cfg.netdevs.append(Netdev(values["id"], values["chardev"], ntype, values.get("queues", 1),
-                                values.get("vhost-pci", "auto"), origin=p.origin))
+    nd = Netdev(values["id"], type=ntype, origin=p.origin)
+    if ntype == "vhost-user":
+        require(values, "chardev")
+        nd.chardev, nd.queues = values["chardev"], values.get("queues", 1)
+        nd.vhost_pci = values.get("vhost-pci", "auto")
+    elif ntype == "socket":
+        bad = next((k for k in SOCKET_NETDEV_NOT_SUPPORTED if k in values), None)
+        if bad is not None:
+            raise OptionError(f"Parameter '{bad}' is not supported: emu's socket netdev is a "
+                              "stream (fd=, listen=, connect=)")
+        if sum(k in values for k in ("fd", "listen", "connect")) != 1:
+            raise OptionError("exactly one of listen=, connect=, mcast= or udp= is required")
+        nd.fd, nd.listen, nd.connect = values.get("fd"), values.get("listen"), values.get("connect")
+        for key in ("listen", "connect"):
+            if key in values:
+                host_port(key, values[key])
+    else:
+        require(values, "hubid")
+        if "netdev" in values:
+            raise OptionError("Parameter 'netdev' is not supported: emu's hub ports connect NICs")
+        nd.hubid = values["hubid"]
+    p.cfg.netdevs.append(nd)
+
+
+def host_port(key: str, text: str) -> None:
+    """``[HOST]:PORT`` as QEMU's socket netdev parses it (its error text)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or (key == "connect"
+                                                                      and not host):
+        raise OptionError(f"host address '{text}' doesn't contain ':' separating host from port"
+                          if not sep else f"Parameter '{key}' expects [HOST]:PORT")
 
 
 @option("device")
@@ -62,7 +92,7 @@ def parse_device(driver: str, pairs: list[tuple[str, str | None]], p: ParseState
                 and g.prop not in given]
     p = p if p is not None else ParseState()
     values = p.opts(defaults + list(pairs), schema, owner=driver)
-    for name, why in MUST_BE_OFF.items():
+    for name, why in {**MUST_BE_OFF, **DRIVER_MUST_BE_OFF.get(driver, {})}.items():
         if values.pop(name, False):
             raise OptionError(f"Property '{driver}.{name}' doesn't take value 'on': {why}")
     for param in schema.params:

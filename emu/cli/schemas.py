@@ -9,8 +9,8 @@ are QEMU 7.2's where QEMU has the option.
 from __future__ import annotations
 
 from emu.config import PAGE_SIZE
-from emu.devprops import (DEVICE_ALIASES, DEVICES, FIELD_NAMES, ISA_SERIAL,  # noqa: F401
-                          MUST_BE_OFF, VIRTIO_DEVICE_OF, VIRTIO_NET_FEATURES,
+from emu.devprops import (DEVICE_ALIASES, DEVICES, DRIVER_MUST_BE_OFF,  # noqa: F401
+                          FIELD_NAMES, ISA_SERIAL, MUST_BE_OFF, VIRTIO_DEVICE_OF, VIRTIO_NET_FEATURES,
                           VHOST_PCI_MODE as _VHOST_PCI_MODE,
                           ignored as _ign)
 from emu.keyval import (SIZE_HELP, OptionError, Param, Schema, boolean, choice, identifier, integer,
@@ -134,12 +134,23 @@ CHARDEVS: dict[str, Schema] = {
 SERIAL_OPTS = Schema((Param("server", boolean), Param("wait", boolean),
                       Param("reconnect", integer(0, 1 << 31))))
 
+#: -netdev socket parameters of QEMU's datagram modes, refused by name
+SOCKET_NETDEV_NOT_SUPPORTED = ("mcast", "udp", "localaddr")
 NETDEVS: dict[str, Schema] = {
     "vhost-user": Schema((Param("id", identifier, "netdev id"),
                           Param("chardev", identifier, "the socket chardev to the back-end"),
                           Param("queues", integer(1, 1024), "queue pairs"),
                           Param("vhost-pci", _VHOST_PCI_MODE, "vhost-pci extension: auto, seed or off"),
                           _ign("vhostforce"))),
+    "socket": Schema((Param("id", identifier, "netdev id"),
+                      Param("fd", _fd, "an inherited connected stream socket"),
+                      Param("listen", string, "[HOST]:PORT: accept one TCP peer at a time"),
+                      Param("connect", string, "HOST:PORT: connect to a TCP peer"),
+                      *(Param(k, string, "not supported: emu's socket netdev is a stream")
+                        for k in SOCKET_NETDEV_NOT_SUPPORTED))),
+    "hubport": Schema((Param("id", identifier, "netdev id"),
+                       Param("hubid", integer(-(1 << 31), (1 << 31) - 1), "hub identifier"),
+                       Param("netdev", identifier, "not supported: hub ports of NICs only"))),
 }
 
 NUMA = Schema((Param("type", choice("node"), "emu has one NUMA node"),

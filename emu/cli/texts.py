@@ -57,7 +57,10 @@ Machine:
 Devices:
 -chardev socket,id=ID,path=PATH|fd=N[,server=on|off][,wait=off][,reconnect=SECONDS]
 -netdev vhost-user,id=ID,chardev=ID[,queues=N][,vhost-pci=auto|seed|off]
--device virtio-net-pci,netdev=ID[,mac=MAC][,mrg_rxbuf=on|off][,mq=on|off][,packed=on|off][,vectors=N][,addr=SLOT.FN]...
+-netdev socket,id=ID,fd=N|listen=[HOST]:PORT|connect=HOST:PORT   emu moves the frames
+-netdev hubport,id=ID,hubid=N    frames between the NICs of hub N
+-device virtio-net-pci,netdev=ID[,mac=MAC][,mrg_rxbuf=on|off][,mq=on|off][,packed=on|off][,vectors=N]
+        [,addr=SLOT.FN][,disable-legacy=on|off|auto][,disable-modern=on|off]...
 -device vhost-pci-net,chardev=ID[,mac=MAC][,window=SIZE][,queues=N][,packed=on|off]...
 -device help | -device DRIVER,help   list device models / their properties
 Guest:

@@ -36,7 +36,7 @@ from emu.spec import virtio as V, virtio_net as N
 log = logging.getLogger(__name__)
 
 #: driver keys that are constructor arguments of the driver class
-_DRIVER_KWARGS = ("queue_size", "buf_size", "tx_buf_size", "layout", "msix")
+_DRIVER_KWARGS = ("queue_size", "buf_size", "tx_buf_size", "layout", "msix", "legacy")
 
 
 def _feature_mask(params: Mapping[str, Any]) -> int:

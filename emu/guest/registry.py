@@ -255,7 +255,9 @@ _VHOST_PCI_APPS = (
 DRIVERS: dict[str, DriverSpec] = {d.name: d for d in (
     DriverSpec("virtio-net", "virtio-net-pci", "emu.guest.virtio_net", "VirtioNetDriver",
                _driver_params(Param("tx_buf_size", integer(64, 1 << 17),
-                                    "bytes per TX buffer: a whole frame and its header")),
+                                    "bytes per TX buffer: a whole frame and its header"),
+                              Param("legacy", boolean, "drive the legacy virtio-pci interface "
+                                    "(of a transitional device; a legacy-only one always)")),
                _VIRTIO_NET_APPS),
     DriverSpec("vhost-pci-net", "vhost-pci-net", "emu.guest.vhost_pci_net", "VhostPciNetDriver",
                _driver_params(), _VHOST_PCI_APPS),

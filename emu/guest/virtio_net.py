@@ -12,7 +12,8 @@ from emu import ring
 from emu.guest.dma import DmaPool
 from emu.guest.taps import tap
 from emu.guest.pci import DriverError, PCIDevice
-from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
+from emu.guest.virtio_pci import DeviceLifecycle
+from emu.guest.virtio_transport import transport
 from emu.spec import virtio as V, virtio_net as N, virtio_pci, virtio_ring as R
 from emu.spec import virtio_ring_packed as P
 from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
@@ -20,24 +21,32 @@ from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 log = logging.getLogger(__name__)
 
 PCI_DEVICE_ID = virtio_pci.pci_device_id(N.VIRTIO_ID_NET)
+PCI_DEVICE_ID_TRANSITIONAL = virtio_pci.transitional_device_id(N.VIRTIO_ID_NET)
 # what this driver can use; the app may mask some off
 SUPPORTED = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | V.F_EVENT_IDX
              | V.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ | V.F_RING_PACKED)
 
 
 def matches(dev: PCIDevice) -> bool:
-    return dev.vendor_id == virtio_pci.PCI_VENDOR_ID and dev.device_id == PCI_DEVICE_ID
+    """A virtio-net function: modern-only (0x1041), or transitional /
+    legacy (0x1000 with subsystem id 1, §4.1.2.1)."""
+    if dev.vendor_id != virtio_pci.PCI_VENDOR_ID:
+        return False
+    return dev.device_id == PCI_DEVICE_ID or (dev.device_id == PCI_DEVICE_ID_TRANSITIONAL
+                                              and dev.subsystem_id == N.VIRTIO_ID_NET)
 
 
 class VirtioNetDriver(DeviceLifecycle):
     """One virtio-net device.  ``features``: what to ask for (masked with
     :data:`SUPPORTED` and the device's offer); ``layout``: descriptor layout
     of this driver's buffers (0 one descriptor like Linux, 1 header+data
-    like iPXE, 2 indirect)."""
+    like iPXE, 2 indirect); ``legacy``: drive the legacy interface even
+    where the modern one exists (it is used anyway on a device without it)."""
 
     def __init__(self, dev: PCIDevice, ram, dma: DmaPool, *, features: int = SUPPORTED,
                  queue_size: int = 256, buf_size: int = 2048, tx_buf_size: int | None = None,
-                 layout: int = 0, msix: bool = True, name: str = "virtio-net"):
+                 layout: int = 0, msix: bool = True, legacy: bool = False,
+                 name: str = "virtio-net"):
         self.dev = dev
         self.ram = ram
         self.dma = dma
@@ -48,7 +57,7 @@ class VirtioNetDriver(DeviceLifecycle):
         self.layout = layout
         self.use_msix = msix
         self.name = name
-        self.vp = VirtioPCIDriver(dev)
+        self.vp = transport(dev, legacy)
         self.features = 0
         self.mac = b""
         self.pairs = 1
@@ -121,7 +130,7 @@ class VirtioNetDriver(DeviceLifecycle):
         return self.vectors[1 + index].entry if len(self.vectors) > 1 + index else NO_VECTOR
 
     def _queue(self, index: int) -> ring.DriverQueue:
-        num = self.queue_size
+        num = self.vp.queue_size(index, self.queue_size)
         desc, avail, used, ring_bytes, bufs, ind = self._area(index, num)
         self.ram.fill(desc, ring_bytes)
         vector = self._vector(index)
@@ -137,11 +146,12 @@ class VirtioNetDriver(DeviceLifecycle):
         return q
 
     def _ctrl_queue(self, index: int):
-        desc, avail, used, ring_bytes, bufs, _ = self._area(index, 64)
+        num = self.vp.queue_size(index, 64)
+        desc, avail, used, ring_bytes, bufs, _ = self._area(index, num)
         self.ram.fill(desc, ring_bytes)
-        self.vp.setup_queue(index, desc, avail, used, size=64, vector=self._vector(index))
+        self.vp.setup_queue(index, desc, avail, used, size=num, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
-                "avail_idx": 0, "used_seen": 0, "pos": 0, "wrap": 1}
+                "num": num, "avail_idx": 0, "used_seen": 0, "pos": 0, "wrap": 1}
 
     def set_pairs(self, pairs: int, timeout: float = 2.0) -> bool:
         """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET through the control queue."""
@@ -163,7 +173,7 @@ class VirtioNetDriver(DeviceLifecycle):
     def _post_ctrl(self, c: dict, length: int):
         self.ram.write(c["desc"], R.DESC.pack(c["buf"], length, R.DESC_F_NEXT, 1))
         self.ram.write(c["desc"] + R.DESC_SIZE, R.DESC.pack(c["buf"] + 64, 1, R.DESC_F_WRITE, 0))
-        self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % 64),
+        self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % c["num"]),
                        (0).to_bytes(2, "little"))
         c["avail_idx"] = (c["avail_idx"] + 1) & 0xFFFF
         self.ram.view(c["avail"] + R.RING_IDX, 2, dtype="<u2")[0] = c["avail_idx"]
@@ -178,8 +188,8 @@ class VirtioNetDriver(DeviceLifecycle):
     def _post_ctrl_packed(self, c: dict, length: int):
         """The command's two descriptors at the ring position, the head's
         flags stored last (one aligned 16-bit store)."""
-        head, wrap = c["pos"], c["wrap"]
-        second = (head + 1) % 64
+        head, wrap, num = c["pos"], c["wrap"], c["num"]
+        second = (head + 1) % num
         wrap2 = wrap ^ 1 if second == 0 else wrap
         self.ram.write(c["desc"] + P.DESC_SIZE * head, P.DESC.pack(c["buf"], length, 0, 0)[:14])
         self.ram.write(c["desc"] + P.DESC_SIZE * second,
@@ -188,7 +198,7 @@ class VirtioNetDriver(DeviceLifecycle):
                                           dtype="<u2")
         flags(second)[0] = P.avail_flags(wrap2) | R.DESC_F_WRITE
         flags(head)[0] = P.avail_flags(wrap) | R.DESC_F_NEXT
-        c["pos"], c["wrap"] = (head + 2) % 64, (wrap ^ 1 if head + 2 >= 64 else wrap)
+        c["pos"], c["wrap"] = (head + 2) % num, (wrap ^ 1 if head + 2 >= num else wrap)
         return lambda: P.is_used(int(flags(head)[0]), wrap)
 
     # -- events -----------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Guest side of the modern virtio-pci transport (virtio 1.x §4.1.3-4.1.5),
 as Linux's ``virtio_pci_modern_dev.c`` drives it, through a
-:class:`~emu.guest.pci.PCIDevice` only.
+:class:`~emu.guest.pci.PCIDevice` only (the legacy interface:
+:mod:`emu.guest.virtio_pci_legacy`; :func:`emu.guest.virtio_transport.transport`
+picks one).
 
 Typical use by a device-type driver::
 
@@ -37,7 +39,8 @@ from emu.spec.virtio_pci import (CAP_BAR, CAP_CFG_TYPE, CAP_COMMON_CFG, CAP_DEVI
                                  COMMON_Q_DESC, COMMON_Q_ENABLE, COMMON_Q_MSIX, COMMON_Q_NOFF,
                                  COMMON_Q_SELECT, COMMON_Q_SIZE, COMMON_Q_USED, COMMON_STATUS,
                                  NOTIFY_CAP_MULT, NOTIFY_CAP_SIZE, PCI_DEVICE_ID_LAST,
-                                 PCI_DEVICE_ID_MODERN_BASE, PCI_VENDOR_ID)
+                                 PCI_DEVICE_ID_MODERN_BASE, PCI_DEVICE_ID_TRANSITIONAL_BASE,
+                                 PCI_VENDOR_ID)
 
 log = logging.getLogger(__name__)
 
@@ -108,27 +111,46 @@ class DeviceLifecycle:
             log.warning("%s: %s", self.name, e)
 
 
+def is_virtio(dev: PCIDevice) -> bool:
+    """(§4.1.2: "Any PCI device with PCI Vendor ID 0x1AF4, and PCI Device ID
+    0x1000 through 0x107F inclusive is a virtio device")"""
+    return dev.vendor_id == PCI_VENDOR_ID and \
+        PCI_DEVICE_ID_TRANSITIONAL_BASE < dev.device_id <= PCI_DEVICE_ID_LAST
+
+
+def virtio_device_id(dev: PCIDevice) -> int:
+    """The virtio device type of a virtio function: from a modern id, or
+    (transitional and legacy ids) its subsystem id (§4.1.2.1)."""
+    if dev.device_id >= PCI_DEVICE_ID_MODERN_BASE:
+        return dev.device_id - PCI_DEVICE_ID_MODERN_BASE
+    return dev.subsystem_id
+
+
 class VirtioPCIDriver:
-    """A modern virtio-pci transport driver for one function."""
+    """A modern virtio-pci transport driver for one function (modern-only
+    or transitional: Linux's virtio_pci_modern_probe takes both when the
+    capabilities are there)."""
+
+    legacy = False
 
     def __init__(self, dev: PCIDevice):
-        if dev.vendor_id != PCI_VENDOR_ID or \
-                not PCI_DEVICE_ID_MODERN_BASE <= dev.device_id <= PCI_DEVICE_ID_LAST:
-            raise DriverError(f"{dev!r} is not a modern virtio-pci device")
+        if not is_virtio(dev):
+            raise DriverError(f"{dev!r} is not a virtio-pci device")
         if not dev.bars:
             dev.size_bars()
         self.dev = dev
         self.caps = find_virtio_caps(dev)
         for need in (CAP_COMMON_CFG, CAP_NOTIFY_CFG, CAP_ISR_CFG):
             if need not in self.caps:
-                raise DriverError(f"{dev!r}: virtio capability type {need} missing or unusable")
+                raise DriverError(f"{dev!r}: virtio capability type {need} missing or unusable"
+                                  " (no modern interface)")
         self.common = self.caps[CAP_COMMON_CFG]
         self.notify_cap = self.caps[CAP_NOTIFY_CFG]
         self.isr_cap = self.caps[CAP_ISR_CFG]
         self.device_cap = self.caps.get(CAP_DEVICE_CFG)
         if self.common.length < COMMON_CFG_SIZE_1_0:
             raise DriverError(f"{dev!r}: common configuration is only {self.common.length} bytes")
-        self.device_id = dev.device_id - PCI_DEVICE_ID_MODERN_BASE
+        self.device_id = virtio_device_id(dev)
         self.features = 0
         self.queues: dict[int, QueueInfo] = {}
 
@@ -203,6 +225,15 @@ class VirtioPCIDriver:
         self._cwrite(COMMON_MSIX, 2, vector)
         if self._cread(COMMON_MSIX, 2) != vector:
             raise DriverError(f"{self.dev!r} refused config vector {vector}")
+
+    def queue_size(self, index: int, wanted: int | None = None) -> int:
+        """The size queue ``index`` will have: ``wanted`` if the device
+        allows it, else its maximum."""
+        self._cwrite(COMMON_Q_SELECT, 2, index)
+        max_size = self._cread(COMMON_Q_SIZE, 2)
+        if max_size == 0 or max_size == 0xFFFF:
+            raise DriverError(f"{self.dev!r}: queue {index} does not exist")
+        return max_size if wanted is None or wanted > max_size else wanted
 
     def setup_queue(self, index: int, desc: int, avail: int, used: int,
                     size: int | None = None, vector: int = NO_VECTOR) -> QueueInfo:
@@ -296,3 +327,4 @@ class VirtioPCIDriver:
     def read_config_struct(self, fmt: str, offset: int = 0) -> tuple:
         """Unpack a ``struct`` format from a consistent config snapshot."""
         return struct.unpack_from(fmt, self.read_config(offset, struct.calcsize(fmt)))
+

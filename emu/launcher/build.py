@@ -84,7 +84,15 @@ def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
             m.add_chardev(SocketSpec(c.id, path=c.path, fd=c.fd, server=c.server,
                                      wait=c.wait, reconnect=float(c.reconnect)))
     for n in cfg.netdevs:
-        m.add_netdev_vhost_user(n.id, n.chardev, queues=n.queues, vhost_pci=n.vhost_pci)
+        try:
+            if n.type == "socket":
+                m.add_netdev_socket(n.id, fd=n.fd, listen=n.listen, connect=n.connect)
+            elif n.type == "hubport":
+                m.add_netdev_hubport(n.id, n.hubid)
+            else:
+                m.add_netdev_vhost_user(n.id, n.chardev, queues=n.queues, vhost_pci=n.vhost_pci)
+        except PeerError as e:
+            raise StartupError(n.origin, str(e)) from None
     for i, d in enumerate(cfg.devices):
         slot = d.addr
         try:
@@ -93,7 +101,9 @@ def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
                 m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=mac_bytes(d.mac, i), addr=slot,
                                  mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                  indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,
-                                 vectors=d.vectors, queue_size=d.rx_queue_size, packed=d.packed)
+                                 vectors=d.vectors, queue_size=d.rx_queue_size, packed=d.packed,
+                                 disable_legacy=d.disable_legacy,
+                                 disable_modern=d.disable_modern)
             elif isinstance(d, VhostPCINet):
                 m.add_vhost_pci_net(d.id or f"vp{i}", d.chardev, mac=mac_bytes(d.mac, i),
                                     addr=slot, queue_pairs=d.queues, window=d.window,

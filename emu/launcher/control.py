@@ -27,6 +27,7 @@ class MachineAdapter:
         self.rs = RunState(emit, start_paused=cfg.start_paused, no_shutdown=cfg.no_shutdown)
         self._on_exit = on_exit
         self.started = False
+        self.machine_started = asyncio.Event()     # Machine.start() done (its netdevs open)
         self.qtest = None           # emu.launcher.qtest_mode.QtestService under -qtest
 
     @property
@@ -69,6 +70,7 @@ class MachineAdapter:
     def started_running(self, machine: Any) -> None:
         """The machine has started (paused if ``-S``): match the run state
         the monitor set meanwhile."""
+        self.machine_started.set()
         g = machine.guest
         if g is None:
             return
@@ -83,6 +85,21 @@ class MachineAdapter:
 
     def device_del(self, ident: str) -> None:
         self.m.hotplug.device_del(ident)
+
+    # -- announce-self (emu.qmp.commands_net) -------------------------------------------------
+    async def announce_self(self, initial: int, max: int, rounds: int, step: int,
+                            interfaces: list[str] | None, id: str) -> None:
+        from emu.netdev_announce import AnnounceParameters
+        try:
+            params = AnnounceParameters(initial, max, rounds, step,
+                                        tuple(interfaces) if interfaces is not None else None, id)
+        except PeerError as e:
+            raise QmpError(str(e)) from None
+        # The monitor is served while the machine starts; its netdevs open
+        # in Machine.start() (QEMU creates them before its monitor serves):
+        # the first round goes, and the command answers, once they are open.
+        await self.machine_started.wait()
+        self.m.announce_self(params)
 
     def system_powerdown(self) -> None:
         self.rs.powerdown()

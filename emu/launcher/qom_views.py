@@ -62,10 +62,26 @@ def device_props(m: Any, cfg: MachineConfig, obj: Any) -> dict[str, tuple[str, A
             value = info.get("default-value")
         if name == "mac" and value is None:
             value = (entry.props or {}).get("mac")
+        if name in ("disable-legacy", "disable-modern"):
+            value = _realized_interface(entry, name, value)
         if name == "addr":
             value = f"{(entry.bdf >> 3) & 31:02x}.{entry.bdf & 7}"
         out[name] = (info["type"], _value(value))
     return out
+
+
+def _realized_interface(entry: Any, name: str, value: Any) -> Any:
+    """A virtio-pci function's disable-legacy/disable-modern as QEMU's
+    realize leaves them: ``auto`` resolved (off: emu's buses are root
+    buses, never a PCIe port), disable-modern on once a device without
+    VERSION_1 dropped the modern interface."""
+    fn = getattr(entry, "function", None)
+    ifs = getattr(fn, "interfaces", None) or getattr(fn, "asked", None)
+    if ifs is None:
+        return value
+    if name == "disable-legacy":
+        return "off" if ifs.legacy else "on"
+    return not ifs.modern
 
 
 def qom_list(m: Any, cfg: MachineConfig, path: str) -> list[dict[str, Any]]:

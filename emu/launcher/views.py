@@ -46,7 +46,7 @@ def query_chardev(m: Any) -> list[dict[str, Any]]:
     out = []
     open_ids = set()
     for nd in m.netdevs.values():
-        if nd.connected:
+        if nd.connected and getattr(nd, "sock", None) is not None:   # vhost-user's chardev
             open_ids.add(nd.sock.id)
     for sock in m.backend_sockets.values():
         if sock.connected:
@@ -85,7 +85,9 @@ def info_network(m: Any) -> str:
     for e in m.devices.values():
         mac = ":".join(f"{b:02x}" for b in e.props.get("mac", b""))
         lines.append(f"{e.id}: index=0,type=nic,model={e.driver},macaddr={mac}")
-        if e.netdev is not None:
+        if e.netdev is not None and hasattr(e.netdev, "info_str"):    # emu.netdev_internal
+            lines.append(f" \\ {e.netdev.id}: index=0,{e.netdev.info_str}")
+        elif e.netdev is not None:
             nd = e.netdev
             state = "connected" if nd.connected else "disconnected"
             lines.append(f" \\ {nd.id}: index=0,type=vhost-user,"

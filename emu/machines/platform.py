@@ -185,6 +185,11 @@ class Platform:
     def ioeventfd_for(self, addr: int, size: int, data: int | None = None) -> int | None:
         return self.pci.ioeventfd_for(addr, size, data) if self.pci is not None else None
 
+    def pio_ioeventfd_for(self, port: int, size: int, data: int | None = None) -> int | None:
+        """The eventfd a write of ``size`` bytes (value ``data``) at I/O
+        ``port`` would signal (a legacy virtio notify register)."""
+        return self.pci.ioeventfd_for(port, size, data, io=True) if self.pci is not None else None
+
     def interrupt_eventfd(self, vector: int) -> int:
         """The eventfd MSI ``vector`` signals (the guest's IDT entry)."""
         return self.irq.eventfd(vector)

@@ -297,14 +297,17 @@ class PCIBus:
             return RamMapping(addr, ram.host_addr + off, length, ram.view(off, length),
                               ram.readonly, ram)
 
-    def ioeventfd_for(self, addr: int, size: int, data: int | None = None) -> int | None:
+    def ioeventfd_for(self, addr: int, size: int, data: int | None = None, *,
+                      io: bool = False) -> int | None:
         """The eventfd a guest write of ``size`` bytes (value ``data``) at
-        MMIO ``addr`` would signal, if a device bound one there: a driver's
-        C data path may signal it directly (a doorbell without an exit)."""
+        MMIO ``addr`` (``io``: I/O port ``addr``) would signal, if a device
+        bound one there: a driver's C data path may signal it directly (a
+        doorbell without an exit)."""
+        space = self.io if io else self.memory
         with self.lock:
-            if size not in self.memory.sizes or addr < 0:
+            if size not in space.sizes or addr < 0:
                 return None
-            r = self.memory.lookup(addr, size)
+            r = space.lookup(addr, size)
             if r is None or not isinstance(r.target, _BarTarget):
                 return None
             return r.target.ioeventfd_at(r.offset(addr), size, data)

@@ -94,6 +94,9 @@ class PCIFunction:
         self.bars: dict[int, Bar] = {}
         self.capabilities: list[Capability] = []
         self._cap_free = regs.CAP_START
+        # QEMU's pci_add_capability links each new capability at the head of
+        # the list; emu's own functions append (list order = insertion order)
+        self.cap_list_newest_first = False
         self.errors = GuestErrors(self.name)
         self.lock: threading.RLock = threading.RLock()
         self.bus = None
@@ -200,7 +203,12 @@ class PCIFunction:
             self.wmask[offset + 2:offset + length] = wmask
         if w1cmask is not None:
             self.w1cmask[offset + 2:offset + length] = w1cmask
-        prev = self.capabilities[-1].offset + 1 if self.capabilities else regs.CAPABILITY_LIST
+        if self.cap_list_newest_first:
+            prev = regs.CAPABILITY_LIST
+            self.config[offset + 1] = self.config[prev]
+            self._defaults[offset + 1] = self.config[prev]
+        else:
+            prev = self.capabilities[-1].offset + 1 if self.capabilities else regs.CAPABILITY_LIST
         self.config[prev] = offset
         self._put(regs.STATUS, 2, self.pci_status | regs.STATUS_CAP_LIST)
         self._defaults[offset:offset + length] = self.config[offset:offset + length]

@@ -32,6 +32,7 @@ from emu.errors import EmuBug
 from emu.qmp import hmp  # noqa: F401  (registers human-monitor-command)
 from emu.qmp import introspect  # noqa: F401  (registers query-machines, qom-list-types)
 from emu.qmp import commands_devices  # noqa: F401  (registers device_add, device_del)
+from emu.qmp import commands_net  # noqa: F401  (registers announce-self)
 from emu.qmp.commands import dispatch
 from emu.qmp.control import Introspection, MachineControl
 from emu.qmp.endpoint import MonitorEndpoint, MonitorSetupError

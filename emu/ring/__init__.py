@@ -13,6 +13,9 @@ a :class:`Pump` thread spins in C beside Python.
   driver working on VM1's rings), the driver side (a guest virtio-net
   driver), and the one-copy path of vhost-pci between two memories.
 * :class:`Pump` (``pump``) -- a data-path thread running jobs until stopped.
+* :class:`NetPort`, :class:`Hub` (``netport``) -- virtio-net's data path
+  inside emu: a NIC's queues to and from a stream socket, or between the
+  NICs of a hub.
 * :class:`Generator`, :class:`Sink` (``traffic``) -- traffic made and
   checked in C.
 * :class:`Capture` (``capture``) -- the frame recorder a queue writes into.
@@ -26,10 +29,11 @@ from __future__ import annotations
 
 from emu.ring.burst import Burst, RingError
 from emu.ring.capture import Capture
+from emu.ring.netport import Hub, NetPort
 from emu.ring.pump import Pump
 from emu.ring.queues import DeviceQueue, DriverQueue, copy
 from emu.ring.regions import RegionTable
 from emu.ring.traffic import Generator, Sink, expected_frame, memcpy_ns
 
-__all__ = ["Burst", "Capture", "DeviceQueue", "DriverQueue", "Generator", "Pump",
+__all__ = ["Burst", "Capture", "DeviceQueue", "DriverQueue", "Generator", "Hub", "NetPort", "Pump",
            "RegionTable", "RingError", "Sink", "copy", "expected_frame", "memcpy_ns"]

@@ -6,11 +6,13 @@ import time
 
 from emu._ring import ffi, lib
 from emu.errors import EmuBug
+from emu.ring.netport import Hub, NetPort
 from emu.ring.queues import DeviceQueue, DriverQueue, copy_flags
 from emu.ring.traffic import Generator, Sink
 
 JOB_COPY, JOB_DRAIN, JOB_GEN, JOB_SINK = (lib.EMU_JOB_COPY, lib.EMU_JOB_DRAIN,
                                           lib.EMU_JOB_GEN, lib.EMU_JOB_SINK)
+JOB_NET, JOB_HUB = lib.EMU_JOB_NET, lib.EMU_JOB_HUB
 
 
 class Pump:
@@ -39,26 +41,37 @@ class Pump:
     def add_copy(self, src: DeviceQueue, dst: DeviceQueue, burst: int = 64, *,
                  swap_mac: bool = False, drop_full: bool = False) -> None:
         flags = copy_flags(swap_mac, drop_full)
-        self._jobs.append((JOB_COPY, burst, flags, src, dst, None, None, None))
+        self._jobs.append((JOB_COPY, burst, flags, src, dst, None, None, None, None, None))
 
     def add_drain(self, q: DeviceQueue, sink: Sink | None = None, burst: int = 256) -> None:
         flags = lib.EMU_CF_VERIFY if sink is not None and sink.verify else 0
-        self._jobs.append((JOB_DRAIN, burst, flags, q, None, None, None, sink))
+        self._jobs.append((JOB_DRAIN, burst, flags, q, None, None, None, sink, None, None))
 
     def add_gen(self, q: DriverQueue, gen: Generator, burst: int = 64) -> None:
         """Generate into ``q``.  The job posts only when ``min(burst, slots / 2)``
         slots are free (fewer near ``gen.count``; any for a paced generator),
         so both cores keep working in bursts rather than packet by packet."""
-        self._jobs.append((JOB_GEN, burst, 0, None, None, q, gen, None))
+        self._jobs.append((JOB_GEN, burst, 0, None, None, q, gen, None, None, None))
 
     def add_sink(self, q: DriverQueue, sink: Sink, burst: int = 256) -> None:
         flags = lib.EMU_CF_VERIFY if sink.verify else 0
-        self._jobs.append((JOB_SINK, burst, flags, None, None, q, None, sink))
+        self._jobs.append((JOB_SINK, burst, flags, None, None, q, None, sink, None, None))
+
+    def add_net(self, port: NetPort, burst: int = 64) -> None:
+        """Move ``port``'s NIC queues to and from its stream socket."""
+        port.pump = self
+        self._jobs.append((JOB_NET, burst, 0, None, None, None, None, None, port, None))
+
+    def add_hub(self, hub: Hub, burst: int = 64) -> None:
+        """Move frames between the NICs of ``hub``."""
+        for port in hub.ports:
+            port.pump = self
+        self._jobs.append((JOB_HUB, burst, 0, None, None, None, None, None, None, hub))
 
     def _build(self) -> None:
         n = len(self._jobs)
         self._cjobs = ffi.new("struct emu_job[]", max(n, 1))
-        for i, (kind, burst, flags, src, dst, drv, gen, sink) in enumerate(self._jobs):
+        for i, (kind, burst, flags, src, dst, drv, gen, sink, net, hub) in enumerate(self._jobs):
             j = self._cjobs[i]
             j.kind, j.burst, j.flags = kind, burst, flags
             j.src = src.q if src else ffi.NULL
@@ -66,6 +79,8 @@ class Pump:
             j.drv = drv.q if drv else ffi.NULL
             j.gen = gen.g if gen else ffi.NULL
             j.sink = sink.s if sink else ffi.NULL
+            j.net = net.p if net else ffi.NULL
+            j.hub = hub.h if hub else ffi.NULL
         self._keep = list(self._jobs)
         self._p.jobs = self._cjobs
         self._p.njobs = n

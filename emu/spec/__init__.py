@@ -13,6 +13,8 @@ spec area, in the spec's own words:
 * :mod:`emu.spec.vhost` -- the feature bits vhost owns in the virtio
   feature space;
 * :mod:`emu.spec.pci` -- PCI configuration space (PCI Local Bus 3.0);
+* :mod:`emu.spec.qemu_net` -- QEMU's network layer on the wire: the socket
+  netdev's framing, NET_BUFSIZE, the self-announce frame;
 * :mod:`emu.spec.vhost_pci_net` -- emu's vhost-pci-net device
   (``docs/vhost-pci-device.md``): BARs, device configuration, metadata page.
 

@@ -19,6 +19,7 @@ STATUS_FAILED = 0x80
 # reserved feature bits (§6; bits 24 and 27 are legacy, §6.3)
 F_NOTIFY_ON_EMPTY = 1 << 24
 F_ANY_LAYOUT = 1 << 27
+F_BAD_FEATURE = 1 << 30        # legacy: a driver acking it does not negotiate (QEMU's)
 F_INDIRECT_DESC = 1 << 28
 F_EVENT_IDX = 1 << 29
 F_VERSION_1 = 1 << 32
@@ -30,6 +31,10 @@ F_SR_IOV = 1 << 37
 F_NOTIFICATION_DATA = 1 << 38
 F_NOTIF_CONFIG_DATA = 1 << 39
 F_RING_RESET = 1 << 40
+
+# bits only the legacy interface shows (§6.3 "Legacy Interface: Reserved
+# Feature Bits"; BAD_FEATURE is QEMU's legacy probe of a broken driver)
+LEGACY_ONLY_FEATURES = F_NOTIFY_ON_EMPTY | F_ANY_LAYOUT | F_BAD_FEATURE
 
 # ISR status (§4.1.4.5; MMIO's InterruptStatus has the same two bits, §4.2.2)
 ISR_QUEUE = 0x1                 # used buffer notification

@@ -16,14 +16,19 @@ VIRTIO_ID_NET = 1               # device id (§5)
 # device feature bits (§5.1.3)
 F_CSUM = 1 << 0
 F_GUEST_CSUM = 1 << 1
+F_CTRL_GUEST_OFFLOADS = 1 << 2
 F_MTU = 1 << 3
 F_MAC = 1 << 5
+F_GSO = 1 << 6                  # legacy only (§5.1.3.2)
 F_MRG_RXBUF = 1 << 15
 F_STATUS = 1 << 16
 F_CTRL_VQ = 1 << 17
 F_CTRL_RX = 1 << 18
+F_CTRL_VLAN = 1 << 19
+F_CTRL_RX_EXTRA = 1 << 20
 F_GUEST_ANNOUNCE = 1 << 21
 F_MQ = 1 << 22
+F_CTRL_MAC_ADDR = 1 << 23
 
 # Bits a vhost-user back-end implements (the rings' format); the rest of a
 # virtio-net device's bits (MAC, STATUS, CTRL_*) are the device model's own.
@@ -36,6 +41,18 @@ DEVICE_MODEL_BITS = F_MAC | F_STATUS | F_CTRL_VQ | F_CTRL_RX
 # configuration layout (§5.1.4)
 CONFIG = struct.Struct("<6sHHH")        # mac, status, max_virtqueue_pairs, mtu
 CFG_MAC, CFG_STATUS, CFG_MAX_PAIRS, CFG_MTU = 0, 6, 8, 10
+
+
+def config_size(features: int) -> int:
+    """Bytes of struct virtio_net_config a device offering ``features``
+    has: each field exists "only if" its feature is offered (§5.1.4); the
+    mac is always there (QEMU's virtio_net_set_config_size does the same)."""
+    end = CFG_MAC + 6
+    for bit, field_end in ((F_STATUS, CFG_STATUS + 2), (F_MQ, CFG_MAX_PAIRS + 2),
+                           (F_MTU, CFG_MTU + 2)):
+        if features & bit:
+            end = max(end, field_end)
+    return end
 S_LINK_UP = 1
 S_ANNOUNCE = 2
 
@@ -46,9 +63,12 @@ CTRL_RX = 0                             # promisc/allmulti...: accepted, no filt
 CTRL_MAC = 1
 CTRL_VLAN = 2
 CTRL_ANNOUNCE = 3
+CTRL_ANNOUNCE_ACK = 0
 CTRL_MQ = 4
 CTRL_MQ_VQ_PAIRS_SET = 0
 CTRL_MQ_VQ_PAIRS_MIN, CTRL_MQ_VQ_PAIRS_MAX = 1, 0x8000
+CTRL_GUEST_OFFLOADS = 5
+CTRL_GUEST_OFFLOADS_SET = 0
 
 # header (§5.1.6): struct virtio_net_hdr, and with num_buffers (MRG_RXBUF, or
 # always in virtio 1.x) struct virtio_net_hdr_mrg_rxbuf

@@ -10,11 +10,25 @@ PCI_VENDOR_ID = 0x1AF4
 PCI_DEVICE_ID_MODERN_BASE = 0x1040
 PCI_DEVICE_ID_LAST = 0x107F
 PCI_SUBSYSTEM_ID_MIN = 0x40
+# (§4.1.2.1: "Transitional devices MUST have a PCI Revision ID of 0 ... MUST
+# have the PCI Subsystem Device ID matching the Virtio Device ID"; their PCI
+# Device ID is the one the table of §4.1.2.1 gives: 0x1000 + device id - 1)
+PCI_DEVICE_ID_TRANSITIONAL_BASE = 0x1000 - 1
+PCI_DEVICE_ID_TRANSITIONAL_LAST = 0x103F
+QEMU_SUBSYSTEM_ID = 0x1100     # QEMU's PCI_SUBDEVICE_ID_QEMU: a modern-only device's subsystem id
+ABI_VERSION = 0                 # the transitional device's revision (VIRTIO_PCI_ABI_VERSION)
+MODERN_REVISION = 1             # (§4.1.2.1: "Non-transitional devices SHOULD have ... 1 or higher")
 
 
 def pci_device_id(virtio_device_id: int) -> int:
     """The PCI device id of a modern device of this virtio type (§4.1.2.1)."""
     return PCI_DEVICE_ID_MODERN_BASE + virtio_device_id
+
+
+def transitional_device_id(virtio_device_id: int) -> int:
+    """The PCI device id of a transitional device of this type (§4.1.2.1's
+    table: network card 0x1000, block device 0x1001, ...)."""
+    return PCI_DEVICE_ID_TRANSITIONAL_BASE + virtio_device_id
 
 
 # vendor capability cfg_type (§4.1.4)
@@ -67,3 +81,21 @@ COMMON_FIELD_SIZES = {
     COMMON_Q_SIZE: 2, COMMON_Q_MSIX: 2, COMMON_Q_ENABLE: 2, COMMON_Q_NOFF: 2, COMMON_Q_DESC: 8,
     COMMON_Q_AVAIL: 8, COMMON_Q_USED: 8, COMMON_Q_NDATA: 2, COMMON_Q_RESET: 2,
 }
+
+
+# -- the legacy interface (§4.1.4.8, "Legacy Interfaces: A Note on PCI Device
+# Layout"): BAR0 is an I/O region of little-endian registers, then the
+# device-specific configuration ------------------------------------------------------
+HOST_FEATURES = 0x00            # le32 ro: device features, bits 0..31
+GUEST_FEATURES = 0x04           # le32 rw: driver features, bits 0..31
+QUEUE_PFN = 0x08                # le32 rw: queue address >> QUEUE_ADDR_SHIFT
+QUEUE_NUM = 0x0C                # le16 ro: queue size
+QUEUE_SEL = 0x0E                # le16 rw
+QUEUE_NOTIFY = 0x10             # le16 rw: a write of the queue index kicks it
+STATUS = 0x12                   # u8 rw: device status
+ISR = 0x13                      # u8 ro: reading clears it
+MSI_CONFIG_VECTOR = 0x14        # le16 rw, present while MSI-X is enabled
+MSI_QUEUE_VECTOR = 0x16         # le16 rw, present while MSI-X is enabled
+CONFIG_OFF = 0x14               # device configuration without MSI-X enabled ...
+CONFIG_OFF_MSIX = 0x18          # ... and with it
+QUEUE_ADDR_SHIFT = 12           # (§4.1.5.1.3.1: "the driver ... writes the physical address, divided by 4096")

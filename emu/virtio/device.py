@@ -88,7 +88,17 @@ class VirtioDevice:
         return 256
 
     def device_features(self) -> int:
+        """The features the modern interface offers (64 bits)."""
         return F_VERSION_1
+
+    def legacy_features(self) -> int:
+        """What the legacy interface offers (its low 32 bits are shown):
+        the device's features, and bits only a legacy driver may take."""
+        return self.device_features() & 0xFFFFFFFF
+
+    def bad_features(self) -> int:
+        """What a legacy driver that acked QEMU's BAD_FEATURE bit gets."""
+        return 0
 
     # -- driver actions (transport -> device) -------------------------------------
     def config_read(self, offset: int, size: int) -> int:

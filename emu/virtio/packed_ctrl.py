@@ -18,8 +18,9 @@ from emu.spec import virtio_ring as R, virtio_ring_packed as P
 class PackedCtrlRing:
     """Position and wrap counter of the device in one packed ring."""
 
-    def __init__(self, ram):
+    def __init__(self, ram, max_read: int):
         self.ram = ram
+        self.max_read = max_read          # bytes of one command read
         self.reset()
 
     def reset(self) -> None:
@@ -51,8 +52,8 @@ class PackedCtrlRing:
                 n += 1
                 if flags & R.DESC_F_WRITE:
                     ack = addr
-                elif len(readable) < 256:
-                    readable += self.ram.read(addr, min(length, 256))
+                elif len(readable) < self.max_read:
+                    readable += self.ram.read(addr, min(length, self.max_read))
                 pos += 1
                 if pos == q.size:
                     pos, wrap = 0, wrap ^ 1

@@ -56,6 +56,26 @@ def test_a_qemu_vhost_user_command_line():
     assert any("'accel'" in m and "info:" in m for m in cfg.messages)
 
 
+def test_qemu_qos_test_socket_and_hubport_command_lines():
+    """What QEMU's qos-test gives the binary (REQUIREMENTS §1.4), and the
+    other two socket forms and the device's interface properties."""
+    cfg = parse("-M pc -device virtio-net-pci,netdev=hs0,addr=04.0 -netdev socket,fd=4,id=hs0")
+    nd = cfg.netdev("hs0")
+    assert (nd.type, nd.fd, nd.listen, nd.connect, nd.chardev) == ("socket", 4, None, None, "")
+    assert cfg.devices[0].disable_legacy == "auto" and not cfg.devices[0].disable_modern
+    cfg = parse("-M pc -device virtio-net-pci,netdev=hs0,addr=04.0,disable-legacy=on "
+                "-netdev hubport,hubid=0,id=hs0")
+    nd = cfg.netdev("hs0")
+    assert (nd.type, nd.hubid) == ("hubport", 0)
+    assert cfg.devices[0].disable_legacy == "on"
+    cfg = parse("-netdev socket,id=a,listen=127.0.0.1:5555 -netdev socket,id=b,connect=localhost:6"
+                " -device virtio-net-pci,netdev=a,disable-modern=on -device virtio-net-pci,netdev=b"
+                " -m 64M -object memory-backend-memfd,id=mem,size=64M,share=off"
+                " -machine memory-backend=mem")
+    assert (cfg.netdev("a").listen, cfg.netdev("b").connect) == ("127.0.0.1:5555", "localhost:6")
+    assert cfg.devices[0].disable_modern                 # private RAM is fine: no vhost-user
+
+
 def test_the_projects_own_qemu_command_line_is_accepted():
     # tests/peers/linux_guest.py's qemu_cmd(), binary path swapped
     argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
@@ -312,8 +332,28 @@ ERRORS = [
     ("-device virtio-net-pci,netdev=a,netdev=b", "-device virtio-net-pci,netdev=a,netdev=b: Parameter 'netdev' given twice"),
     ("-device virtio-net-pci,packed=maybe", "-device virtio-net-pci,packed=maybe: "
      "Parameter 'packed' expects 'on' or 'off'"),
-    ("-device virtio-net-pci,disable-modern=on", "-device virtio-net-pci,disable-modern=on: "
-     "Property 'virtio-net-pci.disable-modern' doesn't take value 'on': emu's virtio devices are modern-only"),
+    ("-device vhost-pci-net,chardev=c,disable-modern=on", "-device vhost-pci-net,chardev=c,disable-modern=on: "
+     "Property 'vhost-pci-net.disable-modern' doesn't take value 'on': vhost-pci-net is modern-only"),
+    ("-device virtio-net-pci,disable-legacy=maybe", "-device virtio-net-pci,disable-legacy=maybe: "
+     "Parameter 'disable-legacy' does not accept value 'maybe'"),
+    ("-netdev hubport,id=h,hubid=0 -device virtio-net-pci,netdev=h,disable-legacy=on,disable-modern=on",
+     "-device virtio-net-pci,netdev=h,disable-legacy=on,disable-modern=on: device cannot work as "
+     "neither modern nor legacy mode is enabled"),
+    ("-netdev socket,id=s", "-netdev socket,id=s: exactly one of listen=, connect=, mcast= or "
+     "udp= is required"),
+    ("-netdev socket,id=s,fd=3,listen=:1", "-netdev socket,id=s,fd=3,listen=:1: exactly one of "
+     "listen=, connect=, mcast= or udp= is required"),
+    ("-netdev socket,id=s,fd=x", "-netdev socket,id=s,fd=x: Unable to parse FD number x"),
+    ("-netdev socket,id=s,mcast=230.0.0.1:1234", "-netdev socket,id=s,mcast=230.0.0.1:1234: "
+     "Parameter 'mcast' is not supported: emu's socket netdev is a stream (fd=, listen=, connect=)"),
+    ("-netdev socket,id=s,listen=1234", "-netdev socket,id=s,listen=1234: host address '1234' "
+     "doesn't contain ':' separating host from port"),
+    ("-netdev socket,id=s,connect=:1234", "-netdev socket,id=s,connect=:1234: "
+     "Parameter 'connect' expects [HOST]:PORT"),
+    ("-netdev hubport,id=h", "-netdev hubport,id=h: Parameter 'hubid' is missing"),
+    ("-netdev hubport,id=h,hubid=x", "-netdev hubport,id=h,hubid=x: Parameter 'hubid' expects integer"),
+    ("-netdev hubport,id=h,hubid=0,netdev=s", "-netdev hubport,id=h,hubid=0,netdev=s: "
+     "Parameter 'netdev' is not supported: emu's hub ports connect NICs"),
     ("-device virtio-net-pci,id=a -device vhost-pci-net,id=a,chardev=c -chardev socket,id=c,path=/x",
      "-device vhost-pci-net,id=a,chardev=c: Duplicate ID 'a' for device"),
     (VU + ["-device", "virtio-net-pci,netdev=n0", "-device", "virtio-net-pci,netdev=n0"],

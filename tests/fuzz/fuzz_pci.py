@@ -3,14 +3,17 @@
     python tests/fuzz/fuzz_pci.py -atheris_runs=20000 [CORPUS_DIR ...]
 
 A bus with emu's two device models -- virtio-net-pci (two queue pairs
-and a control queue, its back-end absent) and vhost-pci-net (peer window,
+and a control queue, its back-end absent; QEMU's transitional function:
+legacy I/O BAR0, MSI-X BAR1, modern BAR4) and vhost-pci-net (peer window,
 metadata, doorbells) -- and a hostile guest that issues whatever the input
 says: configuration cycles of any size and offset, BAR reads and writes
 (common cfg, ISR, device cfg incl. driver_ack / peer_vq_select / vector,
-notify, doorbells, MSI-X table and PBA, window holes, metadata writes),
+notify, the legacy registers, doorbells, MSI-X table and PBA, window holes,
+metadata writes),
 port I/O through 0xCF8/0xCFC, MMIO anywhere, host mappings of BAR ranges,
-and well-formed driver steps (resources, negotiation, queue set-up,
-DRIVER_OK, MSI-X, control-queue commands with addresses from the input)
+and well-formed driver steps over either interface (resources,
+negotiation, queue set-up, DRIVER_OK, MSI-X, control-queue commands with
+addresses from the input)
 so that random traffic also reaches the live states.
 
 A crash is any exception out of a bus access (hardware answers, it does
@@ -36,15 +39,16 @@ PeerError = DriverError = BusError = None
 def _imports():
     global PeerError, DriverError, BusError
     global Platform, regs, VirtioPCIFunction, VirtioNetDevice, N, V, vhost
-    global VhostPciNetDevice, VhostPciNetFunction, guest_pci, VirtioPCIDriver, allocate
+    global VhostPciNetDevice, VhostPciNetFunction, guest_pci, transport, allocate, net_pci
     from emu.errors import PeerError
     from emu.guest import pci as guest_pci
     from emu.guest.pci import DriverError
-    from emu.guest.virtio_pci import VirtioPCIDriver
+    from emu.guest.virtio_transport import transport
     from emu.memory import allocate
     from emu.machines.platform import Platform
     from emu.pci.errors import BusError
     from emu.spec import pci as regs, vhost, virtio as V, virtio_net as N
+    from emu.virtio import net_pci
     from emu.virtio.pci import VirtioPCIFunction
     from emu.virtio.vhost_pci_net import VhostPciNetDevice, VhostPciNetFunction
     from emu.virtio.virtio_net import VirtioNetDevice
@@ -76,7 +80,7 @@ class Rig:
         self.bus = Platform()
         self.net = VirtioNetDevice(_AbsentBackend(), ram, self.loop, mac=bytes(6), queue_pairs=2,
                                    mq=True, queue_size=16, host_mtu=1500)
-        self.fn_net = VirtioPCIFunction(self.net, name="net0")
+        self.fn_net = net_pci.make_function(self.net, name="net0")   # as the machine builds it
         self.bus.plug(self.fn_net, 2)
         self.vp = VhostPciNetDevice(mac=bytes(6), peer_vq_max=4, window_size=1 << 22,
                                     queue_size=16, ack_timeout=0.0)
@@ -104,9 +108,11 @@ class Rig:
 
 def _offset(fdp, fn, bar: int) -> int:
     """BAR offsets biased to the registers that exist."""
-    if bar == 0 and fdp.ConsumeBool():
+    if bar == fn.layout.bar and fdp.ConsumeBool():             # the modern structures
         base = fdp.PickValueInList([0x0, 0x1000, 0x2000, 0x3000, 0x3800])
         return base + fdp.ConsumeIntInRange(0, 0x48)
+    if fn.legacy is not None and bar == fn.layout.legacy_bar and fdp.ConsumeBool():
+        return fdp.ConsumeIntInRange(0, 0x24)                     # the legacy registers
     if bar == 1 and fdp.ConsumeBool():
         return fdp.PickValueInList([0, 0x800]) + fdp.ConsumeIntInRange(0, 0xA0)
     b = fn.bars.get(bar)
@@ -134,7 +140,8 @@ def _driver_step(fdp, rig) -> None:
     dev = rig.devs[fdp.ConsumeIntInRange(0, len(rig.devs) - 1)]
     drv = rig.drivers.get(dev.bdf)
     if drv is None:
-        drv = rig.drivers[dev.bdf] = VirtioPCIDriver(dev)
+        legacy = dev.bdf == rig.fn_net.bdf and fdp.ConsumeBool()
+        drv = rig.drivers[dev.bdf] = transport(dev, legacy)
     if step == 1:
         drv.negotiate(fdp.ConsumeIntInRange(0, (1 << 64) - 1))
     elif step == 2:
@@ -167,8 +174,12 @@ def _check(rig) -> None:
         assert st & ~0xCF == 0 or st & V.STATUS_NEEDS_RESET, hex(st)
         assert not st & V.STATUS_DRIVER or st & V.STATUS_ACKNOWLEDGE
         assert not st & V.STATUS_FEATURES_OK or st & V.STATUS_DRIVER
-        assert not st & V.STATUS_DRIVER_OK or st & V.STATUS_FEATURES_OK
-        offered = fn.device.device_features()
+        # DRIVER_OK without FEATURES_OK only through the legacy interface
+        assert not st & V.STATUS_DRIVER_OK or st & V.STATUS_FEATURES_OK or \
+            (fn.legacy is not None and not fn.guest_features & V.F_VERSION_1)
+        if st & V.STATUS_FEATURES_OK:
+            assert fn.guest_features & V.F_VERSION_1
+        offered = fn.modern_features() | (fn.legacy_features() if fn.legacy is not None else 0)
         assert fn.guest_features & ~offered == 0
         for q in fn.queues:
             assert 1 <= q.size <= q.max_size and not q.size & (q.size - 1)

@@ -9,7 +9,7 @@ from emu.guest.pci import DriverError, VectorAllocator, probe
 from emu.guest.virtio_pci import VirtioPCIDriver
 from emu.machines.platform import Platform
 from emu.spec import pci as regs
-from emu.spec.virtio import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
+from emu.spec.virtio import (F_EVENT_IDX, F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
                              STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
                              STATUS_NEEDS_RESET)
 from emu.virtio import VirtioPCIFunction
@@ -154,3 +154,78 @@ def test_random_traffic_reached_the_interesting_states():
     if not reached:
         test_random_register_traffic()
     assert {"status-0x8", "status-0x4", "status-0x40", "queue0", "queue1"} <= reached
+
+
+# -- the transitional function QEMU builds (legacy I/O BAR0 beside the modern BAR4) ------------
+IO_OFFSETS = st.one_of(st.integers(0, 0x20), st.sampled_from([0x0, 0x4, 0x8, 0xC, 0xE, 0x10,
+                                                              0x12, 0x13, 0x14, 0x16, 0x18]))
+LEGACY_OPS = st.one_of(
+    st.tuples(st.just("io"), IO_OFFSETS, st.sampled_from([1, 2, 4]), st.booleans(), VALUES),
+    st.tuples(st.just("bar4"), BAR0_OFFSETS, SIZES, st.booleans(), VALUES),
+    st.tuples(st.just("cfg"), CFG_OFFSETS, SIZES, st.booleans(), VALUES),
+    st.tuples(st.just("driver"), st.sampled_from(["legacy", "modern", "msix"]), st.just(0),
+              st.just(False), st.just(0)),
+)
+
+
+def check_transitional(fn, offered_legacy: int):
+    s = fn.status
+    assert s & ~(DRIVER_BITS | STATUS_NEEDS_RESET) == 0
+    assert not s & STATUS_DRIVER or s & STATUS_ACKNOWLEDGE
+    if s & STATUS_FEATURES_OK:                         # only the modern interface sets it
+        assert fn.guest_features & F_VERSION_1
+    assert fn.guest_features & ~(fn.device.device_features() | offered_legacy) == 0
+    for q in fn.queues:
+        assert 1 <= q.size <= q.max_size and not q.size & (q.size - 1)
+        if q.enable:
+            assert q.desc % 16 == 0 and q.driver % 2 == 0 and q.device % 4 == 0
+    assert fn.vendor_id == 0x1AF4 and fn.device_id == 0x1000 and fn.isr & ~3 == 0
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LEGACY_OPS, max_size=80))
+def test_random_traffic_on_a_transitional_function(ops):
+    from emu.guest.virtio_pci_legacy import LegacyVirtioPCIDriver
+    from emu.virtio import QEMU_LAYOUT, Interfaces
+    bus = Platform()
+    fn = VirtioPCIFunction(ToyNet(), layout=QEMU_LAYOUT, interfaces=Interfaces(legacy=True))
+    bus.plug(fn, 4)
+    try:
+        dev = probe(bus)[0]
+        io, mem = dev.bar_address(0), dev.bar_address(4)
+        offered_legacy = fn.legacy_features()
+        for kind, off, size, write, value in ops:
+            if kind == "io":
+                if write:
+                    bus.pio_write(io + off, size, value & ((1 << 8 * size) - 1))
+                else:
+                    bus.pio_read(io + off, size)
+            elif kind == "bar4":
+                if write:
+                    bus.mmio_write(mem + off, size, value)
+                else:
+                    bus.mmio_read(mem + off, size)
+            elif kind == "cfg":
+                if write:
+                    bus.config_write(dev.bdf, off, size, value)
+                else:
+                    bus.config_read(dev.bdf, off, size)
+            else:
+                try:
+                    if off == "legacy":
+                        d = LegacyVirtioPCIDriver(dev)
+                        d.negotiate(F_EVENT_IDX)
+                        d.setup_queue(0, 0x100000, 0x101000, 0x102000)
+                        d.driver_ok()
+                    elif off == "modern":
+                        d = VirtioPCIDriver(dev)
+                        d.negotiate(0)
+                        d.driver_ok()
+                    else:
+                        dev.enable_msix(vectors=VectorAllocator())
+                except DriverError:
+                    pass
+            check_transitional(fn, offered_legacy)
+    finally:
+        fn.close()
+        bus.close()

@@ -25,11 +25,12 @@ import pytest
 
 from emu.guest.pci import probe
 from emu.guest.program import GuestProgram
+from emu.guest.virtio_pci import find_virtio_caps
 from emu.launcher import MachineAdapter
 from emu.machine import Machine
 from emu.netdev import SocketSpec
 from emu.pci.errors import BusError
-from emu.spec import virtio as V, virtio_net as N
+from emu.spec import virtio as V, virtio_net as N, virtio_pci as VP
 from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_VQ_SELECT, CFG_VQ_VECTOR, DOORBELL_OFFSET,
                                     PS_MEM_READY, VRING, vring_at)
 
@@ -95,6 +96,9 @@ class Guest:
         self.fn = machine.devices[dev_id].function
         self.dev = next(d for d in probe(machine.system) if d.bdf == machine.devices[dev_id].bdf)
         self.dev_id = dev_id
+        # the BAR of the modern structures: QEMU's BAR4 for virtio-net-pci,
+        # emu's BAR0 for vhost-pci-net
+        self.mb = next(d.bar for d in find_virtio_caps(self.dev).values())
 
     def w(self, bar: int, off: int, size: int, value: int) -> None:
         self.dev.bar_write(bar, off, size, value)
@@ -104,19 +108,23 @@ class Guest:
 
     def status(self, value: int | None = None) -> int:
         if value is not None:
-            self.w(0, STATUS, 1, value)
-        return self.r(0, STATUS, 1)
+            self.w(self.mb, STATUS, 1, value)
+        return self.r(self.mb, STATUS, 1)
 
-    def features_ok(self, features: int) -> None:
+    def reset(self) -> None:
+        """Write 0 and wait for it to read 0 (a vhost-user back-end stops first)."""
         self.status(0)
         deadline = time.monotonic() + 5
         while self.status() != 0 and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def features_ok(self, features: int) -> None:
+        self.reset()
         self.status(ACK)
         self.status(ACK | DRV)
         for sel in (0, 1):
-            self.w(0, GFSEL, 4, sel)
-            self.w(0, GF, 4, (features >> (32 * sel)) & 0xFFFFFFFF)
+            self.w(self.mb, GFSEL, 4, sel)
+            self.w(self.mb, GF, 4, (features >> (32 * sel)) & 0xFFFFFFFF)
         self.status(ACK | DRV | FOK)
 
     def errors(self) -> dict:
@@ -132,7 +140,7 @@ class Case:
 
 
 def _queue_sel(g: Guest, q: int) -> None:
-    g.w(0, QSEL, 2, q)
+    g.w(g.mb, QSEL, 2, q)
 
 
 def ctrl_queue_outside_ram(g: Guest) -> None:
@@ -141,11 +149,11 @@ def ctrl_queue_outside_ram(g: Guest) -> None:
     g.features_ok(V.F_VERSION_1 | N.F_MQ | N.F_CTRL_VQ)
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, 1 << 40), (QAVAIL, (1 << 40) + 0x1000), (QUSED, (1 << 40) + 0x2000)):
-        g.w(0, reg, 4, addr & 0xFFFFFFFF)
-        g.w(0, reg + 4, 4, addr >> 32)
-    g.w(0, QENABLE, 2, 1)
+        g.w(g.mb, reg, 4, addr & 0xFFFFFFFF)
+        g.w(g.mb, reg + 4, 4, addr >> 32)
+    g.w(g.mb, QENABLE, 2, 1)
     g.status(ACK | DRV | FOK | DOK)
-    g.w(0, NOTIFY + 4 * 4, 2, 4)
+    g.w(g.mb, NOTIFY + 4 * 4, 2, 4)
 
 
 def ctrl_chain_outside_ram(g: Guest) -> None:
@@ -154,14 +162,14 @@ def ctrl_chain_outside_ram(g: Guest) -> None:
     base = 0x10000
     _queue_sel(g, 4)
     for reg, addr in ((QDESC, base), (QAVAIL, base + 0x1000), (QUSED, base + 0x2000)):
-        g.w(0, reg, 4, addr)
-        g.w(0, reg + 4, 4, 0)
-    g.w(0, QENABLE, 2, 1)
+        g.w(g.mb, reg, 4, addr)
+        g.w(g.mb, reg + 4, 4, 0)
+    g.w(g.mb, QENABLE, 2, 1)
     g.status(ACK | DRV | FOK | DOK)
     ram = g.m.ram
     ram.write(base, struct.pack("<QIHH", 1 << 44, 2, 1, 1) + struct.pack("<QIHH", 1 << 45, 1, 2, 0))
     ram.write(base + 0x1000, struct.pack("<HHH", 0, 1, 0))
-    g.w(0, NOTIFY + 4 * 4, 2, 4)
+    g.w(g.mb, NOTIFY + 4 * 4, 2, 4)
     assert struct.unpack("<H", ram.read(base + 0x2002, 2))[0] == 1, "command not completed"
 
 
@@ -169,8 +177,8 @@ def vector_refused(reg: int, queue: int | None = None):
     def act(g: Guest):
         if queue is not None:
             _queue_sel(g, queue)
-        g.w(0, reg, 2, 0x7FF)
-        assert g.r(0, reg, 2) == 0xFFFF           # refused: reads back NO_VECTOR
+        g.w(g.mb, reg, 2, 0x7FF)
+        assert g.r(g.mb, reg, 2) == 0xFFFF           # refused: reads back NO_VECTOR
     return act
 
 
@@ -182,29 +190,43 @@ def queue_write(reg: int, size: int, value: int, *, select: int = 0, after_ok: b
         _queue_sel(g, select)
         if enable_first:
             for r, a in ((QDESC, 0x20000), (QAVAIL, 0x21000), (QUSED, 0x22000)):
-                g.w(0, r, 4, a)
-            g.w(0, QENABLE, 2, 1)
-            before = g.r(0, QSIZE, 2)
-            g.w(0, reg, size, value)
-            assert g.r(0, QSIZE, 2) == before       # frozen
+                g.w(g.mb, r, 4, a)
+            g.w(g.mb, QENABLE, 2, 1)
+            before = g.r(g.mb, QSIZE, 2)
+            g.w(g.mb, reg, size, value)
+            assert g.r(g.mb, QSIZE, 2) == before       # frozen
             return
-        g.w(0, reg, size, value)
+        g.w(g.mb, reg, size, value)
     return act
 
 
 def misaligned_enable(g: Guest) -> None:
     g.features_ok(V.F_VERSION_1)
     _queue_sel(g, 0)
-    g.w(0, QDESC, 4, 0x20008)                     # descriptor table needs 16-byte alignment
-    g.w(0, QENABLE, 2, 1)
-    assert g.r(0, QENABLE, 2) == 0
+    g.w(g.mb, QDESC, 4, 0x20008)                     # descriptor table needs 16-byte alignment
+    g.w(g.mb, QENABLE, 2, 1)
+    assert g.r(g.mb, QENABLE, 2) == 0
+
+
+LEGACY = 0                      # virtio-net-pci's BAR0: the legacy I/O registers
+
+
+def legacy_pfn_twice(g: Guest) -> None:
+    g.reset()
+    g.w(LEGACY, VP.STATUS, 1, ACK)
+    g.w(LEGACY, VP.STATUS, 1, ACK | DRV)
+    g.w(LEGACY, VP.QUEUE_SEL, 2, 0)
+    g.w(LEGACY, VP.QUEUE_PFN, 4, 0x20)
+    g.w(LEGACY, VP.QUEUE_PFN, 4, 0x40)                   # rewritten while enabled
+    assert g.r(LEGACY, VP.QUEUE_PFN, 4) == 0x20
+    g.status(0)
 
 
 def vp_config(off: int, size: int, value: int, readback: tuple | None = None):
     def act(g: Guest):
-        g.w(0, DEVCFG + off, size, value)
+        g.w(g.mb, DEVCFG + off, size, value)
         if readback:
-            assert g.r(0, DEVCFG + readback[0], readback[1]) == readback[2]
+            assert g.r(g.mb, DEVCFG + readback[0], readback[1]) == readback[2]
     return act
 
 
@@ -220,9 +242,9 @@ def window_hole(write: bool):
 
 CASES = [
     # virtio-net-pci: common configuration
-    Case("common-wrong-size", "net0", "common-bad-access", lambda g: g.w(0, DFSEL, 2, 1)),
-    Case("common-misaligned", "net0", "common-bad-access", lambda g: g.r(0, 0x15 + 0x1, 1)),
-    Case("common-read-only-num-queues", "net0", "common-readonly", lambda g: g.w(0, NUMQ, 2, 99)),
+    Case("common-wrong-size", "net0", "common-bad-access", lambda g: g.w(g.mb, DFSEL, 2, 1)),
+    Case("common-misaligned", "net0", "common-bad-access", lambda g: g.r(g.mb, 0x15 + 0x1, 1)),
+    Case("common-read-only-num-queues", "net0", "common-readonly", lambda g: g.w(g.mb, NUMQ, 2, 99)),
     Case("status-reserved-bits", "net0", "status-reserved", lambda g: g.status(ACK | 0x20)),
     Case("status-out-of-order", "net0", "status-order", lambda g: g.status(0) or g.status(DOK)),
     Case("features-not-offered", "net0", "features-unoffered",
@@ -230,7 +252,7 @@ CASES = [
     Case("features-without-version-1", "net0", "features-no-version-1",
          lambda g: g.features_ok(N.F_MAC)),
     Case("features-written-after-features-ok", "net0", "features-after-ok",
-         lambda g: (g.features_ok(V.F_VERSION_1), g.w(0, GF, 4, 0))),
+         lambda g: (g.features_ok(V.F_VERSION_1), g.w(g.mb, GF, 4, 0))),
     Case("msix-config-vector-beyond-the-table", "net0", "vector-refused", vector_refused(MSIX_CFG)),
     Case("queue-vector-beyond-the-table", "net0", "vector-refused", vector_refused(QMSIX, 0)),
     Case("queue-select-beyond-num-queues", "net0", "queue-select",
@@ -238,20 +260,21 @@ CASES = [
     Case("queue-size-not-a-power-of-two", "net0", "queue-size", queue_write(QSIZE, 2, 100)),
     Case("queue-size-above-the-maximum", "net0", "queue-size", queue_write(QSIZE, 2, 1 << 15)),
     Case("queue-enable-before-features-ok", "net0", "queue-enable",
-         lambda g: (g.status(0), _queue_sel(g, 0), g.w(0, QENABLE, 2, 1))),
+         lambda g: (g.status(0), _queue_sel(g, 0), g.w(g.mb, QENABLE, 2, 1))),
     Case("queue-enable-value-2", "net0", "queue-enable", queue_write(QENABLE, 2, 2, after_ok=True)),
     Case("queue-rings-misaligned", "net0", "queue-enable", misaligned_enable),
     Case("queue-size-written-while-enabled", "net0", "queue-frozen",
          queue_write(QSIZE, 2, 16, enable_first=True)),
     Case("queue-reset-not-offered", "net0", "queue-reset", queue_write(QRESET, 2, 1)),
     Case("notify-of-a-disabled-queue", "net0", "notify-queue",
-         lambda g: (g.status(0), g.w(0, NOTIFY + 4 * 3, 2, 3))),
-    Case("notify-of-one-byte", "net0", "notify-bad-access", lambda g: g.w(0, NOTIFY + 0x41, 1, 0)),
-    Case("isr-write", "net0", "isr-write", lambda g: g.w(0, ISR, 1, 3)),
-    Case("device-config-write", "net0", "config-readonly", lambda g: g.w(0, DEVCFG, 4, 0x41414141)),
+         lambda g: (g.status(0), g.w(g.mb, NOTIFY + 4 * 3, 2, 3))),
+    Case("notify-of-one-byte", "net0", "notify-bad-access", lambda g: g.w(g.mb, NOTIFY + 0x41, 1, 0)),
+    Case("isr-write", "net0", "isr-write", lambda g: g.w(g.mb, ISR, 1, 3)),
+    Case("device-config-write", "net0", "config-readonly", lambda g: g.w(g.mb, DEVCFG, 4, 0x41414141)),
     Case("device-config-past-its-end", "net0", "device-cfg-bad-access",
-         lambda g: g.r(0, DEVCFG + 0x100, 4)),
-    Case("bar0-hole", "net0", "unassigned", lambda g: g.w(0, 0x1800, 4, 1)),
+         lambda g: g.r(g.mb, DEVCFG + 0x100, 4)),
+    Case("isr-past-its-register", "net0", "isr-bad-access", lambda g: g.r(g.mb, ISR + 0x800, 1)),
+    Case("modern-bar-hole", "vp0", "unassigned", lambda g: g.w(g.mb, 0x1800, 4, 1)),
     Case("msix-table-byte-access", "net0", "msix-bad-access", lambda g: g.w(1, 0x3, 1, 0xFF)),
     Case("msix-pba-write", "net0", "msix-pba-write", lambda g: g.w(1, 0x800, 8, ~0 & (2**64 - 1))),
     Case("config-space-vendor-id-write", "net0", "config-readonly",
@@ -259,6 +282,19 @@ CASES = [
     Case("config-space-misaligned", "net0", "config-bad-access", lambda g: g.dev.cfg_read(0x3, 2)),
     Case("control-queue-outside-ram", "net0", "ctrl-queue", ctrl_queue_outside_ram),
     Case("control-command-outside-ram", "net0", "ctrl-command", ctrl_chain_outside_ram),
+    # virtio-net-pci: the legacy interface (BAR0)
+    Case("legacy-read-between-registers", "net0", "legacy-bad-access",
+         lambda g: g.r(LEGACY, 0x01, 1) == 0xFF or None),
+    Case("legacy-write-to-host-features", "net0", "legacy-readonly",
+         lambda g: g.w(LEGACY, VP.HOST_FEATURES, 4, 0)),
+    Case("legacy-write-to-the-isr", "net0", "legacy-readonly", lambda g: g.w(LEGACY, VP.ISR, 1, 1)),
+    Case("legacy-notify-of-a-missing-queue", "net0", "notify-queue",
+         lambda g: g.w(LEGACY, VP.QUEUE_NOTIFY, 2, 99)),
+    Case("legacy-pfn-while-enabled", "net0", "queue-frozen", legacy_pfn_twice),
+    Case("legacy-features-ok-bit", "net0", "status-reserved",
+         lambda g: (g.reset(), g.w(LEGACY, VP.STATUS, 1, ACK), g.w(LEGACY, VP.STATUS, 1, ACK | FOK))),
+    Case("legacy-config-past-its-end", "net0", "device-cfg-bad-access",
+         lambda g: g.r(LEGACY, VP.CONFIG_OFF + 0x20, 4)),
     # vhost-pci-net: its own registers, doorbells, window, metadata
     Case("driver-ack-of-two-bytes", "vp0", "config-readonly", vp_config(CFG_DRIVER_ACK, 2, 5)),
     Case("peer-vq-select-beyond-peer-vq-max", "vp0", "vq-select",
@@ -266,9 +302,9 @@ CASES = [
     Case("peer-vq-vector-beyond-the-table", "vp0", "vector-refused",
          vp_config(CFG_VQ_VECTOR, 2, 0x7FF, readback=(CFG_VQ_VECTOR, 2, 0xFFFF))),
     Case("read-only-device-config", "vp0", "config-readonly", vp_config(0x0C, 4, 0)),
-    Case("doorbell-misaligned", "vp0", "doorbell", lambda g: g.w(0, DOORBELL_OFFSET + 2, 2, 1)),
+    Case("doorbell-misaligned", "vp0", "doorbell", lambda g: g.w(g.mb, DOORBELL_OFFSET + 2, 2, 1)),
     Case("past-the-doorbells", "vp0", "unassigned",
-         lambda g: g.w(0, DOORBELL_OFFSET + 4 * 200, 4, 1)),
+         lambda g: g.w(g.mb, DOORBELL_OFFSET + 4 * 200, 4, 1)),
     Case("window-hole-read", "vp0", "ram-unbacked", window_hole(False)),
     Case("window-hole-write", "vp0", "ram-unbacked", window_hole(True)),
     Case("metadata-write", "vp0", "ram-readonly", lambda g: g.w(4, 0x8, 4, 0x41414141)),
@@ -383,7 +419,7 @@ def test_a_guest_that_stops_acknowledging_gets_the_window_revoked(machines, gues
                 and dev.metadata.generation == gen):
             break
         time.sleep(0.02)
-    g.w(0, DEVCFG + CFG_DRIVER_ACK, 4, gen)                       # "I use the window"...
+    g.w(g.mb, DEVCFG + CFG_DRIVER_ACK, 4, gen)                       # "I use the window"...
     assert dev.metadata.generation == gen, "the peer changed the table while we acknowledged"
     window = vm2.system.map_ram(g.dev.bars[2].address, 1 << 20)
     assert bytes(window.view[0:16]) == vm1.ram.read(0, 16)          # it is the peer's memory

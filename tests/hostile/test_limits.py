@@ -159,7 +159,7 @@ def test_message_timeout_a_slow_message_is_served_a_stalled_one_is_dropped(vm2):
         waiting = EvilFrontend(vm2.sock)                 # the next front-end waits for the slot
         t0 = time.monotonic()
         assert fe.wait_closed(5)
-        assert 0.6 < time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 > 0.6               # not before its timeout (wait_closed bounds the rest)
         assert waiting.u64(F.GET_FEATURES)               # ... and is served once it is freed
         waiting.close()
     idle(vm2)

@@ -16,7 +16,9 @@ from emu.vhost_user.messages import FrontendRequest as F
 from tests.hostile.evil_backend import Listener
 from tests.hostile.procs import Emu, vm1_args
 
-COMMON_CFG = 0x0                     # virtio modern BAR0 layout (emu's): common config
+COMMON_CFG = 0x0                     # virtio-net-pci's modern BAR4 (QEMU's layout): common config
+MODERN_BAR = regs.BASE_ADDRESS_0 + 4 * 4
+BAR_MEM64_PREFETCH = regs.BAR_MEM_TYPE_64 | regs.BAR_MEM_PREFETCH   # what an unassigned BAR4 reads
 STATUS = COMMON_CFG + 0x14
 Q_SELECT, Q_SIZE, Q_ENABLE, Q_DESC = 0x16, 0x18, 0x1C, 0x20
 
@@ -35,7 +37,7 @@ def test_every_function_is_back_to_power_on():
         p = m.system
         before = {bdf: bytes(f.config[:0x100]) for bdf, f in p.functions.items()}
         bdf = 0x20
-        p.config_write(bdf, regs.BASE_ADDRESS_0, 4, 0xE0000000)
+        p.config_write(bdf, MODERN_BAR, 4, 0xE0000000)
         p.config_write(bdf, regs.COMMAND, 2, 0x7)
         p.config_write(0x08, 0x60, 4, 0x0B0B0A0A)                # PIRQ routing
         # ACPI PM base 0xC0, enabled (QEMU's reset rewrites only byte 0x40:
@@ -53,7 +55,7 @@ def test_every_function_is_back_to_power_on():
         await m.system_reset()
         after = {bdf: bytes(f.config[:0x100]) for bdf, f in p.functions.items()}
         assert after == before
-        assert p.functions[bdf].bars[0].address is None
+        assert p.functions[bdf].bars[4].address is None
         assert p.pio_read(0xC2, 2) == 0xFFFF                     # the PM block went away
         fn = p.functions[bdf]
         assert fn.status == 0 and fn.queues[0].desc == 0 and fn.queues[0].size == 256
@@ -162,7 +164,7 @@ def test_system_reset_in_qtest_mode_as_libqos_sees_it():
     from tests.machine.qtest_pair import cfg_addr
     with QtestMachine(["-M", "pc", "-device", "virtio-net-pci,addr=04.0"]) as vm:
         q = vm.qtest
-        q.outl(0xCF8, cfg_addr(0x20, regs.BASE_ADDRESS_0))
+        q.outl(0xCF8, cfg_addr(0x20, MODERN_BAR))
         q.outl(0xCFC, 0xE0000000)
         q.outl(0xCF8, cfg_addr(0x20, regs.COMMAND))
         q.outw(0xCFC, 0x7)
@@ -172,8 +174,8 @@ def test_system_reset_in_qtest_mode_as_libqos_sees_it():
         assert vm.qmp.wait_event("RESET")["data"] == {"guest": False,
                                                      "reason": "host-qmp-system-reset"}
         assert q.inw(0xCFC) == 0                                     # command
-        q.outl(0xCF8, cfg_addr(0x20, regs.BASE_ADDRESS_0))
-        assert q.inl(0xCFC) == 0                                     # BAR0 unassigned
+        q.outl(0xCF8, cfg_addr(0x20, MODERN_BAR))
+        assert q.inl(0xCFC) == BAR_MEM64_PREFETCH                    # BAR4 unassigned
         q.outl(0xCFC, 0xE0000000)
         q.outl(0xCF8, cfg_addr(0x20, regs.COMMAND))
         q.outw(0xCFC, 0x7)

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 
 from .emu_process import EMU_CMD, start, stop, wait_for_path
@@ -135,21 +134,20 @@ def test_modules_before_the_monitor_are_import_light():
     assert out.strip() == "[]"
 
 
-def test_greeting_is_quick():
-    """The greeting's latency from process start (best of 3, to discount a busy machine)."""
-    best = float("inf")
-    for _ in range(3):
-        ours, theirs = socket.socketpair()
-        t0 = time.perf_counter()
-        proc = start(EMU_CMD, BASE + ["-chardev", f"socket,id=mon,fd={theirs.fileno()}",
-                                      "-mon", "chardev=mon,mode=control"], pass_fds=[theirs.fileno()])
-        theirs.close()
-        ours.settimeout(10)
-        assert ours.recv(4096).startswith(b'{"QMP": ')
-        best = min(best, time.perf_counter() - t0)
-        ours.sendall(b'{"execute": "qmp_capabilities"}{"execute": "quit"}')
-        assert stop(proc) == 0
-        ours.close()
-    print(f"greeting after {best * 1000:.0f} ms")
-    # 0.1 s is the target on an idle machine; CI shares two cores with other jobs.
-    assert best < 0.3
+def test_greeting_comes_before_any_command():
+    """The monitor greets on a socket passed as an fd, before the client says anything.
+
+    How quickly is a benchmark's question (benchmarks/startup.py, beside QEMU
+    7.2 in the same run), not a test's: a timed assertion fails on a busy
+    machine.  What the greeting must not wait for is pinned by
+    test_modules_before_the_monitor_are_import_light."""
+    ours, theirs = socket.socketpair()
+    proc = start(EMU_CMD, BASE + ["-chardev", f"socket,id=mon,fd={theirs.fileno()}",
+                                  "-mon", "chardev=mon,mode=control"], pass_fds=[theirs.fileno()])
+    theirs.close()
+    ours.settimeout(60)
+    greeting = json.loads(ours.recv(4096).split(b"\r\n")[0])
+    assert set(greeting["QMP"]) == {"version", "capabilities"}
+    ours.sendall(b'{"execute": "qmp_capabilities"}{"execute": "quit"}')
+    assert stop(proc) == 0
+    ours.close()

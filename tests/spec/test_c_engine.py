@@ -51,3 +51,12 @@ def test_the_engine_acts_on_the_spec_s_feature_bits():
     others = ((1 << 64) - 1) & ~(virtio.F_EVENT_IDX | virtio.F_INDIRECT_DESC
                                  | virtio_net.F_MRG_RXBUF | vhost.F_LOG_ALL | virtio.F_IN_ORDER)
     assert queue_flags(others) == 0
+
+
+def test_the_net_job_frames_as_qemu_net_says():
+    """The socket netdev's limits in _ring_net.h are emu.spec.qemu_net's."""
+    from emu.spec import qemu_net
+    assert lib.EMU_NET_BUFSIZE == qemu_net.NET_BUFSIZE
+    assert lib.EMU_NET_LEN_SIZE == qemu_net.FRAME_LEN_SIZE
+    assert qemu_net.ANNOUNCE_FRAME_LEN <= lib.EMU_NET_INJECT_MAX     # an announce fits a slot
+    assert len(qemu_net.announce_frame(bytes(6))) == qemu_net.ANNOUNCE_FRAME_LEN

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from emu.pci.bar import RamBacking
 from emu.spec import vhost_pci_net as S
-from emu.virtio.pci import VirtioPCIFunction, VirtioPCILayout
+from emu.virtio.pci import VirtioPCIFunction
+from emu.virtio.pci_layout import VirtioPCILayout
 
 from .device import VhostPciNetDevice
 from .doorbells import Doorbells
