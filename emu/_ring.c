@@ -22,7 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EMU_RING_IMPL
 #include "_ring.h"
+#include "_ring_packed.h"   /* packed rings: the primitives below switch to them */
 
 #define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -95,6 +97,7 @@ const char *emu_strerror(int code)
     case EMU_E_BROKEN: return "queue is broken and needs a reset";
     case EMU_E_VERIFY: return "payload does not match the generator pattern";
     case EMU_E_NOBUF: return "caller buffer too small";
+    case EMU_E_DESC_NOT_AVAIL: return "descriptor of a chain not marked available";
     }
     return "unknown error";
 }
@@ -340,6 +343,8 @@ static inline int resolve_chain(struct emu_devq *q, uint16_t head, int write,
                                 struct chain *c, uint32_t *hint)
 {
     struct vdesc d;
+    if (q->packed)
+        return pdev_resolve(q, head, write, c, hint);
     c->nsegs = 0;
     c->total = 0;
     if (unlikely(head >= q->num))
@@ -433,6 +438,10 @@ static __attribute__((noinline)) void cap_frame(struct emu_capture *c, const uin
 
 void emu_devq_reset(struct emu_devq *q)
 {
+    if (q->packed) {
+        pdev_reset(q);
+        return;
+    }
     q->used_idx = q->used ? LOAD_ACQ16(USED_IDX(q->used)) : 0;
     q->avail_idx_cache = q->last_avail_idx;
     q->signalled_used = q->used_idx;
@@ -443,6 +452,8 @@ void emu_devq_reset(struct emu_devq *q)
 /* Entries available to pop; marks the queue broken on an index jump. */
 static inline uint32_t dev_avail(struct emu_devq *q, int *first_err)
 {
+    if (q->packed)
+        return pdev_avail(q, first_err);
     uint16_t n = (uint16_t)(q->avail_idx_cache - q->last_avail_idx);
     if (n)
         return n;
@@ -486,6 +497,8 @@ uint32_t emu_dev_avail(struct emu_devq *q)
     int e = EMU_OK;
     if (q->broken)
         return 0;
+    if (q->packed)
+        return pdev_count_avail(q);
     q->avail_idx_cache = q->last_avail_idx;   /* force a fresh read */
     return dev_avail(q, &e);
 }
@@ -503,6 +516,8 @@ static inline void dev_take(struct emu_devq *q, uint16_t head)
 
 static inline uint16_t dev_pop(struct emu_devq *q)
 {
+    if (q->packed)
+        return pdev_pop(q);
     uint16_t head = READ_ONCE(*AVAIL_RING(q->avail, q->last_avail_idx & (q->num - 1)));
     dev_take(q, head);
     return head;
@@ -513,6 +528,10 @@ static inline uint16_t dev_pop(struct emu_devq *q)
  * reconnecting back-end would resubmit them and then pop them again. */
 static inline void dev_unpop(struct emu_devq *q, const uint16_t *heads, uint32_t n)
 {
+    if (q->packed) {
+        pdev_unpop(q, heads, n);
+        return;
+    }
     q->last_avail_idx = (uint16_t)(q->last_avail_idx - n);
     if (q->inflight)
         for (uint32_t i = 0; i < n; i++)
@@ -535,6 +554,10 @@ static inline void used_put(uint8_t *used, uint16_t slot, uint32_t id, uint32_t 
 
 static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
 {
+    if (q->packed) {
+        pdev_used(q, (uint16_t)id, len);
+        return;
+    }
     used_put(q->used, q->used_idx & (q->num - 1), id, len);
     if (q->features & EMU_QF_LOG)
         log_range(q->mem, &q->st, q->used_gpa + EMU_VRING_RING_ENTRIES + EMU_VRING_USED_ELEM_SIZE *
@@ -544,9 +567,19 @@ static inline void dev_used(struct emu_devq *q, uint32_t id, uint32_t len)
         WRITE_ONCE(*(q->inflight + 16 + 16 * (size_t)id), 0);
 }
 
+/* Completions dev_flush would publish (either format). */
+static inline int dev_unflushed(const struct emu_devq *q)
+{
+    if (q->packed)
+        return pdev_unflushed(q);
+    return q->used_idx != q->signalled_used;
+}
+
 /* Publish used->idx, then decide whether the driver wants an interrupt. */
 static int dev_flush(struct emu_devq *q)
 {
+    if (q->packed)
+        return pdev_flush(q);
     uint16_t old = q->signalled_used, new_idx = q->used_idx;
     if (old == new_idx)
         return 0;
@@ -581,6 +614,10 @@ int emu_dev_signal(struct emu_devq *q)
  * avail_event field says "kick me when you pass last_avail_idx". */
 void emu_dev_notify_enable(struct emu_devq *q, int enable)
 {
+    if (q->packed) {
+        pdev_notify_enable(q, enable);
+        return;
+    }
     if (q->features & EMU_QF_EVENT_IDX) {
         if (enable)
             WRITE_ONCE(*AVAIL_EVENT(q->used, q->num), q->last_avail_idx);
@@ -983,6 +1020,8 @@ static inline uint64_t copy_batch(struct emu_devq *src, struct emu_devq *dst,
 int emu_dev_copy(struct emu_devq *src, struct emu_devq *dst, uint32_t max,
                  uint32_t flags, struct emu_burst *res)
 {
+    if (src->packed || dst->packed)
+        return emu_pdev_copy(src, dst, max, flags, res);
     struct copy_scratch *s = scratch_get();
     int first = EMU_OK;
     uint32_t hint_s = 0, hint_d = 0;
@@ -1284,6 +1323,10 @@ int emu_drvq_init(struct emu_drvq *q)
         q->slot_busy[i] = 0;
         q->slot_gen[i] = 0;
     }
+    if (q->packed) {
+        pdrv_init(q);
+        return EMU_OK;
+    }
     STORE_REL16(AVAIL_IDX(q->avail), 0);
     WRITE_ONCE(*AVAIL_FLAGS(q->avail), 0);
     return EMU_OK;
@@ -1296,6 +1339,7 @@ int emu_drvq_init(struct emu_drvq *q)
  * writes the indexes back. */
 struct drv {
     struct emu_drvq *q;
+    struct emu_pring *pk;                                     /* packed ring, or NULL */
     uint8_t *desc, *avail, *used, *buf_host, *busy;
     uint16_t *free_slots;
     uint32_t *slot_len, *slot_gen;
@@ -1303,12 +1347,13 @@ struct drv {
     uint32_t buf_size, hdr_len, layout, features;
     uint16_t num, nslots;
     uint16_t free_head, num_free, avail_idx, last_used_idx;   /* written back */
+    struct pdrv_regs pkr;                                     /* packed: written back too */
 };
 
 HOT void drv_begin(struct drv *d, struct emu_drvq *q)
 {
     *d = (struct drv){
-        .q = q, .desc = q->desc, .avail = q->avail, .used = q->used,
+        .q = q, .pk = q->packed, .desc = q->desc, .avail = q->avail, .used = q->used,
         .buf_host = q->buf_host, .busy = q->slot_busy, .free_slots = q->free_slots,
         .slot_len = q->slot_len, .slot_gen = q->slot_gen, .buf_gpa = q->buf_gpa,
         .buf_size = q->buf_size, .hdr_len = q->hdr_len, .layout = q->layout,
@@ -1316,6 +1361,8 @@ HOT void drv_begin(struct drv *d, struct emu_drvq *q)
         .free_head = q->free_head, .num_free = q->num_free, .avail_idx = q->avail_idx,
         .last_used_idx = q->last_used_idx,
     };
+    if (q->packed)
+        pdrv_begin(d);
 }
 
 HOT void drv_end(const struct drv *d)
@@ -1325,6 +1372,8 @@ HOT void drv_end(const struct drv *d)
     q->num_free = d->num_free;
     q->avail_idx = d->avail_idx;
     q->last_used_idx = d->last_used_idx;
+    if (d->pk)
+        pdrv_end(d);
 }
 
 static inline uint16_t slot_head(uint32_t layout, uint16_t slot)
@@ -1389,6 +1438,10 @@ static __attribute__((noinline)) void drv_fill_chain(struct emu_drvq *q, uint16_
  * heads at the same positions. */
 HOT void drv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
 {
+    if (d->pk) {
+        pdrv_post(d, s, len, rx);
+        return;
+    }
     uint64_t gpa = d->buf_gpa + (uint64_t)s * d->buf_size;
     uint16_t w = rx ? EMU_VRING_DESC_F_WRITE : 0;
     if (likely(d->layout == 0))
@@ -1413,6 +1466,8 @@ int emu_drv_kick(struct emu_drvq *q)
 /* Publish avail->idx and kick if the device asked for it. */
 static int drv_flush(struct emu_drvq *q)
 {
+    if (q->packed)
+        return pdrv_flush(q);
     uint16_t old = q->kicked_avail, new_idx = q->avail_idx;
     if (old == new_idx)
         return 0;
@@ -1433,6 +1488,10 @@ static int drv_flush(struct emu_drvq *q)
 
 void emu_drv_irq_enable(struct emu_drvq *q, int enable)
 {
+    if (q->packed) {
+        pdrv_irq_enable(q, enable);
+        return;
+    }
     if (q->features & EMU_QF_EVENT_IDX) {
         if (enable)
             WRITE_ONCE(*USED_EVENT(q->avail, q->num), q->last_used_idx);
@@ -1445,6 +1504,8 @@ void emu_drv_irq_enable(struct emu_drvq *q, int enable)
 /* Used entries ready; marks the queue broken if the device jumped. */
 HOT uint16_t drv_used_ready(struct drv *d, int *first)
 {
+    if (d->pk)
+        return pdrv_used_ready(d, first);
     uint16_t idx = LOAD_ACQ16(USED_IDX(d->used));
     uint16_t n = (uint16_t)(idx - d->last_used_idx);
     uint16_t in_flight = (uint16_t)(d->nslots - d->num_free);
@@ -1459,6 +1520,8 @@ HOT uint16_t drv_used_ready(struct drv *d, int *first)
 /* Take one used element; returns the slot or -1 (bad element, counted). */
 HOT int drv_take(struct drv *d, uint32_t *len, int *first)
 {
+    if (d->pk)
+        return pdrv_take(d, len, first);
     struct vused_elem *e = USED_RING(d->used, d->last_used_idx & (d->num - 1));
     uint32_t id = READ_ONCE(e->id);
     *len = READ_ONCE(e->len);
@@ -1778,8 +1841,14 @@ int emu_drv_rx_recv(struct emu_drvq *q, uint8_t *out, uint32_t cap, uint32_t *le
     while (n && res->packets < max) {
         /* room for the whole packet?  Peek: its first buffer's header says
          * how many buffers it spans; each holds at most buf_size bytes. */
-        struct vused_elem *e = USED_RING(d.used, d.last_used_idx & (d.num - 1));
-        uint32_t id = READ_ONCE(e->id), slot = d.layout == 1 ? id / 2 : id;
+        uint32_t slot;
+        if (d.pk) {
+            slot = pdrv_peek_slot(&d);
+        } else {
+            struct vused_elem *e = USED_RING(d.used, d.last_used_idx & (d.num - 1));
+            uint32_t id = READ_ONCE(e->id);
+            slot = d.layout == 1 ? id / 2 : id;
+        }
         uint32_t bound = d.buf_size;
         if ((d.features & EMU_QF_MRG_RXBUF) && d.hdr_len >= 12 && slot < d.nslots) {
             uint16_t nb;
@@ -2123,19 +2192,18 @@ static int job_ready(struct emu_job *j)
         if (q->broken)
             return 0;
         if (j->gen->count && j->gen->sent >= j->gen->count)
-            return LOAD_ACQ16(USED_IDX(q->used)) != q->last_used_idx;
+            return emu_drv_has_used(q);
         if (j->gen->rate_pps && j->gen->t0_ns) {
             uint64_t allowed = (uint64_t)((double)(emu_now_ns() - j->gen->t0_ns) *
                                           (double)j->gen->rate_pps / 1e9) + 1;
             if (allowed <= j->gen->sent)   /* not yet: the bounded poll() paces us */
-                return LOAD_ACQ16(USED_IDX(q->used)) != q->last_used_idx;
+                return emu_drv_has_used(q);
         }
         uint32_t want = gen_want(q, j->gen, j->burst ? j->burst : 64);
-        return (want && q->num_free >= want) ||
-               LOAD_ACQ16(USED_IDX(q->used)) != q->last_used_idx;
+        return (want && q->num_free >= want) || emu_drv_has_used(q);
     }
     case EMU_JOB_SINK:
-        return !j->drv->broken && LOAD_ACQ16(USED_IDX(j->drv->used)) != j->drv->last_used_idx;
+        return !j->drv->broken && emu_drv_has_used(j->drv);
     case EMU_JOB_NET:
     case EMU_JOB_HUB:
         return net_job_ready(j);

@@ -127,6 +127,7 @@ struct emu_devq {
     struct emu_capture *cap;      /* frames this queue moves, or NULL */
     uint16_t signalled_used;      /* used idx at the last call decision */
     uint16_t _pad16[3];
+    struct emu_pring *packed;     /* packed ring (_ring_packed.h), NULL: split */
 };
 
 /* Driver side of one split ring.  Every packet slot owns one buffer of
@@ -164,6 +165,7 @@ struct emu_drvq {
     uint16_t _pad16[3];
     struct emu_stats st;
     struct emu_capture *cap;      /* frames this queue moves, or NULL */
+    struct emu_pring *packed;     /* packed ring (_ring_packed.h), NULL: split */
 };
 
 /* One burst's outcome. */

@@ -359,7 +359,7 @@ static int rx_to_ring(struct emu_netport *p, uint32_t burst, int *first)
         if (p->rx_tail != p->rx_head && !p->rx_held && net_up(p))
             p->st.partial_reads++;     /* the read ended inside a frame */
     }
-    if (p->rx->used_idx != p->rx->signalled_used)
+    if (dev_unflushed(p->rx))
         dev_flush(p->rx);
     return progress;
 }
@@ -530,7 +530,7 @@ static int net_job_hub(struct emu_job *j, struct emu_burst *r)
         }
     }
     for (uint32_t i = 0; i < n; i++)
-        if (live[i] && h->ports[i]->rx->used_idx != h->ports[i]->rx->signalled_used)
+        if (live[i] && dev_unflushed(h->ports[i]->rx))
             dev_flush(h->ports[i]->rx);
     memset(r, 0, sizeof *r);
     r->packets = progress;

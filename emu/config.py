@@ -222,6 +222,7 @@ class VirtioNetPCI:
     mq: bool = False
     event_idx: bool = True
     indirect_desc: bool = True
+    packed: bool = False                # VIRTIO_F_RING_PACKED offered (QEMU's default: off)
     host_mtu: int | None = None
     rx_queue_size: int = 256
     tx_queue_size: int = 256
@@ -243,6 +244,7 @@ class VhostPCINet:
     mrg_rxbuf: bool = True
     event_idx: bool = True
     indirect_desc: bool = True
+    packed: bool = False                # packed own queues offered (peer rings: either format)
     ack_timeout_ms: int = 1000
     vhost_pci: str = "auto"
     # what one peer may cost (docs/security.md)

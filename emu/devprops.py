@@ -69,8 +69,7 @@ _window.kind = "size"  # type: ignore[attr-defined]
 _PCI_IGNORED = (_ign("romfile", string), _ign("rombar", integer(0, 1)), _ign("bootindex", integer(-1, 1 << 31)),
                 _ign("bus", choice("pcie.0", "pci.0")), _ign("multifunction"), _ign("ats"), _ign("aer"),
                 _ign("acpi-index", integer(0, (1 << 32) - 1)), _ign("x-pcie-lnksta-dllla"),
-                Param("iommu_platform", boolean, "must be off"),
-                Param("packed", boolean, "must be off: split virtqueues only"))
+                Param("iommu_platform", boolean, "must be off"))
 #: the properties QEMU keeps on the PCI proxy (``virtio-net-pci``); the rest
 #: are its virtio device's (``virtio-net-device``), as ``info qtree`` shows
 PCI_PROXY_PROPS = frozenset({"addr", "vectors", "disable-legacy", "disable-modern",
@@ -94,6 +93,8 @@ def _device_schema(driver: str, *params: Param) -> Schema:
                    Param("mrg_rxbuf", boolean, "VIRTIO_NET_F_MRG_RXBUF"),
                    Param("event_idx", boolean, "VIRTIO_RING_F_EVENT_IDX"),
                    Param("indirect_desc", boolean, "VIRTIO_RING_F_INDIRECT_DESC"),
+                   Param("packed", boolean, "VIRTIO_F_RING_PACKED: offer packed virtqueues "
+                                            "(default off, as QEMU)"),
                    *params, *_PCI_IGNORED),
                   unknown="Property '{owner}.{key}' not found")
 
@@ -141,8 +142,7 @@ ISA_SERIAL = Schema((Param("chardev", identifier, "the chardev the port's output
 #: -device properties that exist only to be refused when on (per driver:
 #: DRIVER_MUST_BE_OFF)
 DRIVER_MUST_BE_OFF = {"vhost-pci-net": {"disable-modern": "vhost-pci-net is modern-only"}}
-MUST_BE_OFF = {"iommu_platform": "emu has no IOMMU",
-               "packed": "emu implements split virtqueues only"}
+MUST_BE_OFF = {"iommu_platform": "emu has no IOMMU"}
 #: -device property -> emu.config field, where the names differ
 FIELD_NAMES = {"ack-timeout": "ack_timeout_ms", "vhost-pci": "vhost_pci", "peer-vqs": "peer_vqs",
                "disable-legacy": "disable_legacy", "disable-modern": "disable_modern",

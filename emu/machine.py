@@ -182,14 +182,15 @@ class Machine:
     def add_virtio_net(self, id: str, netdev: str | None, *, mac: bytes, addr=None,
                        mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
                        indirect_desc: bool = True, host_mtu: int = 0, vectors: int | None = None,
-                       queue_size: int = 256, disable_legacy: str | bool = "auto",
+                       queue_size: int = 256, packed: bool = False,
+                       disable_legacy: str | bool = "auto",
                        disable_modern: bool = False, hotplug: bool = False) -> DeviceEntry:
         """``netdev`` None: a NIC with no peer (:class:`NoPeer`).  ``hotplug``:
         added at run time (the guest is told through ACPI hotplug)."""
         entry = self.make_virtio_net(id, netdev, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
                                      event_idx=event_idx, indirect_desc=indirect_desc,
                                      host_mtu=host_mtu, vectors=vectors, queue_size=queue_size,
-                                     disable_legacy=disable_legacy,
+                                     packed=packed, disable_legacy=disable_legacy,
                                      disable_modern=disable_modern)
         if hotplug:
             return self.hotplug.plug(entry, addr)
@@ -199,7 +200,7 @@ class Machine:
                         mrg_rxbuf: bool = True, event_idx: bool = True,
                         indirect_desc: bool = True, host_mtu: int = 0,
                         vectors: int | None = None, queue_size: int = 256,
-                        disable_legacy: str | bool = "auto",
+                        packed: bool = False, disable_legacy: str | bool = "auto",
                         disable_modern: bool = False) -> DeviceEntry:
         """A virtio-net-pci device model and function (:mod:`emu.virtio.net_pci`:
         the model its netdev calls for, QEMU's transitional function), not plugged yet."""
@@ -208,7 +209,7 @@ class Machine:
         model = net_pci.make_model(nd, self.ram, mac=mac, name=id, events=self.emit, mq=mq,
                                    mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
                                    indirect_desc=indirect_desc, host_mtu=host_mtu,
-                                   queue_size=queue_size, loop=self.loop)
+                                   queue_size=queue_size, packed=packed, loop=self.loop)
         fn = net_pci.make_function(model, name=id, vectors=vectors,
                                    disable_legacy=disable_legacy, disable_modern=disable_modern)
         return DeviceEntry(id, "virtio-net-pci", fn, model,
@@ -219,14 +220,14 @@ class Machine:
                           queue_pairs: int = 1, peer_vq_max: int = 8,
                           window: int = 4 << 30, queue_size: int = 256,
                           vhost_pci: str = "auto", ack_timeout: float = 1.0,
-                          limits=None) -> DeviceEntry:
+                          limits=None, packed: bool = False) -> DeviceEntry:
         from emu.netdev import VhostUserBackendSocket
         from emu.virtio.vhost_pci_net import PeerLimits, VhostPciNetDevice, VhostPciNetFunction
         limits = limits or PeerLimits()
         model = VhostPciNetDevice(mac=mac, queue_pairs=queue_pairs, peer_vq_max=peer_vq_max,
                                   window_size=window, queue_size=queue_size,
                                   ack_timeout=ack_timeout, name=id, chardev=chardev,
-                                  events=self.emit, limits=limits)
+                                  events=self.emit, limits=limits, packed=packed)
         self.backend_sockets[id] = VhostUserBackendSocket(
             self.chardevs[chardev], model.peer, mapper=model.peer.mapper,
             max_queues=peer_vq_max, counters=model.peer.counters,

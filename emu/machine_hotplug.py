@@ -94,7 +94,7 @@ class Hotplug:
                                       event_idx=dev.event_idx,
                                       indirect_desc=dev.indirect_desc,
                                       host_mtu=dev.host_mtu or 0, vectors=dev.vectors,
-                                      queue_size=dev.rx_queue_size)
+                                      queue_size=dev.rx_queue_size, packed=dev.packed)
         except (PeerError, ValueError) as e:
             raise QmpError(str(e)) from None
         self.plug(entry, f"{slot:x}.{fn}")

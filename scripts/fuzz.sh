@@ -6,9 +6,11 @@
 #
 # Targets: codec (decoder + Backend, tests/fuzz/fuzz_codec.py),
 # frontend (Frontend reply handling), ring (C engine, plain build: guard
-# pages catch any stray access), pci (PCI/virtio registers), ring-asan (the
-# ring corpus replayed, then mutated, against an AddressSanitizer+UBSan
-# build of the engine).  Default: all, SECONDS (default 600) each.
+# pages catch any stray access), ring-packed (packed rings, both sides, and
+# the one-copy burst between any two formats), pci (PCI/virtio registers),
+# ring-asan / ring-packed-asan (the ring / ring-packed corpus replayed, then
+# mutated, against an AddressSanitizer+UBSan build of the engine).
+# Default: all, SECONDS (default 600) each.
 #
 # Corpora persist in $EMU_FUZZ_DIR (default ${TMPDIR:-/tmp}/emu-fuzz/<target>);
 # crashes go to <target>/crashes/ and make the script exit 1.  A summary
@@ -31,7 +33,7 @@ while getopts "t:" opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || set -- codec frontend ring pci ring-asan
+[ $# -gt 0 ] || set -- codec frontend ring ring-packed pci ring-asan ring-packed-asan
 base=${EMU_FUZZ_DIR:-${TMPDIR:-/tmp}/emu-fuzz}
 status=0
 
@@ -39,7 +41,9 @@ script_of() {
     case $1 in
         codec) echo "$root/tests/fuzz/fuzz_codec.py" ;;
         frontend|ring|pci) echo "$root/tests/fuzz/fuzz_$1.py" ;;
+        ring-packed) echo "$root/tests/fuzz/fuzz_ring_packed.py" ;;
         ring-asan) echo "$root/tests/fuzz/fuzz_ring.py" ;;
+        ring-packed-asan) echo "$root/tests/fuzz/fuzz_ring_packed.py" ;;
         *) echo "fuzz: unknown target $1" >&2; exit 2 ;;
     esac
 }
@@ -65,7 +69,7 @@ for target in "$@"; do
     log=$base/$target.log
     env=()
     pyflags=()
-    if [ "$target" = ring-asan ]; then
+    if [ "${target%-asan}" != "$target" ]; then
         work=$(asan_build)
         # libstdc++ too: else ASan's __cxa_throw interceptor is unresolved when atheris exits
         env=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"
@@ -87,6 +91,6 @@ for target in "$@"; do
         status=1
         grep -A25 -E "Uncaught Python exception|ERROR: AddressSanitizer|runtime error:|deadly signal" "$log" | head -60
     fi
-    [ "$target" = ring-asan ] && rm -rf "$work"
+    [ "${target%-asan}" != "$target" ] && rm -rf "$work"
 done
 exit $status

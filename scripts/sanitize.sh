@@ -2,7 +2,8 @@
 # Build the C ring engine with AddressSanitizer + UndefinedBehaviorSanitizer
 # out of tree and run the ring tests against that build.
 #
-#   scripts/sanitize.sh [pytest args]     default: hostile, unit and property tests
+#   scripts/sanitize.sh [pytest args]     default: hostile, unit and property tests,
+#                                         split and packed rings
 #
 # The in-tree build is not touched: the package is copied to a temporary
 # directory, built there with EMU_RING_CFLAGS (emu/_ring_build.py honours
@@ -40,7 +41,8 @@ export PYTHONPATH=$work
 export EMU_RING_EXPECT_DIR=$work/emu     # tests/ring/conftest.py checks the build in use
 
 [ $# -gt 0 ] || set -- tests/ring/test_ring_hostile.py tests/ring/test_ring_unit.py \
-                       tests/ring/test_ring_property.py
+                       tests/ring/test_ring_property.py tests/ring/test_ring_packed_hostile.py \
+                       tests/ring/test_ring_packed_unit.py tests/ring/test_ring_packed_property.py
 cd "$root"
 status=0
 "$py" -P -m pytest -q -s -p no:cacheprovider "$@" 2>&1 | tee "$work/pytest.log" || status=$?

@@ -55,7 +55,8 @@ def _driver(*extra: tuple[str, str, str]) -> list[tuple[str, str, str]]:
             ("msix", "maybe", onoff("msix")),
             ("mrg_rxbuf", "2", onoff("mrg_rxbuf")),
             ("event_idx", "1", onoff("event_idx")),
-            ("indirect_desc", "", onoff("indirect_desc"))]
+            ("indirect_desc", "", onoff("indirect_desc")),
+            ("packed", "maybe", onoff("packed"))]
 
 
 #: driver -> (key, bad value, message); these keys are the driver's (any app)

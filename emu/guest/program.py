@@ -40,9 +40,11 @@ _DRIVER_KWARGS = ("queue_size", "buf_size", "tx_buf_size", "layout", "msix", "le
 
 
 def _feature_mask(params: Mapping[str, Any]) -> int:
-    mask = virtio_net.SUPPORTED
+    """What the parameters let a driver ask for (each masks it with what it
+    supports)."""
+    mask = (1 << 64) - 1
     for key, bit in (("mrg_rxbuf", N.F_MRG_RXBUF), ("event_idx", V.F_EVENT_IDX),
-                     ("indirect_desc", V.F_INDIRECT_DESC)):
+                     ("indirect_desc", V.F_INDIRECT_DESC), ("packed", V.F_RING_PACKED)):
         if params.get(key) is False:
             mask &= ~bit
     return mask
@@ -315,6 +317,8 @@ class GuestProgram:
         devices -- they are reset under us, as a vCPU stops at a reset."""
         self.say("guest: reboot")
         self._stop_app()
+        for d in self.drivers:
+            d.halt()
         self.app = None
         self.drivers = []
         self.acpi = None

@@ -212,7 +212,8 @@ def _driver_params(*extra: Param) -> tuple[Param, ...]:
             Param("msix", boolean, "use MSI-X (off: INTx)"),
             Param("mrg_rxbuf", boolean, "ask for VIRTIO_NET_F_MRG_RXBUF"),
             Param("event_idx", boolean, "ask for VIRTIO_RING_F_EVENT_IDX"),
-            Param("indirect_desc", boolean, "ask for VIRTIO_RING_F_INDIRECT_DESC"))
+            Param("indirect_desc", boolean, "ask for VIRTIO_RING_F_INDIRECT_DESC"),
+            Param("packed", boolean, "ask for VIRTIO_F_RING_PACKED (when the device offers it)"))
 
 
 _A = "emu.guest.apps"

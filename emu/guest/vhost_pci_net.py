@@ -26,15 +26,17 @@ from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
 from emu.guest.virtio_pci import DeviceLifecycle, VirtioPCIDriver
-from emu.spec import vhost_pci_net as S, virtio_net as N, virtio_pci, virtio_ring as R
+from emu.spec import vhost_pci_net as S, virtio as V, virtio_net as N, virtio_pci
+from emu.spec import virtio_ring as R, virtio_ring_packed as P
 from emu.spec.vhost_pci_net import (CFG_DRIVER_ACK, CFG_MAC, CFG_MAX_PAIRS, CFG_PEER_VQ_MAX,
-                                    CFG_VQ_SELECT, CFG_VQ_VECTOR, METADATA_BAR, M_GENERATION,
-                                    PS_CONNECTED, PS_MEM_READY, WINDOW_BAR)
+                                    CFG_VQ_BASE, CFG_VQ_SELECT, CFG_VQ_VECTOR, METADATA_BAR,
+                                    M_GENERATION, PS_CONNECTED, PS_MEM_READY, WINDOW_BAR)
 from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = S.FEATURES
+# peer vrings of either format; own queues packed too when the device offers it
+SUPPORTED = S.FEATURES | V.F_RING_PACKED
 
 
 def matches(dev: PCIDevice) -> bool:
@@ -50,8 +52,9 @@ class PeerVring:
     ready: bool
     epoch: int             # bumped by the device at every (re)start of the vring
     desc: int
-    avail: int
-    used: int
+    avail: int             # packed: the driver event suppression area
+    used: int              # packed: the device event suppression area
+    packed: bool = False   # the vring's format (metadata vring[i].format)
 
 
 @dataclass(frozen=True)
@@ -151,14 +154,16 @@ class VhostPciNetDriver(DeviceLifecycle):
 
     def _own_queue(self, index: int):
         num = self.queue_size
-        if index not in self._areas:
-            d, a, u, ring_bytes = R.ring_layout(0, num)
+        if index not in self._areas:          # room for either format
+            ring_bytes = R.ring_layout(0, num)[3]
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self.buf_size)
             ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
-            self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
-        desc, avail, used, ring_bytes, bufs, ind = self._areas[index]
+            self._areas[index] = (base, ring_bytes, bufs, ind)
+        base, ring_bytes, bufs, ind = self._areas[index]
+        packed = bool(self.features & V.F_RING_PACKED)
+        desc, avail, used, _ = (P if packed else R).ring_layout(base, num)
         self.ram.fill(desc, ring_bytes)
         info = self.vp.setup_queue(index, desc, avail, used, size=num)
         drv = ring.DriverQueue(self.ram, info.size, desc, avail, used, bufs, self.buf_size,
@@ -199,9 +204,10 @@ class VhostPciNetDriver(DeviceLifecycle):
                 regions.append((gpa, size, woff))
         vrings = []
         for i in range(nvrings):
-            num, base, en, rdy, epoch, desc, avail, used, _ = S.VRING.unpack_from(
+            num, base, en, rdy, epoch, desc, avail, used, fmt, *_ = S.VRING.unpack_from(
                 page, S.vring_at(i))
-            vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), epoch, desc, avail, used))
+            vrings.append(PeerVring(i, num, base, bool(en), bool(rdy), epoch, desc, avail, used,
+                                    fmt == S.FORMAT_PACKED))
         return PeerView(gen, state, feats, pfeats, mac, mtu, tuple(regions), tuple(vrings))
 
     def refresh(self) -> PeerView:
@@ -240,16 +246,26 @@ class VhostPciNetDriver(DeviceLifecycle):
             # SET_VRING_ENABLE 0: a disabled net ring carries nothing.  The
             # queue (and its position) is kept for when it is enabled again.
             return None
-        key = (v.num, v.epoch, v.desc, v.avail, v.used, v.base, p.features, p.regions, mode)
+        key = (v.num, v.epoch, v.desc, v.avail, v.used, v.base, v.packed, p.features, p.regions,
+               mode)
         cached = self.live_peer.get(index)
         if cached is not None and cached[0] == key:
             return cached[1]
         self._drop_peer(index)
         call = self.dev.bus.ioeventfd_for(self.dev.bars[0].address + S.doorbell(index), 4)
         kick = self._kick_vector(index) if mode == "interrupt" else -1
+        # the format is the vring's (the metadata), whatever the features say
+        features = p.features | V.F_RING_PACKED if v.packed else p.features & ~V.F_RING_PACKED
+        start = v.base
+        if v.packed:
+            # a packed ring keeps no index in memory: the device keeps where a
+            # driver left it this epoch (peer_vq_base: this one before a
+            # re-map, the one before a reboot), else the vring's base
+            self.vp.config_write(CFG_VQ_SELECT, 2, index)
+            start = self.vp.read_config_struct("<I", CFG_VQ_BASE)[0] & 0xFFFF
         try:
             q = ring.DeviceQueue.from_gpa(self.peer_table, v.num, v.desc, v.avail, v.used,
-                                          features=p.features, last_avail_idx=v.base,
+                                          features=features, last_avail_idx=start,
                                           call_fd=call if call is not None else -1,
                                           kick_fd=kick, name=f"{self.name}.peer{index}")
         except Exception as e:       # the peer's addresses are untrusted
@@ -257,9 +273,10 @@ class VhostPciNetDriver(DeviceLifecycle):
                                   "%s: peer vring %d unusable: %s", self.name, index, e)
             return None
         if q.used_idx != q.last_avail_idx:
-            # a driver that rebooted while the peer's rings ran on: this
+            # a driver that rebooted while the peer's split rings ran on: this
             # device side completes in order, so it resumes where the used
-            # ring says (a fresh ring: used idx == SET_VRING_BASE)
+            # ring says (a fresh ring: used idx == SET_VRING_BASE; packed:
+            # peer_vq_base above)
             q.reset(q.used_idx)
         # the peer's TX ring carries frames into this VM, its RX ring frames out
         tap(q, self.taps, "rx" if index % 2 else "tx")
@@ -298,11 +315,27 @@ class VhostPciNetDriver(DeviceLifecycle):
             return "needs-reset"
         return "peer"
 
+    def report_positions(self) -> None:
+        """Where each packed peer vring's device side is (``peer_vq_base``):
+        a packed ring keeps no index in memory, so the device asks us for
+        GET_VRING_BASE.  Only while nothing moves them (the app stopped)."""
+        for index, (_, q) in self.live_peer.items():
+            if q.packed:
+                self.vp.config_write(CFG_VQ_SELECT, 2, index)
+                self.vp.config_write(CFG_VQ_BASE, 4, q.last_avail_idx)
+
+    def halt(self) -> None:
+        """A reboot forgets this driver: the device keeps our packed peer
+        vrings' positions for the next one (the split rings' are in memory)."""
+        self.report_positions()
+
     def handle_config(self, app) -> bool:
-        """The peer changed: stop using it, re-read, acknowledge, go on."""
+        """The peer changed: stop using it, say where we left its packed
+        vrings, re-read, acknowledge, go on."""
         was = app.running
         if was:
             app.stop()
+        self.report_positions()
         self.refresh()
         self.ack()
         if was:

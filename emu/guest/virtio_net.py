@@ -15,6 +15,7 @@ from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.virtio_pci import DeviceLifecycle
 from emu.guest.virtio_transport import transport
 from emu.spec import virtio as V, virtio_net as N, virtio_pci, virtio_ring as R
+from emu.spec import virtio_ring_packed as P
 from emu.spec.virtio import NO_VECTOR, STATUS_NEEDS_RESET
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ PCI_DEVICE_ID = virtio_pci.pci_device_id(N.VIRTIO_ID_NET)
 PCI_DEVICE_ID_TRANSITIONAL = virtio_pci.transitional_device_id(N.VIRTIO_ID_NET)
 # what this driver can use; the app may mask some off
 SUPPORTED = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS | N.F_MRG_RXBUF | V.F_EVENT_IDX
-             | V.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ)
+             | V.F_INDIRECT_DESC | N.F_MTU | N.F_MQ | N.F_CTRL_VQ | V.F_RING_PACKED)
 
 
 def matches(dev: PCIDevice) -> bool:
@@ -107,16 +108,23 @@ class VirtioNetDriver(DeviceLifecycle):
     def _bufsize(self, index: int) -> int:
         return self.tx_buf_size if index % 2 else self.buf_size
 
+    @property
+    def packed(self) -> bool:
+        return bool(self.features & V.F_RING_PACKED)
+
     def _area(self, index: int, num: int):
-        """Ring + buffers of queue ``index``, allocated once, re-used on reset."""
+        """Ring + buffers of queue ``index``, allocated once (room for either
+        format: a renegotiation may change it), re-used on reset."""
         if index not in self._areas:
-            d, a, u, ring_bytes = R.ring_layout(0, num)
+            ring_bytes = R.ring_layout(0, num)[3]          # the larger of the two
             base = self.dma.alloc(ring_bytes)
             nslots = num // 2 if self.layout == 1 else num
             bufs = self.dma.alloc(nslots * self._bufsize(index))
             ind = self.dma.alloc(32 * nslots) if self.layout == 2 else 0
-            self._areas[index] = (base + d, base + a, base + u, ring_bytes, bufs, ind)
-        return self._areas[index]
+            self._areas[index] = (base, ring_bytes, bufs, ind)
+        base, ring_bytes, bufs, ind = self._areas[index]
+        d, a, u, _ = (P if self.packed else R).ring_layout(base, num)
+        return d, a, u, ring_bytes, bufs, ind
 
     def _vector(self, index: int) -> int:
         return self.vectors[1 + index].entry if len(self.vectors) > 1 + index else NO_VECTOR
@@ -143,7 +151,7 @@ class VirtioNetDriver(DeviceLifecycle):
         self.ram.fill(desc, ring_bytes)
         self.vp.setup_queue(index, desc, avail, used, size=num, vector=self._vector(index))
         return {"index": index, "desc": desc, "avail": avail, "used": used, "buf": bufs,
-                "num": num, "avail_idx": 0, "used_seen": 0}
+                "num": num, "avail_idx": 0, "used_seen": 0, "pos": 0, "wrap": 1}
 
     def set_pairs(self, pairs: int, timeout: float = 2.0) -> bool:
         """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET through the control queue."""
@@ -153,20 +161,45 @@ class VirtioNetDriver(DeviceLifecycle):
         self.ram.write(c["buf"], cmd)
         self.ram.write(c["buf"] + 64, b"\xff")
         # chain: command (readable) -> ack (writable)
-        self.ram.write(c["desc"], R.DESC.pack(c["buf"], len(cmd), R.DESC_F_NEXT, 1))
+        done = self._post_ctrl_packed(c, len(cmd)) if self.packed else self._post_ctrl(c, len(cmd))
+        self.vp.notify(c["index"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return self.ram.read(c["buf"] + 64, 1) == bytes([N.CTRL_OK])
+            time.sleep(0.001)
+        return False
+
+    def _post_ctrl(self, c: dict, length: int):
+        self.ram.write(c["desc"], R.DESC.pack(c["buf"], length, R.DESC_F_NEXT, 1))
         self.ram.write(c["desc"] + R.DESC_SIZE, R.DESC.pack(c["buf"] + 64, 1, R.DESC_F_WRITE, 0))
         self.ram.write(c["avail"] + R.RING_ENTRIES + 2 * (c["avail_idx"] % c["num"]),
                        (0).to_bytes(2, "little"))
         c["avail_idx"] = (c["avail_idx"] + 1) & 0xFFFF
         self.ram.view(c["avail"] + R.RING_IDX, 2, dtype="<u2")[0] = c["avail_idx"]
-        self.vp.notify(c["index"])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if int(self.ram.view(c["used"] + R.RING_IDX, 2, dtype="<u2")[0]) != c["used_seen"]:
-                c["used_seen"] = (c["used_seen"] + 1) & 0xFFFF
-                return self.ram.read(c["buf"] + 64, 1) == bytes([N.CTRL_OK])
-            time.sleep(0.001)
-        return False
+
+        def done() -> bool:
+            if int(self.ram.view(c["used"] + R.RING_IDX, 2, dtype="<u2")[0]) == c["used_seen"]:
+                return False
+            c["used_seen"] = (c["used_seen"] + 1) & 0xFFFF
+            return True
+        return done
+
+    def _post_ctrl_packed(self, c: dict, length: int):
+        """The command's two descriptors at the ring position, the head's
+        flags stored last (one aligned 16-bit store)."""
+        head, wrap, num = c["pos"], c["wrap"], c["num"]
+        second = (head + 1) % num
+        wrap2 = wrap ^ 1 if second == 0 else wrap
+        self.ram.write(c["desc"] + P.DESC_SIZE * head, P.DESC.pack(c["buf"], length, 0, 0)[:14])
+        self.ram.write(c["desc"] + P.DESC_SIZE * second,
+                       P.DESC.pack(c["buf"] + 64, 1, 0, 0)[:14])
+        flags = lambda pos: self.ram.view(c["desc"] + P.DESC_SIZE * pos + P.DESC_FLAGS, 2,
+                                          dtype="<u2")
+        flags(second)[0] = P.avail_flags(wrap2) | R.DESC_F_WRITE
+        flags(head)[0] = P.avail_flags(wrap) | R.DESC_F_NEXT
+        c["pos"], c["wrap"] = (head + 2) % num, (wrap ^ 1 if head + 2 >= num else wrap)
+        return lambda: P.is_used(int(flags(head)[0]), wrap)
 
     # -- events -----------------------------------------------------------------------------------------
     @property

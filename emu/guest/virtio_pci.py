@@ -99,6 +99,10 @@ class DeviceLifecycle:
         self.vp.reset()
         self.start()
 
+    def halt(self) -> None:
+        """The machine is about to reset every device and this driver will
+        be forgotten (its app has stopped): say what the device must keep."""
+
     def stop(self) -> None:
         """Reset the device: its back-end stops using our rings."""
         try:

@@ -101,14 +101,14 @@ def _populate(m: Any, cfg: MachineConfig, created: Created) -> None:
                 m.add_virtio_net(d.id or f"net{i}", d.netdev, mac=mac_bytes(d.mac, i), addr=slot,
                                  mq=d.mq, mrg_rxbuf=d.mrg_rxbuf, event_idx=d.event_idx,
                                  indirect_desc=d.indirect_desc, host_mtu=d.host_mtu or 0,
-                                 vectors=d.vectors, queue_size=d.rx_queue_size,
+                                 vectors=d.vectors, queue_size=d.rx_queue_size, packed=d.packed,
                                  disable_legacy=d.disable_legacy,
                                  disable_modern=d.disable_modern)
             elif isinstance(d, VhostPCINet):
                 m.add_vhost_pci_net(d.id or f"vp{i}", d.chardev, mac=mac_bytes(d.mac, i),
                                     addr=slot, queue_pairs=d.queues, window=d.window,
                                     vhost_pci=d.vhost_pci, ack_timeout=d.ack_timeout_ms / 1000,
-                                    peer_vq_max=d.peer_vqs,
+                                    peer_vq_max=d.peer_vqs, packed=d.packed,
                                     limits=PeerLimits(d.max_connections, d.max_payload,
                                                       d.max_regions, d.max_mem,
                                                       d.message_timeout_ms / 1000))

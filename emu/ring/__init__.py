@@ -1,4 +1,5 @@
-"""Python face of the C split-virtqueue engine (``emu/_ring.c``).
+"""Python face of the C virtqueue engine (``emu/_ring.c``, split rings, and
+``emu/_ring_packed.c``, packed rings: a queue's format is its features').
 
 Objects here own C structs and keep alive whatever memory those point
 into; no other module touches the engine's structs.  Python calls C once
@@ -19,9 +20,10 @@ a :class:`Pump` thread spins in C beside Python.
   checked in C.
 * :class:`Capture` (``capture``) -- the frame recorder a queue writes into.
 * :class:`Burst`, :class:`RingError` (``burst``) -- what a call reports.
+* ``packed`` -- the packed ring's state a queue of that format carries.
 
 The ring layout itself (sizes, flags, the queue size rule) is the spec's:
-:mod:`emu.spec.virtio_ring`.
+:mod:`emu.spec.virtio_ring` and :mod:`emu.spec.virtio_ring_packed`.
 """
 from __future__ import annotations
 

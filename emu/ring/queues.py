@@ -1,18 +1,21 @@
-"""Both sides of a split ring over the C engine: :class:`DeviceQueue`
-(what a vhost back-end, or VM2's vhost-pci driver working on VM1's rings,
-does) and :class:`DriverQueue` (what a guest virtio-net driver does with
-its own rings and buffers), and :func:`copy`, the one-copy path of
-vhost-pci between two device-side queues."""
+"""Both sides of a ring over the C engine: :class:`DeviceQueue` (what a
+vhost back-end, or VM2's vhost-pci driver working on VM1's rings, does) and
+:class:`DriverQueue` (what a guest virtio-net driver does with its own
+rings and buffers), and :func:`copy`, the one-copy path of vhost-pci
+between two device-side queues.  A queue is split or packed as its
+features say (``VIRTIO_F_RING_PACKED``, :mod:`emu.ring.packed`); copy()
+works between any two."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from emu._ring import ffi, lib
 from emu.errors import EmuBug, PeerError
+from emu.ring import packed as P
 from emu.ring.burst import Burst, RingError, stats
 from emu.ring.regions import RegionTable
 from emu.spec import vhost, virtio as V, virtio_net as N
-from emu.spec.virtio_ring import AVAIL_ALIGN, DESC_SIZE, USED_ALIGN, check_num, ring_sizes
+from emu.spec.virtio_ring import DESC_SIZE
 
 if TYPE_CHECKING:
     from emu.ring.capture import Capture
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
 
 # the engine's own bit for each negotiated feature it acts on
 _QUEUE_FLAGS = ((V.F_EVENT_IDX, lib.EMU_QF_EVENT_IDX), (V.F_INDIRECT_DESC, lib.EMU_QF_INDIRECT),
-                (N.F_MRG_RXBUF, lib.EMU_QF_MRG_RXBUF), (vhost.F_LOG_ALL, lib.EMU_QF_LOG))
+                (N.F_MRG_RXBUF, lib.EMU_QF_MRG_RXBUF), (vhost.F_LOG_ALL, lib.EMU_QF_LOG),
+                (V.F_IN_ORDER, lib.EMU_QF_IN_ORDER))
 
 
 def queue_flags(features: int) -> int:
@@ -89,22 +93,30 @@ class _Queue:
 
 
 class DeviceQueue(_Queue):
-    """Device side of one split ring whose memory is described by ``table``.
+    """Device side of one ring whose memory is described by ``table``.
 
     ``desc``, ``avail``, ``used`` are host addresses the caller has already
-    bounds-checked for ``num`` (see :meth:`from_gpa`)."""
+    bounds-checked for ``num`` (see :meth:`from_gpa`); for a packed ring
+    (``features`` with RING_PACKED) they are the descriptor ring and the
+    driver and device event suppression areas, ``last_avail_idx`` is the
+    position with its wrap counter in bit 15 (vhost-user's base; a fresh
+    ring, the default, is position 0 in wrap 1), and
+    ``desc_gpa`` / ``used_gpa`` are where the dirty log marks used
+    descriptors / the device area."""
 
     def __init__(self, table: RegionTable, num: int, desc: int, avail: int, used: int, *,
-                 features: int = V.F_VERSION_1, last_avail_idx: int = 0,
-                 call_fd: int = -1, kick_fd: int = -1, used_gpa: int = 0,
+                 features: int = V.F_VERSION_1, last_avail_idx: int | None = None,
+                 call_fd: int = -1, kick_fd: int = -1, used_gpa: int = 0, desc_gpa: int = 0,
                  inflight: int | None = None, keep=None, name: str = ""):
-        check_num(num, PeerError)
-        # avail->idx and used->idx are single aligned 16-bit atomics and the
-        # used elements u32 stores: on a peer's misaligned ring they would be
-        # undefined behaviour (and could tear).  virtio asks avail 2, used 4.
-        if avail % AVAIL_ALIGN or used % USED_ALIGN:
-            raise PeerError(f"misaligned ring: avail at host 0x{avail:x} (needs {AVAIL_ALIGN}), "
-                            f"used at host 0x{used:x} (needs {USED_ALIGN})")
+        P.check_num(features, num, PeerError)
+        # ring indexes and flags are single aligned atomics and the used
+        # elements u32 stores: on a peer's misaligned ring they would be
+        # undefined behaviour (and could tear).  virtio asks avail 2, used 4
+        # (split), desc 16 and both event areas 4 (packed).
+        _, a_align, u_align = P.alignments(features)
+        if avail % a_align or used % u_align:
+            raise PeerError(f"misaligned ring: driver area at host 0x{avail:x} (needs {a_align}), "
+                            f"device area at host 0x{used:x} (needs {u_align})")
         super().__init__(features, name)
         self.table = table
         self._keep = keep
@@ -113,7 +125,7 @@ class DeviceQueue(_Queue):
         q.avail = ffi.cast("uint8_t *", avail)
         q.used = ffi.cast("uint8_t *", used)
         q.num = num
-        q.last_avail_idx = last_avail_idx & 0xFFFF
+        q.last_avail_idx = (last_avail_idx or 0) & 0xFFFF
         q.features = queue_flags(features)
         q.hdr_len = N.hdr_len(features)
         q.call_fd = call_fd
@@ -121,35 +133,59 @@ class DeviceQueue(_Queue):
         q.used_gpa = used_gpa
         q.inflight = ffi.cast("uint8_t *", inflight or 0)
         q.mem = table.ptr
+        self._pk = None
+        if P.is_packed(features):
+            if desc % P.alignments(features)[0]:
+                raise PeerError(f"misaligned ring: descriptors at host 0x{desc:x}")
+            self._pk = P.PackedState(num, device=True)
+            self._pk.s.desc_gpa, self._pk.s.event_gpa = desc_gpa, used_gpa
+            q.packed = self._pk.s
+            self._pk.set_avail(q, P.FRESH_BASE if last_avail_idx is None else last_avail_idx)
         lib.emu_devq_reset(q)
 
     @classmethod
     def from_gpa(cls, table: RegionTable, num: int, desc_gpa: int, avail_gpa: int,
                  used_gpa: int, **kw) -> "DeviceQueue":
         """Translate and bounds-check the three ring areas first."""
-        check_num(num, PeerError)
+        features = kw.get("features", V.F_VERSION_1)
+        P.check_num(features, num, PeerError)
         hosts = []
-        for what, gpa, size in zip(("descriptor table", "avail ring", "used ring"),
-                                   (desc_gpa, avail_gpa, used_gpa), ring_sizes(num)):
+        names = (("descriptor ring", "driver area", "device area") if P.is_packed(features)
+                 else ("descriptor table", "avail ring", "used ring"))
+        for what, gpa, size in zip(names, (desc_gpa, avail_gpa, used_gpa),
+                                   P.ring_sizes(features, num)):
             h = table.translate(gpa, size)
             if h is None:
                 raise PeerError(f"{what} 0x{gpa:x}+0x{size:x} is outside guest memory")
             hosts.append(h)
-        return cls(table, num, *hosts, used_gpa=used_gpa, **kw)
+        return cls(table, num, *hosts, used_gpa=used_gpa, desc_gpa=desc_gpa, **kw)
 
     # -- state ---------------------------------------------------------------
     @property
+    def packed(self) -> bool:
+        return self._pk is not None
+
+    @property
     def last_avail_idx(self) -> int:
+        """The next chain to take (packed: position | wrap << 15)."""
+        if self._pk is not None:
+            return self._pk.avail_base(self.q)
         return int(self.q.last_avail_idx)
 
     @property
     def used_idx(self) -> int:
+        """The next used entry (packed: position | wrap << 15)."""
+        if self._pk is not None:
+            return self._pk.used_base(self.q, self.q.used_idx)
         return int(self.q.used_idx)
 
     def reset(self, last_avail_idx: int | None = None) -> None:
         """Re-sync with the ring (after SET_VRING_BASE or a driver reset)."""
         if last_avail_idx is not None:
-            self.q.last_avail_idx = last_avail_idx & 0xFFFF
+            if self._pk is not None:
+                self._pk.set_avail(self.q, last_avail_idx)
+            else:
+                self.q.last_avail_idx = last_avail_idx & 0xFFFF
         lib.emu_devq_reset(self.q)
 
     def set_fds(self, call_fd: int | None = None, kick_fd: int | None = None) -> None:
@@ -204,18 +240,24 @@ def copy(src: DeviceQueue, dst: DeviceQueue, max_packets: int = 64, *,
 
 
 class DriverQueue(_Queue):
-    """Driver side of one split ring living in guest memory ``mem``.
+    """Driver side of one ring living in guest memory ``mem``.
 
     Packet slot *s* owns the buffer at ``buf_gpa + s * buf_size``.
     ``layout``: 0 one descriptor per packet (Linux), 1 header + data
     descriptors (iPXE), 2 an indirect table (needs ``ind_gpa``, 32 bytes a slot).
+    With RING_PACKED in ``features`` the ring is packed (``avail_gpa`` /
+    ``used_gpa`` the driver / device event suppression areas, slot *s* its
+    buffer id); ``num`` is a power of two either way (the driver's choice:
+    the slots' free ring wraps by mask).
     """
 
     def __init__(self, mem, num: int, desc_gpa: int, avail_gpa: int, used_gpa: int,
                  buf_gpa: int, buf_size: int, *, layout: int = 0, ind_gpa: int = 0,
                  features: int = V.F_VERSION_1, kick_fd: int = -1, irq_fd: int = -1,
                  name: str = ""):
-        check_num(num, PeerError)
+        P.check_num(features, num, PeerError)
+        if num & (num - 1):
+            raise EmuBug(f"driver queue size {num} is not a power of two")
         if layout not in (0, 1, 2):
             raise EmuBug(f"bad descriptor layout {layout}")
         if layout == 1 and num < 2:
@@ -226,7 +268,7 @@ class DriverQueue(_Queue):
         if buf_size <= hdr:
             raise EmuBug(f"buffer size {buf_size} leaves no room after the {hdr}-byte header")
         nslots = num // 2 if layout == 1 else num
-        d, a, u = ring_sizes(num)
+        d, a, u = P.ring_sizes(features, num)
         q = self.q = ffi.new("struct emu_drvq *")
         q.desc = ffi.cast("uint8_t *", mem.gpa_to_host(desc_gpa, d))
         q.avail = ffi.cast("uint8_t *", mem.gpa_to_host(avail_gpa, a))
@@ -251,6 +293,10 @@ class DriverQueue(_Queue):
         self._gen = ffi.new("uint32_t[]", nslots)
         q.free_slots, q.slot_len, q.slot_busy = self._free, self._lens, self._busy
         q.slot_gen = self._gen
+        self._pk = None
+        if P.is_packed(features):
+            self._pk = P.PackedState(num, device=False)
+            q.packed = self._pk.s
         self.desc_gpa, self.avail_gpa, self.used_gpa = desc_gpa, avail_gpa, used_gpa
         rc = lib.emu_drvq_init(q)
         if rc:
@@ -265,10 +311,17 @@ class DriverQueue(_Queue):
     def num_free(self) -> int:
         return int(self.q.num_free)
 
+    @property
+    def packed(self) -> bool:
+        return self._pk is not None
+
     def has_used(self) -> bool:
         """Whether the device has returned buffers this driver has not
         consumed yet: used->idx, read from the ring now, is past ours
-        (Linux's virtqueue_poll).  Cheap enough to spin on."""
+        (Linux's virtqueue_poll; packed: the descriptor at our position is
+        used).  Cheap enough to spin on."""
+        if self._pk is not None:
+            return bool(lib.emu_drv_has_used(self.q))
         return self._used_idx[0] != self.q.last_used_idx
 
     @property

@@ -7,6 +7,8 @@ spec area, in the spec's own words:
   vendor capabilities, the common configuration layout;
 * :mod:`emu.spec.virtio_ring` -- split virtqueues (§2.7): descriptor flags,
   element sizes and alignment, the size rule;
+* :mod:`emu.spec.virtio_ring_packed` -- packed virtqueues (§2.8): the
+  AVAIL/USED rule, event suppression, sizes and alignment;
 * :mod:`emu.spec.virtio_net` -- the network device (§5.1);
 * :mod:`emu.spec.vhost` -- the feature bits vhost owns in the virtio
   feature space;

@@ -29,7 +29,11 @@ DOORBELL_OFFSET = 0x3800    # BAR0: right after it, one 4-byte doorbell per peer
 DOORBELL_STRIDE = 4
 
 # -- §3 features offered to the driver ----------------------------------------------------------------
-FEATURES = V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_INDIRECT_DESC | V.F_EVENT_IDX
+# device-specific (bits 50-127 are the device type's, §6): the driver serves
+# peer vrings in the packed format too -- the peer is offered RING_PACKED
+F_PEER_RING_PACKED = 1 << 50
+FEATURES = V.F_VERSION_1 | N.F_MRG_RXBUF | V.F_INDIRECT_DESC | V.F_EVENT_IDX | F_PEER_RING_PACKED
+# with the device property packed=on also V.F_RING_PACKED, for its own queues
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class Record:
 CONFIG = Record(("mac", 0x00, "6s"), ("status", 0x06, "H"), ("max_virtqueue_pairs", 0x08, "H"),
                 ("peer_vq_max", 0x0A, "H"), ("metadata_generation", 0x0C, "I"),
                 ("driver_ack", 0x10, "I"), ("peer_vq_select", 0x14, "H"),
-                ("peer_vq_msix_vector", 0x16, "H"), ("peer_vq_kick_count", 0x18, "I"))
+                ("peer_vq_msix_vector", 0x16, "H"), ("peer_vq_kick_count", 0x18, "I"),
+                ("peer_vq_base", 0x1C, "I"))
 CFG_MAC = CONFIG.offset["mac"]
 CFG_STATUS = CONFIG.offset["status"]
 CFG_MAX_PAIRS = CONFIG.offset["max_virtqueue_pairs"]
@@ -91,7 +96,9 @@ CFG_DRIVER_ACK = CONFIG.offset["driver_ack"]
 CFG_VQ_SELECT = CONFIG.offset["peer_vq_select"]
 CFG_VQ_VECTOR = CONFIG.offset["peer_vq_msix_vector"]
 CFG_VQ_KICKS = CONFIG.offset["peer_vq_kick_count"]
-CONFIG_WRITABLE = ("driver_ack", "peer_vq_select", "peer_vq_msix_vector")   # the rest is R
+CFG_VQ_BASE = CONFIG.offset["peer_vq_base"]
+CONFIG_WRITABLE = ("driver_ack", "peer_vq_select", "peer_vq_msix_vector",
+                   "peer_vq_base")                                           # the rest is R
 S_LINK_UP = 1 << 0                              # status: peer connected and its memory mapped
 
 # -- §5 metadata (BAR4) -------------------------------------------------------------------------------
@@ -120,7 +127,9 @@ REGION = Record(("gpa", 0, "Q"), ("size", 8, "Q"), ("window_offset", 16, "Q"),
 M_VRINGS = M_REGIONS + MAX_REGIONS * REGION.size      # 0x440
 VRING = Record(("num", 0, "H"), ("base", 2, "H"), ("enabled", 4, "B"), ("ready", 5, "B"),
                ("epoch", 6, "H"), ("desc", 8, "Q"), ("avail", 16, "Q"), ("used", 24, "Q"),
-               ("reserved", 32, "Q"))
+               ("format", 32, "B"), ("reserved", 33, "B"), ("reserved", 34, "H"),
+               ("reserved", 36, "I"))
+FORMAT_SPLIT, FORMAT_PACKED = 0, 1      # vring[i].format
 MAX_PEER_VQS = (METADATA_SIZE - M_VRINGS) // VRING.size   # what the metadata page holds
 
 

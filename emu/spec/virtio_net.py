@@ -9,7 +9,7 @@ import struct
 
 from emu.spec import vhost
 from emu.spec.virtio import (F_ANY_LAYOUT, F_EVENT_IDX, F_INDIRECT_DESC, F_NOTIFY_ON_EMPTY,
-                             F_VERSION_1)
+                             F_RING_PACKED, F_VERSION_1)
 
 VIRTIO_ID_NET = 1               # device id (§5)
 
@@ -34,7 +34,8 @@ F_CTRL_MAC_ADDR = 1 << 23
 # virtio-net device's bits (MAC, STATUS, CTRL_*) are the device model's own.
 # Same idea as QEMU's user_feature_bits in hw/net/vhost_net.c.
 VHOST_NET_BITS = (F_MRG_RXBUF | F_MTU | F_MQ | F_GUEST_ANNOUNCE | F_NOTIFY_ON_EMPTY
-                  | F_ANY_LAYOUT | F_INDIRECT_DESC | F_EVENT_IDX | F_VERSION_1 | vhost.F_LOG_ALL)
+                  | F_ANY_LAYOUT | F_INDIRECT_DESC | F_EVENT_IDX | F_VERSION_1 | F_RING_PACKED
+                  | vhost.F_LOG_ALL)
 DEVICE_MODEL_BITS = F_MAC | F_STATUS | F_CTRL_VQ | F_CTRL_RX
 
 # configuration layout (§5.1.4)

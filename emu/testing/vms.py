@@ -20,13 +20,15 @@ MAC3 = bytes.fromhex("525400000003")
 
 def vm2(sock: str | list[str], app: str = "echo", params: dict | None = None, *,
         backend: str = "shm", ram: int = 64 << 20, vhost_pci: str = "auto",
-        ack_timeout: float = 1.0, name: str = "vm2") -> Machine:
+        ack_timeout: float = 1.0, name: str = "vm2", packed: bool = False) -> Machine:
+    """``packed``: the device offers packed own queues (the peer's rings may
+    be either format whatever it is)."""
     m = Machine(name=name, ram_size=ram, backend=backend)
     socks = [sock] if isinstance(sock, str) else list(sock)
     for i, path in enumerate(socks):
         m.add_chardev(SocketSpec(f"c{i}", path=path, server=True, wait=False))
         m.add_vhost_pci_net(f"vp{i}", f"c{i}", mac=MAC2, vhost_pci=vhost_pci,
-                            ack_timeout=ack_timeout)
+                            ack_timeout=ack_timeout, packed=packed)
     m.set_guest("vhost-pci-net", app, params or {})
     return m
 

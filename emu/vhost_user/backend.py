@@ -29,7 +29,7 @@ from emu import ratelimit
 from emu.errors import EmuBug, PeerError
 from emu.memory import GuestMemory, check_mappable, validate_regions
 from emu.ratelimit import LogLimiter
-from emu.spec.virtio_ring import check_num
+from emu.spec import virtio_ring, virtio_ring_packed
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
 from emu.vhost_user.counters import PeerCounters
@@ -39,7 +39,7 @@ from emu.vhost_user.messages import (MAX_CONFIG_SIZE, VHOST_PCI_START, VHOST_PCI
                                      FrontendRequest as F, Inflight, ProtocolFeature as PF,
                                      SeedRequest, U64, VirtioFeature, VringState, spec_of)
 from emu.vhost_user.shm import DirtyLog, InflightArea, check_eventfd, check_unix_socket
-from emu.vhost_user.vring import Vring
+from emu.vhost_user.vring import Vring, packed_base, packed_reply_base
 from emu.vhost_user.wirelog import WireLog
 
 log = logging.getLogger(__name__)
@@ -264,12 +264,30 @@ class Backend:
     def _get_features(self, msg):
         return U64(self.offered_features())
 
+    @property
+    def packed(self) -> bool:
+        """VIRTIO_F_RING_PACKED negotiated: every ring is packed."""
+        return bool((self.acked_features or 0) & VirtioFeature.RING_PACKED)
+
+    def _check_num(self, num: int, what: str) -> None:
+        (virtio_ring_packed if self.packed else virtio_ring).check_num(num, ProtocolViolation, what)
+
     def _set_features(self, msg):
         value, offered = msg.payload.value, self.offered_features()
         if value & ~offered:
             raise ProtocolViolation(f"SET_FEATURES 0x{value:x} acks bits not offered "
                                     f"(0x{value & ~offered:x})")
+        packed = bool(value & VirtioFeature.RING_PACKED)
+        if packed != self.packed:
+            running = [v.index for v in self.vrings if v.started]
+            if running:
+                raise ProtocolViolation(f"SET_FEATURES changes the ring format while vrings "
+                                        f"{running} run")
         self.acked_features = value
+        for v in self.vrings:
+            if v.packed != packed:
+                v.packed = packed
+                self._retranslate(v)          # the areas' sizes and alignment changed
         self.device.set_features(value)
 
     def _get_protocol_features(self, msg):
@@ -544,7 +562,7 @@ class Backend:
     def _check_inflight_request(self, p: Inflight) -> None:
         if not 1 <= p.num_queues <= self.max_queues:
             raise ProtocolViolation(f"inflight for {p.num_queues} queues, device has {self.max_queues}")
-        check_num(p.queue_size, ProtocolViolation, "vring size")
+        self._check_num(p.queue_size, "vring size")
         started = [v.index for v in self.vrings if v.started]
         if started:
             raise ProtocolViolation(f"inflight area changed while vrings {started} run")
@@ -552,7 +570,7 @@ class Backend:
     def _get_inflight_fd(self, msg):
         p = msg.payload
         self._check_inflight_request(p)
-        area = InflightArea.create(p.num_queues, p.queue_size)
+        area = InflightArea.create(p.num_queues, p.queue_size, packed=self.packed)
         self._install_inflight(area)
         return Inflight(area.mmap_size, 0, p.num_queues, p.queue_size), (area.fd,)
 
@@ -560,7 +578,8 @@ class Backend:
         p = msg.payload
         self._check_inflight_request(p)
         self._kept.add(msg.fds[0])           # InflightArea owns it (closes it on error)
-        area = InflightArea(msg.fds[0], p.mmap_size, p.mmap_offset, p.num_queues, p.queue_size)
+        area = InflightArea(msg.fds[0], p.mmap_size, p.mmap_offset, p.num_queues, p.queue_size,
+                            packed=self.packed)
         self._install_inflight(area)
 
     def _install_inflight(self, area: InflightArea | None) -> None:
@@ -575,7 +594,7 @@ class Backend:
         v = self._vring(msg.payload.index)
         if v.started:
             raise ProtocolViolation(f"SET_VRING_NUM on running vring {v.index}")
-        check_num(msg.payload.num, ProtocolViolation, "vring size")
+        self._check_num(msg.payload.num, "vring size")
         v.num = msg.payload.num
         v.clear_translation()            # sizes changed: needs a new SET_VRING_ADDR
         v.addr = None
@@ -584,10 +603,15 @@ class Backend:
         v = self._vring(msg.payload.index)
         if v.started:
             raise ProtocolViolation(f"SET_VRING_BASE on running vring {v.index}")
-        packed = (self.acked_features or 0) & VirtioFeature.RING_PACKED
-        limit = 0xFFFFFFFF if packed else 0xFFFF
+        limit = 0xFFFFFFFF if self.packed else 0xFFFF
         if msg.payload.num > limit:
             raise ProtocolViolation(f"vring base 0x{msg.payload.num:x} exceeds 0x{limit:x}")
+        if self.packed and v.num:
+            # positions inside the ring (a used half of 0 is DPDK's: it sends the avail half)
+            a_pos, _, u_pos, _ = packed_base(msg.payload.num)
+            if a_pos >= v.num or u_pos >= v.num:
+                raise ProtocolViolation(f"packed vring base 0x{msg.payload.num:x}: position "
+                                        f"past a ring of {v.num}")
         v.base = msg.payload.num
 
     def _set_vring_addr(self, msg):
@@ -597,7 +621,7 @@ class Backend:
             raise ProtocolViolation(f"SET_VRING_ADDR {p.index} before a memory table")
         if not v.num:
             raise ProtocolViolation(f"SET_VRING_ADDR {p.index} before SET_VRING_NUM")
-        trial = Vring(v.index, num=v.num, addr=p)
+        trial = Vring(v.index, num=v.num, addr=p, packed=v.packed)
         trial.translate(self.memory)                 # validate before touching v
         was_running = v.started
         if was_running:                              # QEMU re-sends it to toggle F_LOG
@@ -617,7 +641,8 @@ class Backend:
         close_fds([fd for fd in (v.kick_fd, v.call_fd) if fd is not None])
         v.kick_fd = v.call_fd = None
         v.kick_set = False
-        return VringState(v.index, v.base)
+        base = packed_reply_base(v.base) if v.packed else v.base
+        return VringState(v.index, base)
 
     def _vring_fd(self, msg, what: str) -> tuple[Vring, int | None]:
         v = self._vring(msg.payload.index)

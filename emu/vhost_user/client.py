@@ -18,18 +18,18 @@ from typing import Callable, Mapping, Sequence
 
 from emu.eventfd import new as new_eventfd
 from emu.memory import GuestMemory
-from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Message
+from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Message, close_fds
 from emu.vhost_user.errors import (PeerClosed, PeerTimeout, ProtocolViolation, UsageError,
                                    VhostUserError)
 from emu.vhost_user.frontend import (BackendFeatures, ConfigChange, Frontend, Reply, VringCall,
                                      VringErr)
 from emu.vhost_user.messages import (MAX_FDS, MAX_MEM_TABLE_REGIONS, BackendRequest as B,
-                                     FrontendRequest as F, MemoryRegion, MemoryTable,
+                                     FrontendRequest as F, Inflight, MemoryRegion, MemoryTable,
                                      ProtocolFeature as PF, SingleMemRegion, U64,
                                      VirtioFeature, VringAddr, VringFd, VringState)
 from emu.vhost_user.sockets import Backoff, connect_unix
 from emu.vhost_user.transport import MessageStream
-from emu.spec.virtio_ring import ring_sizes
+from emu.spec import virtio_ring, virtio_ring_packed
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class FrontendClient:
         self._vrings: list[FrontendVring] = []
         self._closing = False
         self.connected: asyncio.Event | None = None
+        # INFLIGHT_SHMFD: the back-end's inflight area, kept across reconnects
+        self.inflight: tuple[Inflight, int] | None = None
         self.backoff = Backoff(reconnect or 0)
 
     # -- connection ----------------------------------------------------------------------------
@@ -356,8 +358,12 @@ class FrontendClient:
             MemoryRegion(region.gpa, region.size, region.uaddr, region.mmap_offset)))
 
     async def setup_vring(self, memory: GuestMemory, v: FrontendVring) -> None:
-        """NUM -> BASE -> ADDR (front-end virtual addresses) -> KICK -> CALL."""
-        d_size, a_size, u_size = ring_sizes(v.num)
+        """NUM -> BASE -> ADDR (front-end virtual addresses) -> KICK -> CALL.
+        With RING_PACKED acked the three addresses are the descriptor ring
+        and the driver and device event suppression areas, and ``v.base``
+        carries the wrap counters (emu.vhost_user.vring.packed_base)."""
+        packed = (self.frontend.acked_features or 0) & VirtioFeature.RING_PACKED
+        d_size, a_size, u_size = (virtio_ring_packed if packed else virtio_ring).ring_sizes(v.num)
         addr = VringAddr(v.index, v.flags, _gpa_to_uaddr(memory, v.desc, d_size),
                          _gpa_to_uaddr(memory, v.used, u_size),
                          _gpa_to_uaddr(memory, v.avail, a_size), v.log)
@@ -375,6 +381,8 @@ class FrontendClient:
         enables, status."""
         await self._acked(F.SET_FEATURES, U64(features))
         await self.set_mem_table(memory)
+        if self.frontend.negotiated(PF.INFLIGHT_SHMFD) and vrings:
+            await self.setup_inflight(vrings)
         for v in vrings:
             await self.setup_vring(memory, v)
         if features & VirtioFeature.PROTOCOL_FEATURES:
@@ -383,6 +391,26 @@ class FrontendClient:
         if self.frontend.negotiated(PF.STATUS):
             await self._acked(F.SET_STATUS, U64(status))
         self._vrings = list(vrings)
+
+    async def setup_inflight(self, vrings: Sequence[FrontendVring]) -> None:
+        """INFLIGHT_SHMFD: the first start asks the back-end for its inflight
+        area (GET_INFLIGHT_FD) and keeps it; later starts -- a restarted
+        back-end -- give it back (SET_INFLIGHT_FD).  After SET_FEATURES, so
+        the back-end lays it out for the rings' format (split or packed;
+        DPDK decides the same way)."""
+        if self.inflight is None:
+            want = Inflight(0, 0, max(v.index for v in vrings) + 1, max(v.num for v in vrings))
+            reply = await self.call(F.GET_INFLIGHT_FD, want)
+            p = reply.payload
+            if not reply.fds or p.mmap_size == 0 or (p.num_queues, p.queue_size) != \
+                    (want.num_queues, want.queue_size):
+                close_fds(reply.fds)
+                raise ProtocolViolation(f"GET_INFLIGHT_FD answered {p} for {want}")
+            self.inflight = (p, reply.fds[0])
+            close_fds(reply.fds[1:])
+        else:
+            p, fd = self.inflight
+            await self._acked(F.SET_INFLIGHT_FD, p, (fd,))
 
     async def stop(self) -> dict[int, int]:
         """Disable and stop every started ring; -> {index: last_avail_idx}."""
@@ -414,6 +442,9 @@ class FrontendClient:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self.inflight is not None:
+            close_fds([self.inflight[1]])
+            self.inflight = None
         if self.frontend.wire_log is not None:
             self.frontend.wire_log.close()
 

@@ -9,9 +9,12 @@ import mmap
 import os
 import stat
 
+import numpy as np
+
 from emu.errors import RegionTableError
 from emu.memory import check_mappable
 from emu.spec.virtio_ring import num_valid
+from emu.spec.virtio_ring_packed import num_valid as packed_num_valid
 from emu.vhost_user.errors import ProtocolViolation
 
 U64_MAX = (1 << 64) - 1
@@ -146,34 +149,52 @@ class DirtyLog:
         self._map.close()
 
 
-# -- inflight area (INFLIGHT_SHMFD), the split-ring format of libvhost-user/QEMU -------
+# -- inflight area (INFLIGHT_SHMFD): vhost-user.rst's queue regions --------------------
 INFLIGHT_ALIGNMENT = 64
 INFLIGHT_VERSION = 1
+# split (QueueRegionSplit / DescStateSplit, libvhost-user's and DPDK's)
 INFLIGHT_HEADER = 16      # u64 features, u16 version, u16 desc_num, u16 last_batch_head, u16 used_idx
 INFLIGHT_DESC = 16        # u8 inflight, u8 pad[5], u16 next, u64 counter
+# packed (QueueRegionPacked / DescStatePacked, DPDK's rte_vhost_inflight_info_packed)
+INFLIGHT_PACKED_HEADER = 32   # u64 features, u16 version, desc_num, free_head, old_free_head,
+                              # used_idx, old_used_idx, u8 used_wrap_counter,
+                              # old_used_wrap_counter, pad[7] (to the u64 of desc[0])
+INFLIGHT_PACKED_DESC = 32     # u8 inflight, pad, u16 next, last, num, u64 counter,
+                              # u16 id, flags, u32 len, u64 addr
+INFLIGHT_P_DESC_NUM, INFLIGHT_P_USED_WRAP, INFLIGHT_P_OLD_USED_WRAP = 10, 20, 21
+INFLIGHT_P_NEXT = 2           # in a DescStatePacked
 
 
-def inflight_queue_size(queue_size: int) -> int:
-    """Bytes of one queue's inflight region (DPDK's get_pervq_shm_size_split)."""
-    raw = INFLIGHT_DESC * queue_size + INFLIGHT_HEADER
+def inflight_queue_size(queue_size: int, packed: bool = False) -> int:
+    """Bytes of one queue's inflight region (DPDK's get_pervq_shm_size_split
+    / _packed)."""
+    if packed:
+        raw = INFLIGHT_PACKED_DESC * queue_size + INFLIGHT_PACKED_HEADER
+    else:
+        raw = INFLIGHT_DESC * queue_size + INFLIGHT_HEADER
     return (raw + INFLIGHT_ALIGNMENT - 1) // INFLIGHT_ALIGNMENT * INFLIGHT_ALIGNMENT
 
 
 class InflightArea:
-    """``num_queues`` consecutive per-queue regions in one fd.  Created by the
+    """``num_queues`` consecutive per-queue regions in one fd, in the split
+    or (``packed``) the packed format: the rings' format, negotiated before
+    (as DPDK: VIRTIO_F_RING_PACKED in SET_FEATURES).  Created by the
     back-end for GET_INFLIGHT_FD (a sealed memfd it keeps and hands out), or
     received back with SET_INFLIGHT_FD after a back-end restart."""
 
     def __init__(self, fd: int, mmap_size: int, mmap_offset: int, num_queues: int,
-                 queue_size: int):
+                 queue_size: int, packed: bool = False, fresh: bool = False):
         """Takes ownership of ``fd``: it stays open (it is handed to the
-        front-end) until :meth:`close`."""
+        front-end) until :meth:`close`.  ``fresh``: a zeroed area of ours to
+        initialise (a packed region's free list); a received one is kept."""
         self.fd = fd
+        self.packed = packed
         try:
-            if num_queues < 1 or not num_valid(queue_size):
+            valid = packed_num_valid(queue_size) if packed else num_valid(queue_size)
+            if num_queues < 1 or not valid:
                 raise ProtocolViolation(
                     f"inflight area for {num_queues} queues of {queue_size} entries")
-            need = num_queues * inflight_queue_size(queue_size)
+            need = num_queues * inflight_queue_size(queue_size, packed)
             if mmap_size < need:
                 raise ProtocolViolation(f"inflight area of 0x{mmap_size:x} bytes, "
                                         f"{num_queues}x{queue_size} need 0x{need:x}")
@@ -187,18 +208,27 @@ class InflightArea:
         view = self._map.view()
         try:
             for q in range(num_queues):   # as libvhost-user: desc_num is ours to set
-                off = q * inflight_queue_size(queue_size)
+                off = q * inflight_queue_size(queue_size, packed)
                 view[off + 10:off + 12] = queue_size.to_bytes(2, "little")
+                if packed and fresh:      # as DPDK: both wrap counters 1, a free list 0, 1, ...
+                    view[off + INFLIGHT_P_USED_WRAP] = 1
+                    view[off + INFLIGHT_P_OLD_USED_WRAP] = 1
+                    descs = np.frombuffer(view, np.uint16, queue_size * INFLIGHT_PACKED_DESC // 2,
+                                          off + INFLIGHT_PACKED_HEADER)
+                    descs[INFLIGHT_P_NEXT // 2::INFLIGHT_PACKED_DESC // 2] = \
+                        np.arange(1, queue_size + 1, dtype=np.uint16)
+                    del descs
         finally:
             view.release()
 
     @classmethod
-    def create(cls, num_queues: int, queue_size: int) -> InflightArea:
+    def create(cls, num_queues: int, queue_size: int, packed: bool = False) -> InflightArea:
         """A fresh zeroed area in a memfd sealed against resizing (so neither
         side can make the other's mapping fault)."""
-        if num_queues < 1 or not num_valid(queue_size):
+        valid = packed_num_valid(queue_size) if packed else num_valid(queue_size)
+        if num_queues < 1 or not valid:
             raise ProtocolViolation(f"inflight area for {num_queues} queues of {queue_size} entries")
-        size = num_queues * inflight_queue_size(queue_size)
+        size = num_queues * inflight_queue_size(queue_size, packed)
         fd = os.memfd_create("emu-vhost-inflight", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, size)
@@ -207,17 +237,17 @@ class InflightArea:
         except BaseException:
             os.close(fd)
             raise
-        return cls(fd, size, 0, num_queues, queue_size)
+        return cls(fd, size, 0, num_queues, queue_size, packed, fresh=True)
 
     def queue_addr(self, index: int) -> int:
         """Host address of queue ``index``'s region (what the C engine takes)."""
         if not 0 <= index < self.num_queues:
             raise IndexError(index)
-        return self._map.addr + index * inflight_queue_size(self.queue_size)
+        return self._map.addr + index * inflight_queue_size(self.queue_size, self.packed)
 
     def queue_view(self, index: int) -> memoryview:
-        off = index * inflight_queue_size(self.queue_size)
-        return self._map.view()[off:off + inflight_queue_size(self.queue_size)]
+        size = inflight_queue_size(self.queue_size, self.packed)
+        return self._map.view()[index * size:(index + 1) * size]
 
     def close(self) -> None:
         self._map.close()

@@ -5,6 +5,12 @@ A :class:`Vring` is read by the device model (and its data path); only the
 as front-end virtual addresses (SET_VRING_ADDR) and are kept three ways:
 as sent, as guest-physical addresses (what descriptors and the dirty log
 use) and as host addresses in this process (what the C engine uses).
+
+A packed ring (VIRTIO_F_RING_PACKED negotiated: ``packed``) has the same
+three addresses for its descriptor ring and its driver and device event
+suppression areas (QEMU's vhost_virtqueue_set_addr sends them as desc,
+avail and used), and a base that carries wrap counters:
+:func:`packed_base`.
 """
 from __future__ import annotations
 
@@ -12,9 +18,26 @@ from dataclasses import dataclass
 
 from emu.errors import GuestMemoryError
 from emu.memory import GuestMemory
-from emu.spec.virtio_ring import AVAIL_ALIGN, DESC_ALIGN, USED_ALIGN, ring_sizes
+from emu.spec import virtio_ring as R, virtio_ring_packed as P
 from emu.vhost_user.errors import ProtocolViolation
 from emu.vhost_user.messages import VRING_F_LOG, VringAddr
+
+
+def packed_base(num: int) -> tuple[int, int, int, int]:
+    """A packed ring's SET/GET_VRING_BASE value -> (avail position, its wrap
+    counter, used position, its wrap counter): bits 0-14 and 15 the avail
+    half, bits 16-30 and 31 the used half (QEMU's
+    virtio_queue_packed_get_last_avail_idx; DPDK reads the avail half)."""
+    a_pos, a_wrap = P.split_off_wrap(num & 0xFFFF)
+    u_pos, u_wrap = P.split_off_wrap(num >> 16 & 0xFFFF)
+    return a_pos, a_wrap, u_pos, u_wrap
+
+
+def packed_reply_base(avail: int) -> int:
+    """GET_VRING_BASE of a stopped packed ring: the device completes in
+    order, so the used half is the avail half."""
+    avail &= 0xFFFF
+    return avail | avail << 16
 
 
 @dataclass(eq=False)
@@ -38,6 +61,7 @@ class Vring:
     enabled: bool = False
     started: bool = False
     inflight: int | None = None   # host address of this queue's inflight region
+    packed: bool = False          # VIRTIO_F_RING_PACKED negotiated: the ring's format
 
     @property
     def flags(self) -> int:
@@ -67,17 +91,23 @@ class Vring:
         self.desc = self.avail = self.used = 0
         self.desc_gpa = self.avail_gpa = self.used_gpa = 0
 
+    def sizes(self) -> tuple[int, int, int]:
+        return P.ring_sizes(self.num) if self.packed else R.ring_sizes(self.num)
+
     def translate(self, mem: GuestMemory) -> None:
         """Translate ``addr`` in ``mem``; all or nothing.  Each area must lie
-        wholly inside one mapped region and be aligned as the split ring
+        wholly inside one mapped region and be aligned as the ring's format
         requires (in front-end, guest-physical and host address)."""
         if self.addr is None or not self.num:
             raise ProtocolViolation(f"vring {self.index}: no size or address yet")
+        aligns = ((P.DESC_ALIGN, P.EVENT_ALIGN, P.EVENT_ALIGN) if self.packed
+                  else (R.DESC_ALIGN, R.AVAIL_ALIGN, R.USED_ALIGN))
+        names = (("desc", "driver area", "device area") if self.packed
+                 else ("desc", "avail", "used"))
         out = []
-        for name, uaddr, size, align in zip(("desc", "avail", "used"),
+        for name, uaddr, size, align in zip(names,
                                             (self.addr.desc, self.addr.avail, self.addr.used),
-                                            ring_sizes(self.num),
-                                            (DESC_ALIGN, AVAIL_ALIGN, USED_ALIGN)):
+                                            self.sizes(), aligns):
             try:
                 region, off = mem.translate_uaddr(uaddr, size)
             except GuestMemoryError as e:
@@ -98,7 +128,7 @@ class Vring:
         if self.addr is None or not self.num:
             return True
         for uaddr, size in zip((self.addr.desc, self.addr.avail, self.addr.used),
-                               ring_sizes(self.num)):
+                               self.sizes()):
             if not any(u <= uaddr and uaddr + size <= u + s for _, s, u, _ in specs):
                 return False
         return True

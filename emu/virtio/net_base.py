@@ -9,7 +9,8 @@ data path, :mod:`emu.virtio.net_internal`):
   (VIRTIO_NET_S_ANNOUNCE, set by ``announce-self`` when the driver took
   GUEST_ANNOUNCE and CTRL_VQ, cleared by its ANNOUNCE_ACK), each change
   raising a configuration interrupt;
-* the control queue, served here on the kick (guest thread, lock held):
+* the control queue, served here on the kick (guest thread, lock held),
+  split or packed (:mod:`emu.virtio.packed_ctrl`) as the driver negotiated:
   MQ pair count, RX mode / MAC / VLAN tables (accepted: emu does not
   filter, every frame is delivered), guest offloads (none to set),
   ANNOUNCE_ACK;
@@ -31,6 +32,7 @@ from emu.spec import virtio as V, virtio_net as N
 from emu.spec.virtio_ring import (DESC, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE, RING_ENTRIES,
                                   RING_IDX, USED_ELEM)
 from emu.virtio.device import QueueConfig, VirtioDevice
+from emu.virtio.packed_ctrl import PackedCtrlRing
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class VirtioNet(VirtioDevice):
         self.announces = 0
         self.active_pairs = 1
         self._ctrl_last = 0            # control queue: next avail index to serve
+        self._ctrl_packed = PackedCtrlRing(ram, CTRL_MAX_READ)     # ... or its place in a packed ring
         self.call_fds = {i: eventfd() for i in range(2 * queue_pairs)}
         self.calls = {i: 0 for i in self.call_fds}
         self.ctrl_commands = 0
@@ -152,6 +155,7 @@ class VirtioNet(VirtioDevice):
     def queue_enabled(self, index: int, queue: QueueConfig) -> None:
         if index == self.ctrl_index:
             self._ctrl_last = 0                    # a freshly enabled ring starts at 0
+            self._ctrl_packed.reset()
 
     def queue_notify(self, index: int) -> None:
         if index == self.ctrl_index:
@@ -161,6 +165,7 @@ class VirtioNet(VirtioDevice):
         """What a driver reset clears here (the subclass's reset calls it)."""
         self.active_pairs = 1
         self._ctrl_last = 0
+        self._ctrl_packed.reset()
         if self.announce_pending:
             self.announce_pending = False
             self._write_config()
@@ -170,9 +175,24 @@ class VirtioNet(VirtioDevice):
         if not q.enable:
             return
         try:
-            self._serve_ctrl_ring(q)
+            if self.transport.guest_features & V.F_RING_PACKED:
+                self._serve_ctrl_packed(q)
+            else:
+                self._serve_ctrl_ring(q)
         except GuestMemoryError as e:       # rings outside RAM: the guest's error, not ours
             self.transport.errors.record("ctrl-queue", f"control queue: {e}")
+
+    def _serve_ctrl_packed(self, q: QueueConfig) -> None:
+        def command(readable: bytes) -> int:
+            if len(readable) < 2:
+                return N.CTRL_ERR
+            cls, cmd = N.CTRL_HDR.unpack_from(readable)
+            self.ctrl_commands += 1
+            return self._ctrl_apply(cls, cmd, readable[2:])
+        served = self._ctrl_packed.serve(
+            q, command, lambda why: self.transport.errors.record("ctrl-command", why))
+        if served:
+            self.transport.notify_queue(self.ctrl_index)
 
     def _serve_ctrl_ring(self, q: QueueConfig) -> None:
         ram = self.ram

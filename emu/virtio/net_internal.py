@@ -9,6 +9,7 @@ What the model does beyond :class:`~emu.virtio.net_base.VirtioNet`:
   (MAC, STATUS, MRG_RXBUF, the control queue with RX / VLAN / RX_EXTRA /
   MAC_ADDR / GUEST_OFFLOADS commands, GUEST_ANNOUNCE, INDIRECT_DESC,
   EVENT_IDX, VERSION_1), except RING_RESET (emu resets whole devices only);
+  RING_PACKED with ``packed=on`` (the engine's primitives take either format);
 * at DRIVER_OK builds the rx0/tx0 device queues (every guest address
   through a region table of guest RAM, their kicks the notify ioeventfds,
   their calls the eventfds of :class:`~emu.virtio.net_base.VirtioNet`) and
@@ -51,12 +52,13 @@ class InternalNetDevice(VirtioNet):
     def __init__(self, netdev, ram, loop: asyncio.AbstractEventLoop | None, *, mac: bytes,
                  mq: bool = False, mrg_rxbuf: bool = True, event_idx: bool = True,
                  indirect_desc: bool = True, host_mtu: int = 0, queue_size: int = 256,
-                 name: str = "net0", events=None):
+                 packed: bool = False, name: str = "net0", events=None):
         # mq=on: QEMU offers MQ even with one queue pair (max_virtqueue_pairs 1)
         wanted = (QEMU_NET_FEATURES | (N.F_MRG_RXBUF if mrg_rxbuf else 0)
                   | (N.F_MQ if mq else 0)
                   | (V.F_EVENT_IDX if event_idx else 0)
-                  | (V.F_INDIRECT_DESC if indirect_desc else 0))
+                  | (V.F_INDIRECT_DESC if indirect_desc else 0)
+                  | (V.F_RING_PACKED if packed else 0))
         super().__init__(ram, mac=mac, queue_pairs=1, ctrl_vq=True, wanted=wanted,
                          host_mtu=host_mtu, queue_size=queue_size, name=name, loop=loop,
                          events=events)

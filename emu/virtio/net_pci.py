@@ -39,19 +39,20 @@ def default_vectors(queue_pairs: int) -> int:
 
 def make_model(netdev, ram, *, mac: bytes, name: str, events, mq: bool = False,
                mrg_rxbuf: bool = True, event_idx: bool = True, indirect_desc: bool = True,
-               host_mtu: int = 0, queue_size: int = 256, loop=None):
-    """The device model ``netdev`` needs."""
+               host_mtu: int = 0, queue_size: int = 256, packed: bool = False, loop=None):
+    """The device model ``netdev`` needs (``packed``: VIRTIO_F_RING_PACKED
+    offered, either way its rings' device side is the C engine's)."""
     if getattr(netdev, "internal", False):
         from emu.virtio.net_internal import InternalNetDevice
         return InternalNetDevice(netdev, ram, loop, mac=mac, mq=mq, mrg_rxbuf=mrg_rxbuf,
                                  event_idx=event_idx, indirect_desc=indirect_desc,
-                                 host_mtu=host_mtu, queue_size=queue_size, name=name,
-                                 events=events)
+                                 host_mtu=host_mtu, queue_size=queue_size, packed=packed,
+                                 name=name, events=events)
     from emu.virtio.virtio_net import VirtioNetDevice
     return VirtioNetDevice(netdev, ram, loop, mac=mac, queue_pairs=netdev.queues, mq=mq,
                            mrg_rxbuf=mrg_rxbuf, event_idx=event_idx,
                            indirect_desc=indirect_desc, host_mtu=host_mtu,
-                           queue_size=queue_size, name=name, events=events)
+                           queue_size=queue_size, packed=packed, name=name, events=events)
 
 
 def make_function(model, *, name: str, vectors: int | None = None,

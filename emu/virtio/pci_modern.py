@@ -7,8 +7,8 @@ transport refuses (counted by the function under the error's kind)."""
 from __future__ import annotations
 
 from emu.pci.errors import GuestAccessError
-from emu.spec import virtio_ring
-from emu.spec.virtio import NO_VECTOR, STATUS_FEATURES_OK
+from emu.spec import virtio_ring, virtio_ring_packed
+from emu.spec.virtio import F_RING_PACKED, NO_VECTOR, STATUS_FEATURES_OK
 from emu.spec.virtio_pci import (COMMON_CFGGENERATION, COMMON_DF, COMMON_DFSELECT,
                                  COMMON_FIELD_SIZES, COMMON_GF, COMMON_GFSELECT, COMMON_MSIX,
                                  COMMON_NUMQ, COMMON_Q_AVAIL, COMMON_Q_DESC, COMMON_Q_ENABLE,
@@ -19,6 +19,9 @@ from emu.virtio.device import QueueConfig
 _QUEUE_ADDR = {COMMON_Q_DESC: ("desc", virtio_ring.DESC_ALIGN),       # field, required
                COMMON_Q_AVAIL: ("driver", virtio_ring.AVAIL_ALIGN),   # alignment (§2.7)
                COMMON_Q_USED: ("device", virtio_ring.USED_ALIGN)}
+# a packed ring's parts (§2.8.10.1): descriptor ring 16, both event areas 4
+_PACKED_ALIGN = {"desc": virtio_ring_packed.DESC_ALIGN, "driver": virtio_ring_packed.EVENT_ALIGN,
+                 "device": virtio_ring_packed.EVENT_ALIGN}
 
 
 class CommonCfg:
@@ -139,9 +142,11 @@ class CommonCfg:
             raise GuestAccessError("queue-frozen", f"queue {q.index} register 0x{reg:02x} "
                                    f"written while enabled")
         if reg == COMMON_Q_SIZE:
-            if not 1 <= value <= q.max_size or value & (value - 1):
+            # (§2.8: a packed ring's size need not be a power of two)
+            packed = t.guest_features & F_RING_PACKED
+            if not 1 <= value <= q.max_size or (value & (value - 1) and not packed):
                 raise GuestAccessError("queue-size", f"queue {q.index} size {value} is not a "
-                                       f"power of two <= {q.max_size}")
+                                       f"{'' if packed else 'power of two '}<= {q.max_size}")
             q.size = value
         elif reg == COMMON_Q_MSIX:
             q.msix_vector = self._vector(value)
@@ -162,7 +167,9 @@ class CommonCfg:
             return
         if not t.status & STATUS_FEATURES_OK:
             raise GuestAccessError("queue-enable", f"queue {q.index} enabled before FEATURES_OK")
+        packed = t.guest_features & F_RING_PACKED
         for reg, (name, align) in _QUEUE_ADDR.items():
+            align = _PACKED_ALIGN[name] if packed else align
             if getattr(q, name) % align:
                 raise GuestAccessError("queue-enable", f"queue {q.index} {name} address "
                                        f"0x{getattr(q, name):x} not {align}-byte aligned")

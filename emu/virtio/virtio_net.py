@@ -29,6 +29,7 @@ import logging
 import threading
 
 from emu.spec import vhost, virtio as V, virtio_net as N
+from emu.spec import virtio_ring_packed as P
 from emu.spec.virtio_ring import RING_IDX
 from emu.virtio.device import QueueConfig
 from emu.virtio.net_base import VirtioNet, eventfd
@@ -38,6 +39,10 @@ from emu.vhost_user.client import FrontendVring
 
 __all__ = ["VirtioNetDevice", "eventfd"]
 
+#: a packed ring's first start: both halves at position 0, wrap counter 1
+#: (QEMU's virtio_queue_packed_get_last_avail_idx of a fresh queue)
+PACKED_FRESH_BASE = P.off_wrap(0, 1) | P.off_wrap(0, 1) << 16
+
 log = logging.getLogger(__name__)
 
 
@@ -45,16 +50,20 @@ class VirtioNetDevice(VirtioNet):
     def __init__(self, netdev, ram, loop: asyncio.AbstractEventLoop | None, *, mac: bytes,
                  queue_pairs: int = 1, mq: bool = False, mrg_rxbuf: bool = True,
                  event_idx: bool = True, indirect_desc: bool = True, host_mtu: int = 0,
-                 queue_size: int = 256, name: str = "net0", events=None):
+                 queue_size: int = 256, packed: bool = False, name: str = "net0", events=None):
         wanted = (V.F_VERSION_1 | N.F_MAC | N.F_STATUS
                   | (N.F_MRG_RXBUF if mrg_rxbuf else 0)
                   | (V.F_EVENT_IDX if event_idx else 0)
-                  | (V.F_INDIRECT_DESC if indirect_desc else 0))
+                  | (V.F_INDIRECT_DESC if indirect_desc else 0)
+                  | (V.F_RING_PACKED if packed else 0))
         super().__init__(ram, mac=mac, queue_pairs=queue_pairs, mq=mq, ctrl_vq=False,
                          wanted=wanted, host_mtu=host_mtu, queue_size=queue_size, name=name,
                          loop=loop, events=events)
         self.netdev = netdev
         self.reneg_mask: int | None = None   # vhost-pci: back-end's pushed features
+        # packed rings keep no index in memory: where the back-end left each
+        # (its GET_VRING_BASE), for a start that is not a fresh one
+        self._packed_bases: dict[int, int] = {}
         self.renegotiations = 0
         self.started = False
         self._queue: asyncio.Queue | None = None
@@ -124,6 +133,7 @@ class VirtioNetDevice(VirtioNet):
     def queue_enabled(self, index: int, queue: QueueConfig) -> None:
         super().queue_enabled(index, queue)
         if index != self.ctrl_index:
+            self._packed_bases.pop(index, None)    # a fresh ring
             self.transport.kick_eventfd(index)     # kicks go straight to the back-end
 
     def driver_ok(self) -> None:
@@ -151,15 +161,22 @@ class VirtioNetDevice(VirtioNet):
 
     def _vrings(self) -> list[FrontendVring]:
         t = self.transport
+        packed = t.guest_features & V.F_RING_PACKED
         out = []
         for q in t.queues:
             if q.index == self.ctrl_index or not q.enable:
                 continue
-            # a fresh ring has used->idx 0; after a back-end restart the
-            # back-end resumes where the used ring says (in-order net)
-            used_idx = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
+            if packed:
+                # where the back-end stopped it, or a fresh ring (a back-end
+                # lost without GET_VRING_BASE left no position: as QEMU,
+                # the last one known is used)
+                base = self._packed_bases.get(q.index, PACKED_FRESH_BASE)
+            else:
+                # a fresh ring has used->idx 0; after a back-end restart the
+                # back-end resumes where the used ring says (in-order net)
+                base = int.from_bytes(self.ram.read(q.device + RING_IDX, 2), "little")
             out.append(FrontendVring(q.index, q.size, q.desc, q.driver, q.device,
-                                     base=used_idx,
+                                     base=base,
                                      kick_fd=t.kick_eventfd(q.index),
                                      call_fd=self.call_fds[q.index]))
         return out
@@ -190,7 +207,9 @@ class VirtioNetDevice(VirtioNet):
     async def _op_stop(self) -> None:
         if self.started and self.netdev.connected:
             try:
-                await self.netdev.client.stop()
+                bases = await self.netdev.client.stop()
+                if self.transport.guest_features & V.F_RING_PACKED:
+                    self._packed_bases.update(bases)
             finally:
                 self.started = False
         self.started = False

@@ -38,7 +38,7 @@ def test_a_qemu_vhost_user_command_line():
                 "-netdev vhost-user,id=net0,chardev=char0,queues=2,vhost-pci=seed "
                 "-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,mq=on,vectors=0,romfile=,"
                 "mrg_rxbuf=off,event_idx=off,indirect_desc=off,host_mtu=9000,rx_queue_size=1024,"
-                "csum=off,id=nic0,addr=05.0 "
+                "csum=off,id=nic0,addr=05.0,packed=on "
                 "-S -display none -nodefaults -no-user-config -nographic -serial none -vga none")
     assert cfg.name == "vm1" and cfg.start_paused
     assert cfg.ram == MemoryBackend("mem", "memory-backend-memfd", 256 << 20, share=True)
@@ -50,7 +50,8 @@ def test_a_qemu_vhost_user_command_line():
     assert cfg.devices == [VirtioNetPCI(id="nic0", netdev="net0", mac="52:54:00:00:00:01",
                                         addr=PCIAddress(5, 0), vectors=0, mrg_rxbuf=False, mq=True,
                                         event_idx=False, indirect_desc=False, host_mtu=9000,
-                                        rx_queue_size=1024, features={"csum": False})]
+                                        rx_queue_size=1024, packed=True,
+                                        features={"csum": False})]
     assert cfg.accel == ["tcg"]
     assert any("'accel'" in m and "info:" in m for m in cfg.messages)
 
@@ -80,12 +81,13 @@ def test_the_projects_own_qemu_command_line_is_accepted():
     argv = ["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
             "-chardev", "socket,id=c0,path=/tmp/vu.sock", "-netdev", "vhost-user,id=n0,chardev=c0,queues=1",
-            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,vectors=0",
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=,vectors=0,packed=off",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", "/boot/vmlinuz", "-initrd", "/tmp/initrd.cpio.gz", "-append", "console=ttyS0 panic=-1"]
     cfg = parse(argv)
     assert cfg.ram.id == "mem" and cfg.ram.share and cfg.no_reboot
     assert cfg.devices[0].vectors == 0 and cfg.chardev("c0").server is False
+    assert not cfg.devices[0].packed
     assert all(": info: " in m for m in cfg.messages)
 
 
@@ -328,8 +330,8 @@ ERRORS = [
      "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."),
     ("-device virtio-net-pci,netdev", "-device virtio-net-pci,netdev: Expected '=' after parameter 'netdev'"),
     ("-device virtio-net-pci,netdev=a,netdev=b", "-device virtio-net-pci,netdev=a,netdev=b: Parameter 'netdev' given twice"),
-    ("-device virtio-net-pci,packed=on", "-device virtio-net-pci,packed=on: "
-     "Property 'virtio-net-pci.packed' doesn't take value 'on': emu implements split virtqueues only"),
+    ("-device virtio-net-pci,packed=maybe", "-device virtio-net-pci,packed=maybe: "
+     "Parameter 'packed' expects 'on' or 'off'"),
     ("-device vhost-pci-net,chardev=c,disable-modern=on", "-device vhost-pci-net,chardev=c,disable-modern=on: "
      "Property 'vhost-pci-net.disable-modern' doesn't take value 'on': vhost-pci-net is modern-only"),
     ("-device virtio-net-pci,disable-legacy=maybe", "-device virtio-net-pci,disable-legacy=maybe: "

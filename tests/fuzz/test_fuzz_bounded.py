@@ -19,6 +19,7 @@ TARGETS = {
     "codec": (os.path.join(HERE, "fuzz_codec.py"), 5000),
     "frontend": (os.path.join(HERE, "fuzz_frontend.py"), 20000),
     "ring": (os.path.join(HERE, "fuzz_ring.py"), 20000),
+    "ring_packed": (os.path.join(HERE, "fuzz_ring_packed.py"), 20000),
     "pci": (os.path.join(HERE, "fuzz_pci.py"), 500),
 }
 
@@ -88,15 +89,17 @@ REPORT = ("runtime error:", "ERROR: AddressSanitizer")
 
 
 @pytest.mark.timeout(200)
-def test_ring_engine_under_asan_and_ubsan(tmp_path):
-    """The ring target's seeds, its regressions and 5000 mutations against
+@pytest.mark.parametrize("target", ["ring", "ring_packed"])
+def test_ring_engine_under_asan_and_ubsan(tmp_path, target):
+    """The ring targets' seeds, their regressions and 5000 mutations against
     the sanitized engine: no report, no suppression."""
     env = _asan_build(tmp_path)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for f in os.listdir(os.path.join(REGRESSIONS, "ring")):
-        shutil.copy(os.path.join(REGRESSIONS, "ring", f), corpus)
-    run = _atheris(TARGETS["ring"][0], str(corpus), 5000, env=env, pyflags=("-P",))
+    saved = os.path.join(REGRESSIONS, target)
+    for f in os.listdir(saved) if os.path.isdir(saved) else []:
+        shutil.copy(os.path.join(saved, f), corpus)
+    run = _atheris(TARGETS[target][0], str(corpus), 5000, env=env, pyflags=("-P",))
     reports = [line for line in (run.stdout + run.stderr).splitlines()
                if any(r in line for r in REPORT)]
     assert not reports, "\n".join(reports[:20])

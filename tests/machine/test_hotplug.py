@@ -172,6 +172,17 @@ def test_an_ejected_nic_frees_its_netdev_and_its_fds(pc, no_fd_leak):
     assert len(pc.deleted()) == 4
 
 
+def test_device_add_takes_packed_as_the_command_line_does(pc):
+    from emu.spec import virtio as V
+    assert pc.qmp("device_add", driver="virtio-net-pci", id="net1", addr="0x05",
+                  packed=True) == {"return": {}}
+    assert pc.qmp("device_add", driver="virtio-net-pci", id="net2", addr="0x06") == {"return": {}}
+    assert pc.machine.devices["net1"].model.wanted & V.F_RING_PACKED
+    assert not pc.machine.devices["net2"].model.wanted & V.F_RING_PACKED     # off, as QEMU
+    err = pc.qmp("device_add", driver="virtio-net-pci", id="net3", packed="maybe")
+    assert "net3" not in pc.machine.devices and "packed" in err["error"]["desc"]
+
+
 def test_q35_refuses_hotplug_as_qemu():
     m = EmuMachine("q35", cold=(("n0", "4.0"),))
     try:

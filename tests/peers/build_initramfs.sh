@@ -6,6 +6,8 @@
 #   vt.mode=flood  ping -A -q -c vt.count -s vt.size   (back-to-back)
 #   vt.mode=idle   sleep vt.sleep seconds
 #   vt.ip=10.0.0.1/24 vt.peer=10.0.0.2
+#   vt.nics=N: eth1..eth(N-1) too, ethK at 10.0.K.1/24 pinging 10.0.K.2
+#   (one boot for several NICs: each ping follows a "VT: ping ethK" line)
 # Console lines the tests parse start with "VT:".  The guest powers off at the
 # end (run QEMU with -no-reboot).
 # usage: build_initramfs.sh OUT.cpio.gz [KVER]      needs: busybox-static linux-image-amd64 cpio
@@ -49,21 +51,29 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 arg() { v=$(sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline); echo "${v:-$2}"; }
 MODE=$(arg vt.mode ping); IP=$(arg vt.ip 10.0.0.1/24); PEER=$(arg vt.peer 10.0.0.2)
-COUNT=$(arg vt.count 3); SLEEP=$(arg vt.sleep 30)
+COUNT=$(arg vt.count 3); SLEEP=$(arg vt.sleep 30); NICS=$(arg vt.nics 1)
 K=/lib/modules/$(uname -r)
 for m in $(cat $K/order); do insmod $K/$m || echo "VT: insmod $m failed"; done
-for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+LAST=$((NICS - 1))
+for i in $(seq 50); do [ -e /sys/class/net/eth$LAST ] && break; sleep 0.1; done
 ip link set lo up
-ip link set eth0 up
-ip addr add $IP dev eth0
-echo "VT: eth0 $(cat /sys/class/net/eth0/address) $IP"
-for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/operstate)" = up ] && break; sleep 0.05; done
-case $MODE in
-  ping) ping -c $COUNT -W 2 $PEER; echo "VT: ping rc=$?";;
-  flood) ping -A -q -c $COUNT -s $(arg vt.size 56) -W 2 $PEER; echo "VT: ping rc=$?";;
-  idle) sleep $SLEEP;;
-esac
-grep eth0 /proc/net/dev | sed 's/^/VT: /'
+for n in $(seq 0 $LAST); do
+  [ $n = 0 ] && A=$IP || A=10.0.$n.1/24
+  ip link set eth$n up
+  ip addr add $A dev eth$n
+  echo "VT: eth$n $(cat /sys/class/net/eth$n/address) $A"
+  for i in $(seq 100); do [ "$(cat /sys/class/net/eth$n/operstate)" = up ] && break; sleep 0.05; done
+done
+for n in $(seq 0 $LAST); do
+  [ $n = 0 ] && P=$PEER || P=10.0.$n.2
+  echo "VT: ping eth$n"
+  case $MODE in
+    ping) ping -c $COUNT -W 2 $P; echo "VT: ping rc=$?";;
+    flood) ping -A -q -c $COUNT -s $(arg vt.size 56) -W 2 $P; echo "VT: ping rc=$?";;
+    idle) sleep $SLEEP;;
+  esac
+done
+grep eth /proc/net/dev | sed 's/^/VT: /'
 echo "VT: done"
 poweroff -f
 INIT

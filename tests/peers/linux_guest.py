@@ -9,6 +9,7 @@ session (cached by kernel version) and keep guests few.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -40,13 +41,17 @@ def kernel_image(kver: str | None = None) -> str:
 
 
 def initramfs(cache_dir: str | None = None) -> str:
-    """Path of a cached initramfs for the newest installed kernel."""
+    """Path of a cached initramfs for the newest installed kernel and this
+    build script.  The cache is keyed by the script's content, not its
+    mtime: the directory is shared by every checkout on the machine, and
+    one with an older script must not hand its image to another."""
     kver = kernel_version()
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "emu-test-guest")
     os.makedirs(cache_dir, exist_ok=True)
-    out = os.path.join(cache_dir, f"initrd-{kver}.cpio.gz")
-    stamp = os.path.getmtime(BUILD)
-    if not os.path.exists(out) or os.path.getmtime(out) < stamp:
+    with open(BUILD, "rb") as f:
+        script = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(cache_dir, f"initrd-{kver}-{script}.cpio.gz")
+    if not os.path.exists(out):
         tmp = out + f".{os.getpid()}"
         subprocess.run([BUILD, tmp, kver], check=True, capture_output=True)
         os.replace(tmp, out)
@@ -58,28 +63,41 @@ class GuestResult:
     returncode: int
     console: str
 
-    def ping_replies(self) -> tuple[int, int]:
-        """(transmitted, received) from busybox ping's summary line."""
-        m = re.search(r"(\d+) packets transmitted, (\d+) packets received", self.console)
+    def ping_replies(self, nic: int = 0) -> tuple[int, int]:
+        """(transmitted, received) from busybox ping's summary line for
+        ``ethN`` (the guest pings through each NIC in turn)."""
+        part = re.split(rf"VT: ping eth{nic}\r?\n", self.console, maxsplit=1)
+        if len(part) < 2:
+            return (0, 0)
+        text = part[1].split("VT: ping eth", 1)[0]
+        m = re.search(r"(\d+) packets transmitted, (\d+) packets received", text)
         return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def qemu_cmd(sock: str, mode: str = "ping", count: int = 3, mem: str = "256M",
              mac: str = "52:54:00:12:34:56", extra_append: str = "",
-             initrd: str | None = None, queues: int = 1) -> list[str]:
-    """QEMU 7.2 as a vhost-user front-end (socket client) booting Linux."""
+             initrd: str | None = None, queues: int = 1, packed: bool = False,
+             more_nics: tuple = ()) -> list[str]:
+    """QEMU 7.2 as a vhost-user front-end (socket client) booting Linux.
+    ``packed``: eth0's virtio-net-pci with packed=on; ``more_nics``:
+    ``(sock, packed)`` of eth1, eth2... (one boot pings through each)."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise FileNotFoundError("qemu-system-x86_64 not installed (scripts/install-peers.sh)")
     append = (f"console=ttyS0 panic=-1 loglevel=4 vt.mode={mode} vt.count={count} "
-              f"{extra_append}").strip()
+              f"vt.nics={1 + len(more_nics)} {extra_append}").strip()
+    nics = []
+    for i, (path, pk) in enumerate(((sock, packed), *more_nics)):
+        m = mac if i == 0 else f"52:54:00:12:35:{i:02x}"
+        nics += ["-chardev", f"socket,id=c{i},path={path}",
+                 "-netdev", f"vhost-user,id=n{i},chardev=c{i},queues={queues}",
+                 "-device", f"virtio-net-pci,netdev=n{i},mac={m},romfile=,vectors=0,"
+                            f"packed={'on' if pk else 'off'}"]
     return [
         qemu, "-machine", "q35,memory-backend=mem", "-accel", "tcg", "-cpu", "max",
         "-smp", "1", "-m", mem,
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
-        "-chardev", f"socket,id=c0,path={sock}",
-        "-netdev", f"vhost-user,id=n0,chardev=c0,queues={queues}",
-        "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,vectors=0",
+        *nics,
         "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
         "-no-reboot",
         "-kernel", kernel_image(), "-initrd", initrd or initramfs(), "-append", append,

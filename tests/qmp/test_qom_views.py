@@ -180,3 +180,26 @@ def test_emus_own_device_and_an_ambiguous_path(emu_vm_factory):
     assert any(ln.startswith("        bar 2: mem at ") for ln in block)      # the peer window
     tree = vm.hmp("info qom-tree /machine/peripheral").split("\r\n")
     assert "  /vp0 (vhost-pci-net)" in tree and "    /virtio-backend (vhost-pci-net-device)" in tree
+
+
+@pytest.mark.peers
+def test_packed_is_the_virtio_devices_bool_as_in_qemu(emu_vm_factory):
+    """packed=on|off (VIRTIO_F_RING_PACKED): a bool of the virtio device
+    (virtio-net-device, not the PCI proxy), off by default, on the same
+    command line as QEMU 7.2's."""
+    packed_nic = ["-device", "virtio-net-pci,netdev=n0,id=net0,mac=52:54:00:00:00:07,packed=on"]
+
+    def answers(vm) -> tuple:
+        dlp = {p["name"]: p for p in vm.cmd("device-list-properties", typename="virtio-net-pci")}
+        block = _device_block(vm.hmp("info qtree"), '      dev: virtio-net-pci, id "net0"')
+        device = block.index('          dev: virtio-net-device, id ""')
+        return (dlp["packed"]["type"], dlp["packed"]["default-value"],
+                vm.cmd("qom-get", path="/machine/peripheral/net0", property="packed"),
+                [i > device for i, ln in enumerate(block) if ln.strip() == "packed = true"])
+
+    ours = answers(emu_vm_factory(_emu_args(emu_vm_factory)[:-2] + packed_nic, name="emu"))
+    from emu.testing.launch import VMFactory
+    with VMFactory(QEMU, prefix="qom-qemu-") as f:
+        theirs = answers(f(BARE + ["-accel", "tcg", "-netdev", "user,id=n0"] + packed_nic,
+                           name="qemu"))
+    assert ours == theirs == ("bool", False, True, [True])

@@ -439,6 +439,17 @@ class DeviceModel:
         self.last_avail_idx = (self.last_avail_idx + 1) & 0xFFFF
         return head
 
+    # where the device is, to give chains back (the packed model has its own)
+    def position(self) -> int:
+        return self.last_avail_idx
+
+    def restore(self, position: int) -> None:
+        self.last_avail_idx = position
+
+    def unpop(self, head: int) -> None:
+        """Give back the chain just taken."""
+        self.last_avail_idx = (self.last_avail_idx - 1) & 0xFFFF
+
     def chain(self, head: int, write: bool) -> list[tuple[int, np.ndarray]]:
         """The chain's buffers as ``(gpa, view)`` pieces, validated."""
         num = self.ring.num
@@ -532,14 +543,14 @@ class DeviceModel:
         """Write one packet into RX chains: 'ok', 'dropped' or 'nobuf'."""
         pkt = hdr + frame
         while True:                       # again after a bad chain
-            start = self.last_avail_idx
+            start = self.position()
             taken: list[tuple[int, int]] = []
             nb_at: list[tuple[int, np.ndarray]] = []
             off = 0
             bad = False
             while off < len(pkt):
                 if not self.pending(res):
-                    self.last_avail_idx = start
+                    self.restore(start)
                     return "nobuf"
                 head = self.pop()
                 try:
@@ -609,7 +620,7 @@ def copy(src: DeviceModel, dst: DeviceModel, max_packets: int = 64, *,
         outcome = dst.receive(rx_header(data[:src.hdr_len], dst.hdr_len), frame, res)
         if outcome == "nobuf":
             if not drop_full:
-                src.last_avail_idx = (src.last_avail_idx - 1) & 0xFFFF
+                src.unpop(head)
                 res.blocked = True
                 break
             outcome = "dropped"

@@ -171,7 +171,10 @@ class CopyRunner:
             self.rx_bufs[head] = [(g, n) for g, n, _ in bufs]
         self.txd.publish()
         self.rxd.publish()
-        # what the drivers ask of the device's notifications
+        self.ask_notifications(rnd)
+
+    def ask_notifications(self, rnd) -> None:
+        """What the drivers ask of the device's notifications."""
         for d, used_idx, rel, noint in ((self.txd, self.msrc.used_idx, rnd["used_event"][0],
                                          rnd["no_interrupt"][0]),
                                         (self.rxd, self.mdst.used_idx, rnd["used_event"][1],

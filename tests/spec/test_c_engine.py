@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from emu._ring import lib
 from emu.ring.queues import queue_flags
-from emu.spec import vhost, virtio, virtio_net, virtio_ring
+from emu.spec import vhost, virtio, virtio_net, virtio_ring, virtio_ring_packed
+from emu.vhost_user import shm
 
 PREFIX = "EMU_VRING_"
+PACKED_PREFIX = "EMU_PRING_"
 
 
 def test_every_ring_constant_of_the_engine_is_the_spec_s():
@@ -20,16 +22,34 @@ def test_every_ring_constant_of_the_engine_is_the_spec_s():
         assert value == getattr(virtio_ring, name), name
 
 
+def test_every_packed_ring_constant_of_the_engine_is_the_spec_s():
+    engine = {n[len(PACKED_PREFIX):]: getattr(lib, n) for n in dir(lib)
+              if n.startswith(PACKED_PREFIX)}
+    assert {"DESC_F_AVAIL", "DESC_F_USED", "EVENT_FLAG_ENABLE", "EVENT_FLAG_DISABLE",
+            "EVENT_FLAG_DESC", "EVENT_F_WRAP_CTR", "DESC_SIZE", "EVENT_SIZE"} <= set(engine)
+    # the inflight region's packed format is vhost-user's (emu.vhost_user.shm)
+    inflight = {"INFLIGHT_HEADER": shm.INFLIGHT_PACKED_HEADER,
+                "INFLIGHT_DESC": shm.INFLIGHT_PACKED_DESC}
+    for name, value in engine.items():
+        if name in inflight:
+            assert value == inflight[name], name
+            continue
+        assert hasattr(virtio_ring_packed, name), \
+            f"{PACKED_PREFIX}{name} has no emu.spec.virtio_ring_packed.{name}"
+        assert value == getattr(virtio_ring_packed, name), name
+
+
 def test_the_engine_acts_on_the_spec_s_feature_bits():
     """Each negotiated bit the engine implements turns on its queue flag,
     and nothing else does."""
     for bit, qf in ((virtio.F_EVENT_IDX, lib.EMU_QF_EVENT_IDX),
                     (virtio.F_INDIRECT_DESC, lib.EMU_QF_INDIRECT),
                     (virtio_net.F_MRG_RXBUF, lib.EMU_QF_MRG_RXBUF),
-                    (vhost.F_LOG_ALL, lib.EMU_QF_LOG)):
+                    (vhost.F_LOG_ALL, lib.EMU_QF_LOG),
+                    (virtio.F_IN_ORDER, lib.EMU_QF_IN_ORDER)):
         assert queue_flags(bit) == qf
     others = ((1 << 64) - 1) & ~(virtio.F_EVENT_IDX | virtio.F_INDIRECT_DESC
-                                 | virtio_net.F_MRG_RXBUF | vhost.F_LOG_ALL)
+                                 | virtio_net.F_MRG_RXBUF | vhost.F_LOG_ALL | virtio.F_IN_ORDER)
     assert queue_flags(others) == 0
 
 

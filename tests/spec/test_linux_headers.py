@@ -13,11 +13,11 @@ import inspect
 import pytest
 
 from emu import spec
-from emu.spec import pci, vhost, virtio, virtio_net, virtio_pci, virtio_ring
+from emu.spec import pci, vhost, virtio, virtio_net, virtio_pci, virtio_ring, virtio_ring_packed
 
 from .linux_headers import evaluate, macros
 
-MODULES = (virtio, virtio_pci, virtio_ring, virtio_net, vhost, pci)
+MODULES = (virtio, virtio_pci, virtio_ring, virtio_ring_packed, virtio_net, vhost, pci)
 
 # emu name -> Linux name, by prefix: (emu prefix, Linux prefix, is a feature bit).
 # Linux numbers feature bits; emu.spec holds them as masks.
@@ -26,6 +26,7 @@ RULES = {
              ("F_", "VIRTIO_RING_F_", True), ("ISR_", "VIRTIO_PCI_ISR_", False)],
     virtio_pci: [("", "VIRTIO_PCI_", False)],
     virtio_ring: [("", "VRING_", False)],
+    virtio_ring_packed: [("", "VRING_PACKED_", False)],
     virtio_net: [("F_", "VIRTIO_NET_F_", True), ("", "VIRTIO_NET_", False), ("", "", False)],
     vhost: [("F_", "VHOST_F_", True)],
     pci: [("", "PCI_", False)],
@@ -65,6 +66,20 @@ EXPLICIT = {
         "AVAIL_ALIGN": "VRING_AVAIL_ALIGN_SIZE",
         "USED_ALIGN": "VRING_USED_ALIGN_SIZE",
         "LEGACY_ALIGN": "VIRTIO_PCI_VRING_ALIGN",
+    },
+    virtio_ring_packed: {
+        # Linux numbers the AVAIL/USED bits; emu.spec holds masks
+        "DESC_F_AVAIL": "1 << VRING_PACKED_DESC_F_AVAIL",
+        "DESC_F_USED": "1 << VRING_PACKED_DESC_F_USED",
+        "DESC_SIZE": "sizeof(struct vring_packed_desc)",
+        "DESC_ADDR": "offsetof(struct vring_packed_desc, addr)",
+        "DESC_LEN": "offsetof(struct vring_packed_desc, len)",
+        "DESC_ID": "offsetof(struct vring_packed_desc, id)",
+        "DESC_FLAGS": "offsetof(struct vring_packed_desc, flags)",
+        "EVENT_SIZE": "sizeof(struct vring_packed_desc_event)",
+        "EVENT_OFF_WRAP": "offsetof(struct vring_packed_desc_event, off_wrap)",
+        "EVENT_FLAGS": "offsetof(struct vring_packed_desc_event, flags)",
+        "OFFSET_MASK": "(1 << VRING_PACKED_EVENT_F_WRAP_CTR) - 1",
     },
     virtio_net: {
         "CFG_MAC": "offsetof(struct virtio_net_config, mac)",
@@ -115,6 +130,8 @@ NOT_IN_LINUX = {
                  "MODERN_REVISION": "a spec sentence (§4.1.2.1), no macro",
                  "QEMU_SUBSYSTEM_ID": "QEMU's (include/hw/pci/pci.h), not Linux's"},
     virtio_ring: {},
+    virtio_ring_packed: {"DESC_ALIGN": "the spec's table (§2.8.10.1); Linux keeps it kernel-internal",
+                         "EVENT_ALIGN": "the spec's table (§2.8.10.1); Linux keeps it kernel-internal"},
     virtio_net: {"VHOST_NET_BITS": "emu's split of the bits between back-end and model",
                  "DEVICE_MODEL_BITS": "emu's split of the bits between back-end and model"},
     vhost: {"F_PROTOCOL_FEATURES": "vhost-user only (QEMU's vhost-user.rst), not kernel vhost"},

@@ -165,9 +165,16 @@ def test_features(fn):
     bits = sum(1 << int(r[0]) for r in rows)
     assert bits == S.FEATURES == fn.device.device_features()
     for r in rows:
-        spec, name = (N, name_of(r[1])[len("VIRTIO_NET_"):]) if "_NET_" in r[1] else \
-            (V, re.sub(r"^VIRTIO_(RING_)?", "", name_of(r[1])))
+        full = name_of(r[1])
+        if full.startswith("VHOST_PCI_NET_"):
+            spec, name = S, full[len("VHOST_PCI_NET_"):]
+        elif full.startswith("VIRTIO_NET_"):
+            spec, name = N, full[len("VIRTIO_NET_"):]
+        else:
+            spec, name = V, re.sub(r"^VIRTIO_(RING_)?", "", full)
         assert getattr(spec, name) == 1 << int(r[0]), r
+    # packed=on adds RING_PACKED, for the device's own queues
+    assert re.search(r"bit 34,\s+`VIRTIO_F_RING_PACKED`", section("3. Own virtqueues and features"))
 
 
 def test_device_configuration(fn):

@@ -625,3 +625,25 @@ def test_a_function_that_is_not_virtio_is_refused(bus, regfile_fn):
     dev = probe(bus)[0]
     with pytest.raises(DriverError):
         VirtioPCIDriver(dev)
+
+
+def test_packed_rings_size_and_alignment_rules(cc, vnet, monkeypatch):
+    """With VIRTIO_F_RING_PACKED negotiated a queue size need not be a power
+    of two (§2.8) and both event suppression areas must be 4-byte aligned
+    (§2.8.10.1), where a split ring's avail ring needs 2."""
+    from emu.spec.virtio import F_RING_PACKED
+    monkeypatch.setattr(vnet.device, "device_features",
+                        lambda: F_VERSION_1 | F_EVENT_IDX | F_RING_PACKED)
+    cc.to_features_ok(F_VERSION_1 | F_RING_PACKED)
+    assert cc.status & FOK
+    cc.select(0)
+    cc.w(vp.COMMON_Q_SIZE, 2, 100)
+    assert cc.r(vp.COMMON_Q_SIZE, 2) == 100
+    cc.w(vp.COMMON_Q_SIZE, 2, 300)                  # above the maximum: still refused
+    assert cc.r(vp.COMMON_Q_SIZE, 2) == 100 and vnet.errors["queue-size"] == 1
+    cc.w(vp.COMMON_Q_AVAIL, 8, 0x2002)              # fine for a split ring, not for packed
+    cc.w(vp.COMMON_Q_ENABLE, 2, 1)
+    assert not vnet.queues[0].enable and vnet.errors["queue-enable"] == 1
+    cc.w(vp.COMMON_Q_AVAIL, 8, 0x2004)
+    cc.w(vp.COMMON_Q_ENABLE, 2, 1)
+    assert vnet.queues[0].enable and vnet.queues[0].size == 100

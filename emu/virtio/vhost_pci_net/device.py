@@ -9,6 +9,7 @@ from typing import Callable
 
 from emu.pci.errors import GuestAccessError
 from emu.spec import vhost_pci_net as S
+from emu.spec import virtio as V
 from emu.spec.virtio import ISR_QUEUE, NO_VECTOR
 from emu.virtio.device import VirtioDevice
 from emu.window import PeerWindow
@@ -29,12 +30,13 @@ class VhostPciNetDevice(VirtioDevice):
                  window_size: int = S.DEFAULT_WINDOW_SIZE, queue_size: int = 256,
                  ack_timeout: float = 1.0, name: str = "vp0", chardev: str = "",
                  events: Callable[[str, dict], None] | None = None,
-                 limits: PeerLimits = PeerLimits()):
+                 limits: PeerLimits = PeerLimits(), packed: bool = False):
         super().__init__(S.CONFIG.size)
         limits.check()
         if not 2 <= peer_vq_max <= S.MAX_PEER_VQS:
             raise ValueError(f"peer-vqs {peer_vq_max} not in 2..{S.MAX_PEER_VQS}")
         self.limits = limits
+        self.packed = packed              # offer packed own queues (peer rings: either)
         self.name = name
         self.mac = mac
         self.pairs = queue_pairs
@@ -68,7 +70,7 @@ class VhostPciNetDevice(VirtioDevice):
         return self._qsize
 
     def device_features(self) -> int:
-        return S.FEATURES
+        return S.FEATURES | (V.F_RING_PACKED if self.packed else 0)
 
     # -- device configuration (guest thread) ------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:
@@ -76,7 +78,8 @@ class VhostPciNetDevice(VirtioDevice):
         S.CONFIG.pack_into(self.config, 0, self.mac, S.S_LINK_UP if self.peer.link_up else 0,
                            self.pairs, self.peer_vq_max, self.metadata.generation,
                            self.handshake.driver_ack, sel, self.kicks.vectors[sel],
-                           self.kicks.counts[sel] & 0xFFFFFFFF)
+                           self.kicks.counts[sel] & 0xFFFFFFFF,
+                           self.peer.driver_bases[sel] or 0)
         return int.from_bytes(self.config[offset:offset + size], "little")
 
     def config_write(self, offset: int, size: int, value: int) -> None:
@@ -91,6 +94,8 @@ class VhostPciNetDevice(VirtioDevice):
             if value != NO_VECTOR and not self.transport.vector_ok(value):
                 raise GuestAccessError("vector-refused", f"peer vring vector {value}")
             self.kicks.set_vector(self.vq_select, value)
+        elif offset == S.CFG_VQ_BASE and size == 4:
+            self.peer.set_driver_base(self.vq_select, value)
         else:
             raise GuestAccessError("config-readonly",
                                    f"write of {size} bytes to device config 0x{offset:x}")

@@ -77,10 +77,12 @@ class Metadata:
         return self.update(fill)
 
     def set_vring(self, index: int, *, num: int, base: int, enabled: bool, ready: bool,
-                  epoch: int, desc: int, avail: int, used: int) -> int:
+                  epoch: int, desc: int, avail: int, used: int, packed: bool = False) -> int:
+        fmt = S.FORMAT_PACKED if packed else S.FORMAT_SPLIT
+
         def fill(mm):
             S.VRING.pack_into(mm, S.vring_at(index), num, base & 0xFFFF, int(enabled),
-                              int(ready), epoch & 0xFFFF, desc, avail, used, 0)
+                              int(ready), epoch & 0xFFFF, desc, avail, used, fmt, 0, 0, 0)
             n = S.HEADER.unpack_field(mm, 0, "nvrings")
             self._pack(mm, "nvrings", max(n, index + 1))
         return self.update(fill)

@@ -14,7 +14,7 @@ import logging
 from typing import Callable, Protocol
 
 from emu.spec import vhost_pci_net as S
-from emu.spec import virtio_net as N
+from emu.spec import virtio as V, virtio_net as N
 from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice, BackendPort
 from emu.window import PeerWindow, WindowMemory
@@ -46,8 +46,14 @@ def peer_bits(driver_features: int, peer_vq_max: int, peer_features: int) -> int
     not our own, so our driver never negotiates it; without it a
     multi-queue front-end silently falls back to one pair.  Once the peer
     has set its features, MQ follows them: a push must stay a subset of
-    what the peer acked."""
-    bits = driver_features & N.VHOST_NET_BITS & ~N.F_MQ
+    what the peer acked.  RING_PACKED acked by our driver is about its own
+    queues; the peer may use packed rings when the driver acked
+    F_PEER_RING_PACKED (it serves either format) -- like MQ, only while the
+    peer has not set features without them."""
+    bits = driver_features & N.VHOST_NET_BITS & ~(N.F_MQ | V.F_RING_PACKED)
+    if driver_features & S.F_PEER_RING_PACKED and (not peer_features
+                                                   or peer_features & V.F_RING_PACKED):
+        bits |= V.F_RING_PACKED
     if peer_vq_max > 2 and (not peer_features or peer_features & N.F_MQ):
         bits |= N.F_MQ
     return bits
@@ -70,6 +76,8 @@ class PeerFace(BackendDevice):
         self.state = 0                    # peer_state bits (§5)
         self.peer_features = 0
         self.vring_epoch = [0] * peer_vq_max
+        # packed vrings: where our driver left each (peer_vq_base), this epoch
+        self.driver_bases: list[int | None] = [None] * peer_vq_max
         self.counters = PeerCounters()    # refusals and drops, over all connections
         self.mapper = WindowMapper(window, max_mem=max_mem, take_away=self.take_memory_away,
                                    restored=self.memory_changed)
@@ -155,10 +163,16 @@ class PeerFace(BackendDevice):
     def _publish_vring(self, v, ready: bool) -> None:
         self.metadata.set_vring(v.index, num=v.num, base=v.base, enabled=v.enabled, ready=ready,
                                 epoch=self.vring_epoch[v.index], desc=v.desc_gpa,
-                                avail=v.avail_gpa, used=v.used_gpa)
+                                avail=v.avail_gpa, used=v.used_gpa, packed=v.packed)
         self.driver.config_changed()
 
+    def set_driver_base(self, index: int, base: int) -> None:
+        """The driver wrote ``peer_vq_base`` for vring ``index`` (guest thread)."""
+        self.driver_bases[index] = base & 0xFFFF
+
     def vring_start(self, v) -> None:
+        # a packed vring is at its base until the driver says otherwise
+        self.driver_bases[v.index] = v.base & 0xFFFF
         self.calls.point(v.index, v.call_fd)
         # a new epoch tells the driver this is a fresh start from v.base,
         # not the ring it was already serving
@@ -174,6 +188,11 @@ class PeerFace(BackendDevice):
         self._publish_vring(v, ready=False)
         self.handshake.wait(f"vring {v.index} stopped")
         self.calls.point(v.index, None)
+        if v.packed:
+            # no index in a packed ring's memory: the driver said where it is
+            # (or never moved it: the ring's start)
+            base = self.driver_bases[v.index]
+            return v.base & 0xFFFF if base is None else base
         return self._used_idx(v)
 
     def _used_idx(self, v) -> int:
