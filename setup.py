@@ -7,7 +7,7 @@ setup(
     description="Virtual-device emulator: vhost-pci inter-VM networking, vhost-user, virtio-pci",
     packages=find_packages(include=["emu", "emu.*"]),
     package_data={"emu": ["_ring.c", "_ring.h", "_ring_packed.c", "_ring_packed.h",
-                          "_ring_net.c", "_ring_net.h"]},
+                          "_ring_net.c", "_ring_net.h", "_efd.c"]},
     python_requires=">=3.11",
     setup_requires=["cffi==2.0.0"],
     cffi_modules=["emu/_ring_build.py:ffibuilder"],

@@ -32,6 +32,8 @@
  * registers (see struct drv) */
 #define HOT static inline __attribute__((always_inline))
 
+#include "_efd.c"    /* efd_signal / efd_drain: never block on a peer's eventfd */
+
 /* ---- shared-memory access ------------------------------------------------ */
 #define READ_ONCE(x)      (*(const volatile __typeof__(x) *)&(x))
 #define WRITE_ONCE(x, v)  (*(volatile __typeof__(x) *)&(x) = (v))
@@ -603,11 +605,8 @@ static int dev_flush(struct emu_devq *q)
 int emu_dev_signal(struct emu_devq *q)
 {
     q->st.notifies++;
-    if (q->call_fd >= 0) {
-        uint64_t one = 1;
-        ssize_t r = write(q->call_fd, &one, sizeof one);
-        (void)r;   /* EAGAIN: counter saturated, the driver will run anyway */
-    }
+    if (q->call_fd >= 0)
+        efd_signal(q->call_fd);   /* the peer's: 0 = counter full, the driver runs anyway */
     return 1;
 }
 
@@ -1459,11 +1458,8 @@ HOT void drv_post(struct drv *d, uint16_t s, uint32_t len, int rx)
 int emu_drv_kick(struct emu_drvq *q)
 {
     q->st.notifies++;
-    if (q->kick_fd >= 0) {
-        uint64_t one = 1;
-        ssize_t r = write(q->kick_fd, &one, sizeof one);
-        (void)r;
-    }
+    if (q->kick_fd >= 0)
+        efd_signal(q->kick_fd);   /* shared with the back-end: bounded, see _efd.c */
     return 1;
 }
 
@@ -2230,18 +2226,13 @@ int emu_pump_once(struct emu_pump *p)
 #define EMU_MAX_WAIT 64
 
 /* Consume a notification without ever blocking the data path.  The fd
- * came from a peer: it may be a blocking eventfd, and two fds in one poll
- * set may be the same eventfd (one eventfd sent for two rings), so the
- * first read can empty what poll() reported for the second: read only
- * what is readable right now. */
+ * may be a peer's (a blocking eventfd, or one eventfd for two rings, so
+ * the first read can empty what poll() reported for the second):
+ * efd_drain reads with RWF_NOWAIT, which never blocks. */
 static void drain_fd(int fd)
 {
-    struct pollfd one = {fd, POLLIN, 0};
     uint64_t v;
-    if (poll(&one, 1, 0) == 1 && (one.revents & POLLIN)) {
-        ssize_t r = read(fd, &v, sizeof v);
-        (void)r;
-    }
+    (void)efd_drain(fd, &v);
 }
 
 /* Pausing is a Dekker-style handshake (a store then a load on each side),

@@ -294,5 +294,11 @@ uint64_t emu_now_ns(void);
 
 /* reference copy for the benchmarks' memcpy ceiling */
 double emu_memcpy_bench(uint32_t size, uint64_t iters, uint32_t nbufs);
+/* ---- eventfds a peer shares (emu/_efd.c) ----------------------------- */
+int emu_efd_start(void);          /* start the write guard now (else at the first signal): 2 = guarded */
+int emu_efd_signal(int fd);       /* +1: 1 done, 0 counter full, -errno; never blocks for long */
+int emu_efd_drain(int fd, uint64_t *value);  /* read the counter: 1, 0 if empty, -errno; never blocks */
+void emu_efd_stats(uint64_t *out);  /* [interrupted writes, racy reads, guard state, period ms] */
+
 /* CDEF-END */
 #endif

@@ -23,6 +23,7 @@ ints so nothing wraps.  The C data path gets the same table as
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import os
 import stat
@@ -228,16 +229,65 @@ def validate_regions(specs, max_regions: int = MAX_REGIONS_DEFAULT) -> None:
                     f"regions overlap in {name} space at 0x{b[key]:x}")
 
 
+F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x0008)
+F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
+
+
+def _fd_kind(st: os.stat_result) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISFIFO, "pipe"), (stat.S_ISCHR, "character device")):
+        if test(st.st_mode):
+            return name
+    return "special file (an eventfd or another anonymous inode)" if not st.st_mode & 0o170000 \
+        else "special file"
+
+
+def check_mappable(fd: int, offset: int, size: int, *, writable: bool = True,
+                   what: str = "memory fd") -> os.stat_result:
+    """Every reason a peer's ``fd`` cannot back ``[offset, offset+size)``
+    mapped shared (and writable), as a :class:`RegionTableError` -- never a
+    bare OSError: the fd's type, its access mode (a read-only reopen via
+    /proc/PID/fd), its seals (F_SEAL_WRITE), its size.  For every mapper of
+    peer memory (:func:`map_regions`, the vhost-pci window, the dirty log
+    and inflight areas); the mmap that follows may still fail (a kernel
+    limit), which the caller turns into a RegionTableError too."""
+    try:
+        st = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as e:
+        raise RegionTableError(f"{what}: {e.strerror}") from None
+    if flags & getattr(os, "O_PATH", 0):
+        raise RegionTableError(f"{what} is an O_PATH handle: it cannot be mapped")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise RegionTableError(f"{what} is a {_fd_kind(st)}, not a regular file / memfd / "
+                               "shm object")
+    access = flags & os.O_ACCMODE
+    if access == os.O_WRONLY or (writable and access != os.O_RDWR):
+        mode = "write-only" if access == os.O_WRONLY else "read-only"
+        raise RegionTableError(f"{what} is open {mode}: it cannot be mapped "
+                               f"{'read/write' if writable else 'readable'}")
+    if writable:
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError:
+            seals = 0                         # not a memfd: no seals
+        if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):
+            raise RegionTableError(f"{what} is sealed against writing (F_SEAL_WRITE or "
+                                   "F_SEAL_FUTURE_WRITE): it cannot be mapped shared read/write")
+    if offset < 0 or size < 0 or offset + size > st.st_size:
+        held = "an fd of size 0" if st.st_size == 0 else f"0x{st.st_size:x} bytes"
+        raise RegionTableError(f"region [0x{offset:x}+0x{size:x}) lies past the end of its fd "
+                               f"({held})")
+    return st
+
+
 def _map_fd(fd: int, offset: int, size: int, writable: bool = True):
     """mmap ``[offset, offset+size)`` of ``fd``; -> (mmap, delta of offset)."""
-    st = os.fstat(fd)
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise RegionTableError("memory fd is not a regular file / memfd / shm object")
-    if offset + size > st.st_size:
-        raise RegionTableError(
-            f"region [0x{offset:x}+0x{size:x}) lies past the end of its fd "
-            f"(0x{st.st_size:x} bytes)")
-    align = max(PAGE_SIZE, os.fstatvfs(fd).f_bsize)  # hugetlbfs: huge page size
+    check_mappable(fd, offset, size, writable=writable)
+    try:
+        align = max(PAGE_SIZE, os.fstatvfs(fd).f_bsize)  # hugetlbfs: huge page size
+    except OSError:
+        align = PAGE_SIZE
     base = offset - offset % align
     delta = offset - base
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)

@@ -28,11 +28,12 @@ from emu.vhost_user.backend import Backend
 from emu.vhost_user.counters import PeerCounters
 from emu.vhost_user.device import BackendDevice, MemoryMapper
 from emu.vhost_user.errors import VhostUserError
+from emu.vhost_user.sockets import backlog_for, listen_unix
 from emu.vhost_user.transport import BackendClient, BackendServer
 
 if TYPE_CHECKING:   # the front-end is imported when a netdev opens: a VM whose
     # only socket chardev is a vhost-pci-net device's never loads it
-    from emu.vhost_user.frontend import FrontendClient, Negotiated
+    from emu.vhost_user.client import FrontendClient, Negotiated
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class VhostUserNetdev:
             and not self.client.stream.closed
 
     def _client(self, path=None, sock=None) -> FrontendClient:
-        from emu.vhost_user.frontend import Frontend, FrontendClient
+        from emu.vhost_user.client import FrontendClient
+        from emu.vhost_user.frontend import Frontend
         fe = Frontend(vhost_pci=self.vhost_pci, wire_log=self.wire_log, counters=self.counters)
         kw = dict(frontend=fe, timeout=self.timeout,
                   on_backend_features=self._on_backend_features,
@@ -138,7 +140,8 @@ class VhostUserNetdev:
         try:
             await self._handshake()
         except VhostUserError as e:
-            log.warning("netdev %s: handshake failed, reconnecting: %s", self.id, e)
+            self.counters.limiter.log(log, logging.WARNING, "handshake",
+                                      "netdev %s: handshake failed, reconnecting: %s", self.id, e)
             self.client.drop(e)
             await self.up.wait()
 
@@ -262,17 +265,14 @@ class VhostUserBackendSocket:
 
 
 def _listen(s: SocketSpec) -> socket.socket:
+    """The netdev's listening socket: one back-end at a time, a few more
+    may knock (they are turned away by the handshake, not by the kernel).
+    Errors name the path (SocketSetupError); the launcher names the option."""
     if s.fd is not None:
-        ls = socket.socket(fileno=os.dup(s.fd))
-    else:
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd = os.dup(s.fd)
         try:
-            if os.path.exists(s.path):
-                os.unlink(s.path)
-            ls.bind(s.path)
-        except OSError:
-            ls.close()
+            return listen_unix(fd=fd, backlog=backlog_for(1))
+        except BaseException:
+            os.close(fd)
             raise
-    ls.listen(1)
-    ls.setblocking(False)
-    return ls
+    return listen_unix(s.path, backlog=backlog_for(1))

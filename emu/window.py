@@ -29,16 +29,14 @@ Mapped regions are exposed as a :class:`WindowMemory` of
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import logging
 import mmap
 import os
-import stat
 import threading
 from dataclasses import dataclass
 
 from emu.errors import RegionTableError
-from emu.memory import (GuestMemory, MAX_REGIONS_DEFAULT, PAGE_SIZE, Region,
+from emu.memory import (GuestMemory, MAX_REGIONS_DEFAULT, PAGE_SIZE, Region, check_mappable,
                         validate_regions)
 
 log = logging.getLogger(__name__)
@@ -56,8 +54,6 @@ MAP_NORESERVE = 0x4000
 SLOT_ALIGN = 2 << 20  # 2 MiB: keeps huge-page-backed regions huge
 PROT_NONE = 0
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
-F_SEAL_FUTURE_WRITE = 0x0010           # linux/fcntl.h (Linux 5.1); Python's fcntl lacks it
-_WRITE_SEALS = fcntl.F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
 
 
 def _mmap(addr, length, prot, flags, fd=-1, offset=0) -> int:
@@ -140,39 +136,6 @@ class TablePlan:
         _close_all(s.fd for s in slots)
 
 
-def check_region_fd(fd: int, offset: int, size: int) -> None:
-    """The fd of a region must be mappable read-write shared over
-    ``[offset, offset + size)``: a regular file (memfd, shm object, a file on
-    tmpfs or hugetlbfs), large enough, open O_RDWR, not sealed against
-    writes.  Raises RegionTableError (every OS error included)."""
-    where = f"region [0x{offset:x}+0x{size:x})"
-    try:
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        st = os.fstat(fd)
-    except OSError as e:
-        raise RegionTableError(f"{where}: its fd cannot be inspected: {e.strerror}") from None
-    if flags & os.O_PATH:
-        raise RegionTableError(f"{where}: its fd is an O_PATH fd, which cannot be mapped")
-    if not stat.S_ISREG(st.st_mode):
-        kind = stat.filemode(st.st_mode)[0]
-        raise RegionTableError(f"{where}: its fd is not a regular file, memfd or shm object "
-                               f"(file type '{kind}')")
-    if st.st_size == 0:
-        raise RegionTableError(f"{where}: its fd has size 0")
-    if offset + size > st.st_size:
-        raise RegionTableError(f"{where} lies past the end of its fd (0x{st.st_size:x} bytes)")
-    if flags & os.O_ACCMODE != os.O_RDWR:
-        # (mmap(2): MAP_SHARED with PROT_WRITE needs an fd open read-write)
-        raise RegionTableError(f"{where}: its fd is not open read-write")
-    try:
-        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-    except OSError:
-        seals = 0                      # EINVAL: not a memfd, nothing sealed
-    if seals & _WRITE_SEALS:
-        # (memfd_create(2): a write seal makes a shared writable mapping fail, EPERM)
-        raise RegionTableError(f"{where}: its memfd is sealed against writes")
-
-
 class PeerWindow:
     """A ``size``-byte reservation; regions live at offsets inside it."""
 
@@ -222,8 +185,9 @@ class PeerWindow:
             order = sorted(range(len(specs)), key=lambda i: specs[i][0])
             offsets = self.layout([specs[i] for i in order])
             slots = [_Slot(*specs[i], fds[i], woff) for i, woff in zip(order, offsets)]
-            for s in slots:
-                check_region_fd(s.fd, s.mmap_offset, s.size)
+            for s in slots:     # the checks of every mapper of peer memory
+                check_mappable(s.fd, s.mmap_offset, s.size,
+                               what=f"memory fd of region gpa=0x{s.gpa:x}")
         except BaseException:
             _close_all(fds)
             raise

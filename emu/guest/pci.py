@@ -15,12 +15,12 @@ loop, an MSI-X table outside its BAR) raises :class:`DriverError`.
 """
 from __future__ import annotations
 
-import os
 import select
 import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from emu import eventfd
 from emu.errors import PeerError
 from emu.spec import pci as regs
 
@@ -434,9 +434,6 @@ def wait_interrupts(fds: list[int], timeout: float | None) -> set[int]:
     ready = poller.poll(None if timeout is None else int(timeout * 1000))
     fired = set()
     for fd, _ in ready:
-        try:
-            os.eventfd_read(fd)
+        if eventfd.drain(fd):
             fired.add(fd)
-        except BlockingIOError:
-            pass
     return fired

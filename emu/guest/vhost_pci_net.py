@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from emu import ring
+from emu import ratelimit, ring
 from emu.guest.dma import DmaPool
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.taps import tap
@@ -269,7 +269,8 @@ class VhostPciNetDriver(DeviceLifecycle):
                                           call_fd=call if call is not None else -1,
                                           kick_fd=kick, name=f"{self.name}.peer{index}")
         except Exception as e:       # the peer's addresses are untrusted
-            log.warning("%s: peer vring %d unusable: %s", self.name, index, e)
+            ratelimit.DEFAULT.log(log, logging.WARNING, (self.name, "peer-vring"),
+                                  "%s: peer vring %d unusable: %s", self.name, index, e)
             return None
         if q.used_idx != q.last_avail_idx:
             # a driver that rebooted while the peer's split rings ran on: this

@@ -22,11 +22,11 @@ the spec asks for it.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from dataclasses import dataclass
 
+from emu import eventfd
 from emu.guest.pci import DriverError, PCIDevice
 from emu.spec import pci as regs
 from emu.spec.virtio import (F_VERSION_1, NO_VECTOR, STATUS_ACKNOWLEDGE, STATUS_DRIVER,
@@ -286,7 +286,7 @@ class VirtioPCIDriver:
         q = self.queues[index]
         fd = self.dev.bus.ioeventfd_for(q.notify_addr, 2, index)
         if fd is not None:
-            os.eventfd_write(fd, 1)
+            eventfd.signal(fd)      # shared with a vhost-user back-end: never blocks
         else:
             self.dev.bus.mmio_write(q.notify_addr, 2, index)
 

@@ -10,10 +10,10 @@ so a driver runs over either interface.
 """
 from __future__ import annotations
 
-import os
 import struct
 import time
 
+from emu import eventfd
 from emu.guest.pci import DriverError, PCIDevice
 from emu.guest.virtio_pci import CONFIG_RETRIES, RESET_POLLS, QueueInfo, is_virtio
 from emu.spec import virtio_pci as VP
@@ -153,7 +153,7 @@ class LegacyVirtioPCIDriver:
     def notify(self, index: int) -> None:
         fd = self.notify_eventfd(index)
         if fd is not None:
-            os.eventfd_write(fd, 1)
+            eventfd.signal(fd)      # shared with a vhost-user back-end: never blocks
         else:
             self._w(VP.QUEUE_NOTIFY, 2, index)
 

@@ -6,7 +6,9 @@
   ``-d`` items and the trace events (:mod:`emu.trace`).  ``guest_errors``
   sends every guest error there (without it only the first of each kind
   is a warning on stderr); ``vhost_user`` adds the vhost-user modules'
-  own notes to its messages; ``vhost_user_wire`` writes the JSON wire log.
+  own notes to its messages, the lines the peers' rate limit held back
+  included (:mod:`emu.ratelimit`: they go to DEBUG); ``vhost_user_wire``
+  writes the JSON wire log.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def setup(cfg: MachineConfig) -> None:
     if "vhost_user" in cfg.log_items:
         for name in _VHOST_USER_LOGGERS:
             lg = logging.getLogger(name)
-            lg.setLevel(logging.INFO)
+            lg.setLevel(logging.DEBUG)      # everything: what the rate limit held back too
             lg.addHandler(to_log)
 
 

@@ -151,7 +151,13 @@ def _trace_phases() -> None:
 
 
 def _origin_of(cfg: MachineConfig, err: BaseException) -> str:
-    """The -netdev a start-up failure is about (start-up waits for netdevs only)."""
+    """The option a start-up failure is about: the -chardev whose path a
+    socket error names (SocketSetupError, ConnectFailed), else the -netdev
+    (start-up waits for netdevs only)."""
+    path = getattr(err, "path", None)
+    for c in cfg.chardevs if path else ():
+        if c.path == path:
+            return c.origin
     for n in cfg.netdevs:
         ch = cfg.chardev(n.chardev)
         if n.id in str(err) or (ch is not None and str(ch.path) in str(err)):

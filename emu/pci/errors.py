@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 
 from emu.errors import PeerError
+from emu.ratelimit import LogLimiter
 
 log = logging.getLogger("emu.pci")
 
@@ -34,7 +35,9 @@ class BusError(PeerError):
 
 class GuestErrors:
     """Counts guest errors by kind; logs the first of each kind (as QEMU's
-    ``LOG_GUEST_ERROR``), then stays quiet so a hostile guest cannot flood
+    ``LOG_GUEST_ERROR``), then at most one a minute per kind with the count
+    held back (:class:`emu.ratelimit.LogLimiter`, the mechanism every
+    untrusted party's log lines go through), so a hostile guest cannot flood
     the log.  ``total``/``by_kind``/``last`` are for the monitor."""
 
     def __init__(self, owner: str):
@@ -42,13 +45,14 @@ class GuestErrors:
         self.by_kind: Counter[str] = Counter()
         self.total = 0
         self.last = ""
+        self.limiter = LogLimiter(burst=1, rate=1 / 60)
 
     def record(self, kind: str, message: str) -> None:
         self.total += 1
         self.by_kind[kind] += 1
         self.last = message
-        level = logging.WARNING if self.by_kind[kind] == 1 else logging.DEBUG
-        log.log(level, "%s: guest error (%s): %s", self.owner, kind, message)
+        self.limiter.log(log, logging.WARNING, kind, "%s: guest error (%s): %s",
+                         self.owner, kind, message)
 
     def __getitem__(self, kind: str) -> int:
         return self.by_kind[kind]

@@ -21,11 +21,11 @@ threads use them.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from emu import eventfd
 from emu.errors import EmuBug
 from emu.spec import pci as regs
 from emu.pci.bar import Bar, RegisterOps, as_ram_backing
@@ -62,10 +62,7 @@ class IoEventFd:
 
 
 def _signal(fd: int) -> None:
-    try:
-        os.eventfd_write(fd, 1)
-    except BlockingIOError:        # counter saturated: the reader is woken anyway
-        pass
+    eventfd.signal(fd)     # a full counter wakes its reader anyway; never blocks
 
 
 def all_ones(size: int) -> int:

@@ -24,6 +24,7 @@ import os
 import threading
 from collections import Counter
 
+from emu import eventfd
 from emu.address_space import Region
 from emu.spec import pci as regs
 
@@ -33,10 +34,7 @@ APIC_MSI_SIZE = 0x100000        # 0xFEE00000..0xFEEFFFFF
 
 
 def _signal(fd: int) -> None:
-    try:
-        os.eventfd_write(fd, 1)
-    except BlockingIOError:   # counter saturated: the waiter is already woken
-        pass
+    eventfd.signal(fd)     # a full counter wakes its reader anyway; never blocks
 
 
 class InterruptController:

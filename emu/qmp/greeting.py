@@ -24,5 +24,9 @@ def greeting() -> dict:
 
 
 def encode(msg: dict, pretty: bool = False) -> bytes:
-    """One QMP message on the wire (QEMU ends each with CRLF)."""
-    return (json.dumps(msg, indent=4 if pretty else None) + "\r\n").encode()
+    """One QMP message on the wire (QEMU ends each with CRLF): strict JSON,
+    as :func:`emu.qmp.stream.decode` reads it -- a NaN or infinity anywhere
+    raises ValueError instead of writing ``NaN``/``Infinity``."""
+    # (RFC 8259, 6: "Numeric values that cannot be represented [...] as
+    # sequences of digits (such as Infinity and NaN) are not permitted")
+    return (json.dumps(msg, indent=4 if pretty else None, allow_nan=False) + "\r\n").encode()

@@ -1,6 +1,8 @@
 """Split a QMP byte stream into JSON values, as QEMU's json-streamer does.
 
-QMP is not line-based: a value may span lines and several may share one.
+Input is strict JSON (:func:`decode`; output is as strict:
+:func:`emu.qmp.greeting.encode`).  QMP is not line-based: a value may span
+lines and several may share one.
 The streamer tracks nesting and strings only, so it costs no memory for
 input it will reject anyway:
 
@@ -17,6 +19,7 @@ input it will reject anyway:
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -45,10 +48,24 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
+def _finite(text: str) -> float:
+    # (RFC 8259, 6: "Numeric values that cannot be represented [...] as
+    # sequences of digits (such as Infinity and NaN) are not permitted")
+    # 1e999 overflows to inf: QEMU 7.2 takes it and echoes an ``id`` of
+    # 1e999 back as ``inf``, which is not JSON; emu refuses it here, so
+    # nothing it answers can carry one.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:32]} out of range")
+    return value
+
+
 def decode(data: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity, no duplicate keys), or :class:`JsonError`."""
+    """Strict JSON (no NaN/Infinity, no number that overflows to them, no
+    duplicate keys), or :class:`JsonError`."""
     try:
-        return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_pairs)
+        return json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_pairs,
+                          parse_float=_finite)
     except RecursionError:
         raise JsonError("JSON parse error, nesting too deep") from None
     except ValueError as e:  # includes JSONDecodeError and UnicodeDecodeError
@@ -194,3 +211,4 @@ class JsonStreamer:
         if self.pending:
             out.append(JsonError("JSON parse error, input discarded at reset byte"))
         self._reset()
+

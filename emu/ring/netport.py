@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 
+from emu import eventfd as efd
 from emu._ring import ffi, lib
 from emu.errors import EmuBug
 from emu.ring.burst import RingError
@@ -107,11 +108,7 @@ class NetPort:
 
     def consume_event(self) -> bool:
         """Read :attr:`event_fd` (the link went down); True if it was set."""
-        try:
-            os.eventfd_read(self.event_fd)
-            return True
-        except BlockingIOError:
-            return False
+        return efd.drain(self.event_fd) > 0
 
     # -- the rings -------------------------------------------------------------------------
     def attach(self, tx: DeviceQueue, rx: DeviceQueue) -> None:
@@ -155,10 +152,7 @@ class NetPort:
             raise EmuBug(f"net port {self.name}: {what} while the job may be in the rings")
 
     def _wake(self) -> None:
-        try:
-            os.eventfd_write(int(self.p.wake_fd), 1)
-        except BlockingIOError:
-            pass
+        efd.signal(int(self.p.wake_fd))     # a full counter wakes the job anyway
 
     # -- frames from Python ------------------------------------------------------------------
     def inject(self, frame: bytes) -> bool:

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Sequence
 
+from emu.testing import orphans
 from emu.testing.procs import command, cpu_seconds
 
 TESTPMD = "dpdk-testpmd"
@@ -78,7 +79,7 @@ class Testpmd:
         self._reader: threading.Thread | None = None
 
     def start(self) -> "Testpmd":
-        self.proc = subprocess.Popen(command(self.argv), stdin=subprocess.DEVNULL,
+        self.proc = orphans.popen(command(self.argv), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -43,6 +43,7 @@ from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from emu.keyval import parse_pairs
+from emu.testing import orphans
 
 DEFAULT_BINARY = (sys.executable, "-m", "emu")
 BINARY_ENV = "EMU_BINARY"
@@ -280,7 +281,7 @@ class VMProcess:
         self._argv = self._command_line(peer.fileno() if peer else None)
         try:
             with open(self._out_path, "wb") as out, open(self._err_path, "wb") as err:
-                self._proc = subprocess.Popen(
+                self._proc = orphans.popen(       # dies with the harness
                     self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                     pass_fds=self.pass_fds + ((peer.fileno(),) if peer else ()),
                     env=self.env, start_new_session=True)

@@ -8,9 +8,11 @@ a benchmark needs on top:
 * **placement** -- ``taskset -c CPUS``: on a 2-core machine each busy loop
   gets a core of its own, the same layout DPDK's ``-l``/``--main-lcore``
   gives testpmd;
-* **no orphans** -- ``setpriv --pdeathsig KILL``: a harness killed by
-  SIGKILL (no ``finally`` runs) still takes its busy-polling VMs with it.
-  The signal follows the *thread* that forked, so spawn from the main thread;
+* **no orphans** -- every child is started by :mod:`emu.testing.orphans`
+  (PR_SET_PDEATHSIG, forked by a thread that lives as long as the
+  process): a harness killed by SIGKILL (no ``finally`` runs) still takes
+  its busy-polling VMs with it; ``setpriv --pdeathsig KILL`` in
+  :func:`command` does the same for what is run by other means;
 * **accounting** -- CPU seconds (utime + stime of every thread) and memory
   (VmRSS and its parts) of any pid, from /proc;
 * **set-ups** -- argument lists of the benchmark VMs (N queue pairs, a VM2

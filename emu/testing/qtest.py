@@ -32,6 +32,8 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from emu.testing import orphans
+
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -242,9 +244,9 @@ class QtestMachine:
             listeners.append(s)
         self._stderr = tempfile.TemporaryFile()
         try:
-            self.proc = subprocess.Popen(self.argv(qpath, mpath), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                         env=self.env)
+            self.proc = orphans.popen(self.argv(qpath, mpath), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                      env=self.env)          # dies with the harness
             socks = [self._accept(s) for s in listeners]
         except BaseException:
             self.kill()

@@ -10,8 +10,10 @@ See docs/vhost-user.md.  Layout (one job per module):
 * ``vring``     -- the back-end's view of a ring (translation, checks)
 * ``shm``       -- fd checks, dirty log, inflight area
 * ``backend``   -- Backend: one connection's back-end state machine
-* ``frontend``  -- Frontend (sans-IO) and FrontendClient (asyncio)
-* ``transport`` -- MessageStream, BackendConnection, BackendServer/Client, connect_unix
+* ``frontend``  -- Frontend, the front-end's sans-IO state machine
+* ``client``    -- FrontendClient: a Frontend on a socket (asyncio)
+* ``transport`` -- MessageStream, BackendConnection, BackendServer/Client
+* ``sockets``   -- listening and connecting unix sockets, reconnect back-off
 * ``wirelog``   -- per-connection JSON-lines wire log
 """
 import importlib
@@ -21,8 +23,8 @@ import importlib
 # the codec, the state machines and the transport at start-up).
 _WHERE = {"Backend": "backend", "Decoder": "codec", "Message": "codec", "encode": "codec",
           "request": "codec", "BackendDevice": "device", "DefaultMapper": "device",
-          "MemoryMapper": "device", "Frontend": "frontend", "FrontendClient": "frontend",
-          "FrontendVring": "frontend", "BackendRequest": "messages", "Flags": "messages",
+          "MemoryMapper": "device", "Frontend": "frontend", "FrontendClient": "client",
+          "FrontendVring": "client", "BackendRequest": "messages", "Flags": "messages",
           "FrontendRequest": "messages", "ProtocolFeature": "messages",
           "VirtioFeature": "messages", "BackendClient": "transport",
           "BackendConnection": "transport", "BackendServer": "transport", "Vring": "vring",

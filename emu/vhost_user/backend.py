@@ -25,8 +25,10 @@ import logging
 import threading
 from typing import Callable
 
+from emu import ratelimit
 from emu.errors import EmuBug, PeerError
-from emu.memory import GuestMemory, validate_regions
+from emu.memory import GuestMemory, check_mappable, validate_regions
+from emu.ratelimit import LogLimiter
 from emu.spec import virtio_ring, virtio_ring_packed
 from emu.vhost_user import extension
 from emu.vhost_user.codec import Message, close_fds, request
@@ -136,6 +138,11 @@ class Backend:
         }
         device.connected(self)
 
+    @property
+    def limiter(self) -> LogLimiter:
+        """Rate limit of this device's log lines about its peers."""
+        return self.counters.limiter if self.counters is not None else ratelimit.DEFAULT
+
     # -- negotiation state ---------------------------------------------------------
     def offered_features(self) -> int:
         return int(self.device.features()) | int(VirtioFeature.PROTOCOL_FEATURES)
@@ -197,6 +204,14 @@ class Backend:
             reply = handler(msg)
         except PeerError as e:
             return self._refuse(msg, e)
+        except OSError as e:
+            # The root of every OSError here is a peer's fd (a mapping or an
+            # fd check a mapper or device made without typing it): a refusal
+            # like any other, never an internal error that drops the peer.
+            # Handlers validate first and mappers leave the old table on
+            # failure, so the previous state stands.
+            return self._refuse(msg, ProtocolViolation(
+                f"{msg.request.name}: {e.strerror or e} (from the peer's fd)"))
         if spec.has_reply:
             return [msg.reply(*reply) if isinstance(reply, tuple) else msg.reply(reply)]
         if msg.need_reply:
@@ -218,7 +233,8 @@ class Backend:
         self.refused.append((msg.request.name, err))
         if self.counters is not None:
             self.counters.note_refused(msg.request.name, err)
-        log.warning("vhost-user back-end refused %s: %s", msg.request.name, err)
+        self.limiter.log(log, logging.WARNING, ("refused", msg.request.name),
+                         "vhost-user back-end refused %s: %s", msg.request.name, err)
         if self.wire_log is not None:
             self.wire_log.error("rx", err)
         if msg.is_reply:
@@ -431,6 +447,7 @@ class Backend:
         for v in running:
             if not v.fits(specs):
                 raise ProtocolViolation(f"new memory table leaves running vring {v.index} unmapped")
+        self._check_fds(specs, msg.fds)
         self._kept.update(msg.fds)          # the mapper owns them now
         self._pause(running)
         try:
@@ -444,6 +461,15 @@ class Backend:
             self.mapper.unmap(t)
         self._resume(running)
 
+    @staticmethod
+    def _check_fds(specs, fds) -> None:
+        """Every fd can back its region (type, access mode, seals, size)
+        before a ring is paused or the mapper is called: a mapper that
+        must let go of the current table first (the vhost-pci window) then
+        fails only for reasons of its own."""
+        for (gpa, size, uaddr, offset), fd in zip(specs, fds):
+            check_mappable(fd, offset, size, what=f"memory fd of region gpa=0x{gpa:x}")
+
     def _get_max_mem_slots(self, msg):
         return U64(self.max_regions)
 
@@ -453,6 +479,7 @@ class Backend:
         if len(live) >= self.max_regions:
             raise ProtocolViolation(f"ADD_MEM_REG: all {self.max_regions} memory slots are used")
         validate_regions(live + [spec], self.max_regions)
+        self._check_fds([spec], msg.fds[:1])
         self._kept.add(msg.fds[0])
         new = self.mapper.map([spec], [msg.fds[0]])
         running = [v for v in self.vrings if v.started]
@@ -502,7 +529,8 @@ class Backend:
         try:
             v.translate(self.memory)
         except ProtocolViolation as e:
-            log.info("vring %d no longer translates (%s): needs a new SET_VRING_ADDR", v.index, e)
+            self.limiter.log(log, logging.INFO, "retranslate", "vring %d no longer translates "
+                             "(%s): needs a new SET_VRING_ADDR", v.index, e)
 
     def _drop_memory(self) -> None:
         old, self._tables, self._removed = self._tables, [], set()

@@ -4,11 +4,14 @@ One :class:`PeerCounters` lives as long as the device (a Backend or a
 Frontend lives one connection), so the monitor can show every refused
 request and every dropped connection even after the peer is gone: each
 refusal by request name, each drop by error class, and the last error's
-text.  Updated on the event-loop thread only.
+text.  Updated on the event-loop thread only.  Its :attr:`limiter`
+rate-limits the log lines about these peers, across connections.
 """
 from __future__ import annotations
 
 from collections import Counter
+
+from emu.ratelimit import LogLimiter
 
 
 class PeerCounters:
@@ -19,6 +22,7 @@ class PeerCounters:
         self.refused: Counter[str] = Counter()   # request name -> refused / ignored
         self.dropped: Counter[str] = Counter()   # error class -> connections dropped
         self.last_error = ""
+        self.limiter = LogLimiter()  # every log line about these peers goes through it
 
     def note_refused(self, request: str, err: BaseException) -> None:
         self.refused[request] += 1
@@ -32,4 +36,6 @@ class PeerCounters:
         return {"connections": self.connections, "rejected": self.rejected,
                 "disconnects": self.disconnects, "refused": dict(self.refused),
                 "refused_total": sum(self.refused.values()), "dropped": dict(self.dropped),
-                "dropped_total": sum(self.dropped.values()), "last_error": self.last_error}
+                "dropped_total": sum(self.dropped.values()), "last_error": self.last_error,
+                # log lines about these peers the rate limit held back (DEBUG only)
+                "log_suppressed": self.limiter.suppressed}

@@ -5,7 +5,7 @@ connection that caused it is dropped (or the request is refused) and the
 process keeps serving.  Misuse of this package by emu code is an
 :class:`emu.errors.EmuBug`.
 """
-from emu.errors import EmuBug, PeerError
+from emu.errors import EmuBug, EmuError, PeerError
 
 
 class VhostUserError(PeerError):
@@ -43,4 +43,21 @@ class UsageError(EmuBug):
 
 
 class ConnectFailed(VhostUserError):
-    """No peer listens on the socket path (and no reconnect was asked for)."""
+    """No peer listens on the socket path (and no reconnect was asked for,
+    or its time ran out).  ``path`` names it, for the launcher to name the
+    option that gave it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class SocketSetupError(EmuError):
+    """A socket from the command line cannot be set up (a path that is a
+    directory, a file, too long; a bad inherited fd): the operator's error,
+    not a peer's.  ``path`` names it (None for an fd); the launcher puts the
+    option in front, as QEMU does (``-chardev ...: Failed to bind ...``)."""
+
+    def __init__(self, path: str | None, message: str):
+        super().__init__(message)
+        self.path = path

@@ -11,6 +11,8 @@ import stat
 
 import numpy as np
 
+from emu.errors import RegionTableError
+from emu.memory import check_mappable
 from emu.spec.virtio_ring import num_valid
 from emu.spec.virtio_ring_packed import num_valid as packed_num_valid
 from emu.vhost_user.errors import ProtocolViolation
@@ -43,13 +45,17 @@ def check_eventfd(fd: int, what: str) -> None:
     would make the data path read or write the wrong object."""
     kind = fd_kind(fd)
     if kind != "eventfd":
-        raise ProtocolViolation(f"{what} fd is a {kind}, not an eventfd")
+        raise ProtocolViolation(f"{what} fd is {_a(kind)}, not an eventfd")
 
 
 def check_unix_socket(fd: int, what: str) -> None:
     kind = fd_kind(fd)
     if kind != "socket":
-        raise ProtocolViolation(f"{what} fd is a {kind}, not a socket")
+        raise ProtocolViolation(f"{what} fd is {_a(kind)}, not a socket")
+
+
+def _a(kind: str) -> str:
+    return "closed" if kind == "closed" else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 class SharedMapping:
@@ -59,12 +65,10 @@ class SharedMapping:
     def __init__(self, fd: int, size: int, offset: int, what: str):
         if size <= 0 or offset < 0 or offset + size > U64_MAX:
             raise ProtocolViolation(f"{what}: bad size 0x{size:x} / offset 0x{offset:x}")
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ProtocolViolation(f"{what}: fd is a {fd_kind(fd)}, not a memfd or file")
-        if offset + size > st.st_size:
-            raise ProtocolViolation(f"{what}: [0x{offset:x}+0x{size:x}) lies past the end "
-                                    f"of its fd (0x{st.st_size:x} bytes)")
+        try:                    # type, access mode, seals, size: the same checks as guest RAM
+            check_mappable(fd, offset, size, what=f"{what} fd")
+        except RegionTableError as e:
+            raise ProtocolViolation(str(e)) from None
         base = offset - offset % mmap.ALLOCATIONGRANULARITY
         self._delta = offset - base
         try:

@@ -13,11 +13,13 @@ a read belong to exactly that message.  ``MSG_CTRUNC`` (more fds than
 * :class:`BackendServer` -- listens on a path (or an inherited listening
   fd) and serves one front-end at a time, as QEMU's chardev does: a second
   client is accepted and closed at once while one is connected;
-* :class:`BackendClient` and :func:`connect_unix` -- the connecting side,
-  with QEMU's ``reconnect=SECONDS`` behaviour (retry with back-off; every
-  new connection starts from scratch, so the peer redoes the handshake).
+* :class:`BackendClient` -- the connecting side, with QEMU's
+  ``reconnect=SECONDS`` behaviour (retry with back-off after every failure
+  and every short-lived connection; every new connection starts from
+  scratch, so the peer redoes the handshake).  Listening and connecting
+  sockets themselves are :mod:`emu.vhost_user.sockets`'.
 
-The front-end's asyncio client lives in :mod:`emu.vhost_user.frontend`.
+The front-end's asyncio client lives in :mod:`emu.vhost_user.client`.
 """
 from __future__ import annotations
 
@@ -28,16 +30,18 @@ import errno
 import logging
 import os
 import socket
-import stat
 from typing import Callable
 
+from emu import ratelimit
 from emu.errors import EmuBug, PeerError
+from emu.ratelimit import LogLimiter
 from emu.vhost_user.backend import Backend
 from emu.vhost_user.codec import DEFAULT_MAX_PAYLOAD, Decoder, Message, close_fds, encode
 from emu.vhost_user.counters import PeerCounters
-from emu.vhost_user.errors import (ConnectFailed, MalformedMessage, PeerClosed, PeerTimeout,
+from emu.vhost_user.errors import (MalformedMessage, PeerClosed, PeerTimeout,
                                    TruncatedMessage, UsageError)
 from emu.vhost_user.messages import MAX_FDS, BackendRequest, FrontendRequest
+from emu.vhost_user.sockets import Backoff, backlog_for, connect_unix, listen_unix
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,9 @@ class MessageStream:
         # (slowloris: a trickled header would hold the one served slot)
         self.message_timeout = message_timeout
         self._partial_timer: asyncio.TimerHandle | None = None
+        # O_NONBLOCK belongs to the open file description, which a peer may
+        # share (SET_BACKEND_REQ_FD hands over a socket the front-end can keep
+        # a copy of, and clear the flag on): every call says MSG_DONTWAIT too
         sock.setblocking(False)
         self.decoder = Decoder(requests, max_payload=max_payload, max_fds=max_fds)
         self._loop = asyncio.get_running_loop()
@@ -102,7 +109,8 @@ class MessageStream:
         for _ in range(RECV_BATCH):
             try:
                 data, anc, flags, _ = self.sock.recvmsg(
-                    self.decoder.wanted(), self._cmsg_space, socket.MSG_CMSG_CLOEXEC)
+                    self.decoder.wanted(), self._cmsg_space,
+                    socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -204,7 +212,7 @@ class MessageStream:
             data, fds = self._out[0]
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
             try:
-                n = self.sock.sendmsg([data], anc)
+                n = self.sock.sendmsg([data], anc, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -297,7 +305,7 @@ class BackendConnection:
                 self.stream.send(m)
             self._sync_channel()
         except PeerError as e:
-            log.info("%s: %s", self.stream.name, e)
+            self.backend.limiter.log(log, logging.INFO, "flush", "%s: %s", self.stream.name, e)
 
     async def _run(self) -> None:
         try:
@@ -309,17 +317,19 @@ class BackendConnection:
                 self._sync_channel()
                 await self.stream.drain(self.reply_timeout)
         except PeerClosed as e:
-            log.info("%s", e)
+            self.backend.limiter.log(log, logging.INFO, "closed", "%s", e)
         except PeerError as e:
             self.error = e
-            log.warning("vhost-user connection %s dropped: %s", self.stream.name, e)
+            self.backend.limiter.log(log, logging.WARNING, ("dropped", type(e).__name__),
+                                     "vhost-user connection %s dropped: %s", self.stream.name, e)
             if self.backend.counters is not None:
                 self.backend.counters.note_dropped(e)
             if self.backend.wire_log is not None:
                 self.backend.wire_log.error("rx", e)
         except Exception as e:             # EmuBug or a device bug: drop this connection only
             self.error = e
-            log.exception("vhost-user connection %s: internal error", self.stream.name)
+            self.backend.limiter.log(log, logging.ERROR, "internal", "vhost-user connection %s: "
+                                     "internal error", self.stream.name, exc_info=True)
             if self.backend.counters is not None:
                 self.backend.counters.note_dropped(e)
         finally:
@@ -342,14 +352,14 @@ class BackendConnection:
                 try:
                     self.channel.send(m)
                 except PeerClosed as e:
-                    log.info("%s", e)
+                    self.backend.limiter.log(log, logging.INFO, "channel", "%s", e)
 
     async def _read_channel(self, channel: MessageStream) -> None:
         try:
             while True:
                 self.backend.handle_channel_reply(await channel.receive())
         except PeerError as e:
-            log.info("back-end request channel: %s", e)
+            self.backend.limiter.log(log, logging.INFO, "channel", "back-end request channel: %s", e)
 
     def _close_channel(self) -> None:
         if self._channel_task is not None:
@@ -380,30 +390,6 @@ class BackendConnection:
         self._close()
 
 
-def _listening_socket(path: str | None, fd: int | None) -> socket.socket:
-    if (path is None) == (fd is None):
-        raise UsageError("give exactly one of path= or fd=")
-    if fd is not None:
-        sock = socket.socket(fileno=fd)
-        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-            sock.detach()
-            raise UsageError(f"fd {fd} is not a unix stream socket")
-        return sock
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)             # a stale socket from an earlier run, as QEMU does
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(path)
-        sock.listen(4)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class BackendServer:
     """Listen for front-ends; one connection served at a time, each with a
     fresh :class:`Backend` from ``backend_factory``.  ``max_connections``
@@ -432,9 +418,15 @@ class BackendServer:
         self.rejected = 0               # refused while busy
         self._connected = asyncio.Event()
 
+    @property
+    def _limiter(self) -> LogLimiter:
+        return self.counters.limiter if self.counters is not None else ratelimit.DEFAULT
+
     async def start(self) -> BackendServer:
-        self.sock = _listening_socket(self.path, self._fd)
-        self.sock.setblocking(False)
+        # the backlog holds a burst of the clients we take at once (the one
+        # served and the max_connections - 1 waiting): none gets EAGAIN
+        self.sock = listen_unix(self.path, self._fd,
+                                backlog=backlog_for(self.max_connections))
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_accept)
         return self
 
@@ -444,7 +436,7 @@ class BackendServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning("vhost-user accept failed: %s", e)
+            self._limiter.log(log, logging.WARNING, "accept", "vhost-user accept failed: %s", e)
             return
         if self.connection is not None and not self.connection.done.is_set():
             if 1 + len(self._waiting) < self.max_connections:
@@ -453,8 +445,10 @@ class BackendServer:
             self.rejected += 1
             if self.counters is not None:
                 self.counters.rejected += 1
-            log.warning("vhost-user %s: a front-end is already connected (max-connections %d); "
-                        "closing the new one", self.path or self._fd, self.max_connections)
+            self._limiter.log(log, logging.WARNING, "rejected",
+                              "vhost-user %s: a front-end is already connected (max-connections "
+                              "%d); closing the new one", self.path or self._fd,
+                              self.max_connections)
             conn.close()
             return
         self._serve(conn)
@@ -500,33 +494,6 @@ class BackendServer:
             await self.connection.close()
 
 
-async def connect_unix(path: str, *, reconnect: float | None = None,
-                       timeout: float | None = None) -> socket.socket:
-    """Connect to ``path``.  With ``reconnect`` (seconds), retry while nobody
-    listens, the delay doubling from 50 ms up to ``reconnect``; ``timeout``
-    bounds the whole wait."""
-    loop = asyncio.get_running_loop()
-    delay = min(0.05, reconnect) if reconnect else 0.0
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, path)
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            sock.close()
-            if not reconnect:
-                raise ConnectFailed(f"cannot connect to {path}: {e.strerror}") from None
-            if deadline is not None and loop.time() + delay > deadline:
-                raise ConnectFailed(f"nobody listens on {path} (gave up after {timeout} s)") from None
-        except BaseException:
-            sock.close()
-            raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, reconnect)
-
-
 class BackendClient:
     """A back-end that connects (``-chardev socket,server=off``), serving
     one connection at a time; with ``reconnect`` it connects again after
@@ -544,9 +511,10 @@ class BackendClient:
         self.connections = 0
         self._connected = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.backoff = Backoff(reconnect or 0)
 
     async def start(self) -> BackendClient:
-        sock = await connect_unix(self.path, reconnect=self.reconnect)
+        sock = await connect_unix(self.path, reconnect=self.reconnect, backoff=self.backoff)
         self._attach(sock)
         self.task = asyncio.get_running_loop().create_task(self._loop())
         return self
@@ -557,6 +525,7 @@ class BackendClient:
                                             max_payload=self.max_payload, max_fds=self.max_fds,
                                             message_timeout=self.message_timeout,
                                             name=f"{self.path}#{self.connections}")
+        self.backoff.up()
         self._connected.set()
 
     async def _loop(self) -> None:
@@ -565,7 +534,11 @@ class BackendClient:
             if not self.reconnect:
                 return
             self._connected.clear()
-            self._attach(await connect_unix(self.path, reconnect=self.reconnect))
+            # every end counts: a front-end that accepts and drops us at
+            # once must not make us reconnect at full speed
+            await asyncio.sleep(self.backoff.down())
+            self._attach(await connect_unix(self.path, reconnect=self.reconnect,
+                                            backoff=self.backoff))
 
     async def wait_connection(self, count: int, timeout: float | None = None) -> BackendConnection:
         """Wait until the ``count``-th connection is up."""

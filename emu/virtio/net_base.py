@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 
+from emu import eventfd as efd
 from emu.errors import GuestMemoryError
 from emu.spec import virtio as V, virtio_net as N
 from emu.spec.virtio_ring import (DESC, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE, RING_ENTRIES,
@@ -39,8 +40,7 @@ CTRL_QUEUE_SIZE = 64            # QEMU's control queue size
 CTRL_MAX_READ = 256             # bytes of one command read (the longest: a MAC table)
 
 
-def eventfd() -> int:
-    return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+eventfd = efd.new        # a call eventfd of the device's own (non-blocking, close-on-exec)
 
 
 class VirtioNet(VirtioDevice):
@@ -134,9 +134,9 @@ class VirtioNet(VirtioDevice):
             self.loop.add_reader(fd, self._on_call, i)
 
     def _on_call(self, index: int) -> None:
-        try:
-            os.eventfd_read(self.call_fds[index])
-        except BlockingIOError:
+        # a vhost-user back-end shares these: it may make one blocking or
+        # read it dry after the loop saw it readable (emu.eventfd: never blocks)
+        if not efd.drain(self.call_fds[index]):
             return
         self.calls[index] += 1
         self.transport.notify_queue(index)

@@ -70,6 +70,7 @@ import os
 import struct
 from dataclasses import replace
 
+from emu import eventfd as efd
 from emu.errors import EmuBug
 from emu.pci.function import IoEventFd, PCIFunction
 from emu.pci.msix import MSIX
@@ -362,10 +363,7 @@ class VirtioPCIFunction(PCIFunction):
         self.kicks[index] += 1
         entry = self._kick_fds.get(index)
         if entry is not None:
-            try:
-                os.eventfd_write(entry[0], 1)
-            except BlockingIOError:     # counter saturated: the reader is woken anyway
-                pass
+            efd.signal(entry[0])    # a vhost-user back-end's kick too: never blocks
             return
         self.device.queue_notify(index)
 

@@ -35,7 +35,7 @@ from emu.virtio.device import QueueConfig
 from emu.virtio.net_base import VirtioNet, eventfd
 from emu.vhost_user.errors import PeerClosed, VhostUserError
 from emu.vhost_user.messages import FrontendRequest as F, ProtocolFeature, Rarp, VringState
-from emu.vhost_user.frontend import FrontendVring
+from emu.vhost_user.client import FrontendVring
 
 __all__ = ["VirtioNetDevice", "eventfd"]
 
@@ -101,11 +101,16 @@ class VirtioNetDevice(VirtioNet):
                 await op(*args)
             except PeerClosed as e:
                 # the back-end went away meanwhile: its disconnect is reported already
-                log.info("%s: vhost-user %s: %s", self.name, op.__name__, e)
-            except (VhostUserError, OSError) as e:
-                log.warning("%s: vhost-user %s failed: %s", self.name, op.__name__, e)
+                self.netdev.counters.limiter.log(log, logging.INFO, ("op", op.__name__),
+                                                 "%s: vhost-user %s: %s", self.name, op.__name__, e)
+            except (VhostUserError, OSError) as e:     # a back-end can repeat this: rate-limited
+                self.netdev.counters.limiter.log(log, logging.WARNING, ("op", op.__name__),
+                                                 "%s: vhost-user %s failed: %s", self.name,
+                                                 op.__name__, e)
             except Exception:
-                log.exception("%s: %s failed", self.name, op.__name__)
+                self.netdev.counters.limiter.log(log, logging.ERROR, ("bug", op.__name__),
+                                                 "%s: %s failed", self.name, op.__name__,
+                                                 exc_info=True)
             finally:
                 if op == self._op_stop:
                     self._reset_done.set()

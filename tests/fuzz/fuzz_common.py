@@ -21,6 +21,12 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def fd_set() -> set[int]:
+    """This process's open fds (the listing's own fd left out)."""
+    fds = {int(f) for f in os.listdir("/proc/self/fd")}
+    return {fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
 def map_count() -> int:
     with open("/proc/self/maps") as f:
         return sum(1 for _ in f)

@@ -84,8 +84,8 @@ def test_daemonize_start_up_error_is_the_parents_exit_status(emu_vm_factory):
         f(vm1_args(missing, ram=RAM) + ["-daemonize", "-pidfile", pidfile], name="vm1", monitor=False)
     (vm1,) = f.vms
     assert vm1.parent_exitcode == 1
-    assert vm1.stderr_text() == (f"emu: -netdev vhost-user,id=n0,chardev=c0: cannot connect to "
-                                 f"{missing}: No such file or directory\n")
+    assert vm1.stderr_text() == (f"emu: -chardev socket,id=c0,path={missing}: Failed to connect "
+                                 f"to '{missing}': No such file or directory\n")
     assert not os.path.exists(pidfile)
 
 
@@ -120,8 +120,8 @@ STARTUP_ERRORS = {
         'emu: -device vhost-pci-net,chardev=nope,id=vp0: chardev "nope" not found\n'),
     "no vhost-user server and no reconnect": (
         lambda d: vm1_args(f"{d}/nobody.sock", ram=RAM),
-        "emu: -netdev vhost-user,id=n0,chardev=c0: cannot connect to {d}/nobody.sock: "
-        "No such file or directory\n"),
+        "emu: -chardev socket,id=c0,path={d}/nobody.sock: Failed to connect to "
+        "'{d}/nobody.sock': No such file or directory\n"),
 }
 
 

@@ -97,7 +97,14 @@ class Victim:
             assert got >= n, f"{q}: {got} errors counted, expected {n}"
         new_log = self.vm2.log()[before["log"]:]
         for text in expect.log:
-            assert text in new_log, f"{text!r} not in the log:\n{new_log[-3000:]}"
+            if text in new_log:
+                continue
+            # (docs/security.md section 10, class 5: per kind of line, a burst
+            # of 5 then one per 10 s; the rest are held back and counted) a
+            # kind this module's victim has logged often is held back: then
+            # the hold-back is counted and the reason is the peer's last error
+            assert c["log_suppressed"] > b["log_suppressed"] and text in c["last_error"], \
+                f"{text!r} neither in the log nor held back ({c}):\n{new_log[-3000:]}"
         self.check_clean()
         # the monitor answered all of the above; the other connection still moves packets
         self.vm2.wait(lambda: self.vm1.guest().get("received", 0) > before["vm1"], 10,

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from emu.testing import orphans
+
 MAC1 = "52:54:00:00:00:01"
 MAC3 = "52:54:00:00:00:03"
 
@@ -73,7 +75,7 @@ class Emu:
         self._log = open(self.log_path, "ab")
         self.argv = [sys.executable, "-P", "-m", "emu", "-name", name, *args,
                      "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+        self.proc = orphans.popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.qmp: Qmp | None = None
         deadline = time.monotonic() + start_timeout

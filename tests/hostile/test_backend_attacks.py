@@ -14,8 +14,8 @@ import ctypes
 import os
 import socket
 import struct
-import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,7 +84,12 @@ class Survivor:
         assert len(self.vm1.events("VHOST_USER_DISCONNECTED")) > before["events"]
         new_log = self.vm1.log()[before["log"]:]
         for text in expect.log:
-            assert text in new_log, f"{text!r} not in VM1's log:\n{new_log[-3000:]}"
+            if text in new_log:
+                continue
+            # a kind of line VM1 has logged often is held back (security.md
+            # section 10, class 5): then it is counted and is the last error
+            assert c["log_suppressed"] > b["log_suppressed"] and text in c["last_error"], \
+                f"{text!r} neither in VM1's log nor held back ({c}):\n{new_log[-3000:]}"
         for q, n in expect.guest_queue_errors.items():
             now = {x["name"]: x for x in self.vm1.device("net0")["queues"]}[q]["errors"]
             assert now - before["queues"][q]["errors"] >= n, (q, now)
@@ -182,23 +187,26 @@ def refuses_the_memory_table(e: EvilBackend):
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
-def reset_in_background(vm: Emu) -> threading.Thread:
+def reset_in_background(vm: Emu) -> Future:
     """QMP system_reset answers once every device is reset, a vhost-user
-    device once its back-end stopped the rings: send it from a thread while
-    this test plays that back-end."""
-    t = threading.Thread(target=vm.execute, args=("system_reset",), daemon=True)
-    t.start()
-    return t
+    device once its back-end stopped the rings (SET_VRING_ENABLE 0,
+    GET_VRING_BASE): send it from a thread while this test plays that
+    back-end, as a back-end in its own process would.  The future's
+    ``result()`` raises what the command raised."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(vm.execute, "system_reset")
+    finally:
+        pool.shutdown(wait=False)
 
 
 def vring_base_for_another_ring(e: EvilBackend, survivor: Survivor):
     e.serve_until_started()
     done = reset_in_background(survivor.vm1)        # the reset stops VM1's rings
     msg = e.serve(until=at(F.GET_VRING_BASE))
+    assert msg is not None, "VM1 closed before GET_VRING_BASE"
     e.send(reply(F.GET_VRING_BASE, VringState(msg.payload.index + 7, 0)))
-    done.join(15)
-    assert not done.is_alive(), "system_reset did not answer"
-    time.sleep(0.5)
+    done.result(30)            # the reset is over: VM1 has judged the reply
     e.sock.shutdown(socket.SHUT_RDWR)
 
 
@@ -293,8 +301,7 @@ def test_hostile_backend(survivor, case):
         # gives it fresh rings (fresh counters) that it posts to and kicks again
         done = reset_in_background(survivor.vm1)
         survivor.current.serve_until_started()
-        done.join(15)
-        assert not done.is_alive(), "system_reset did not answer"
+        done.result(30)
 
         def fresh_tx():
             q = survivor.vm1.queue("net0", "tx0")

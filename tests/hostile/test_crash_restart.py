@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from emu.testing import dpdk
+from emu.testing import dpdk, orphans
 
 from .conftest import LONG, MAPS_SLACK
 from .procs import Emu, vm1_args, vm2_args
@@ -170,7 +170,7 @@ def kill_qemu_loop(run_dir: str, kills: int) -> dict:
     try:
         for i in range(kills):
             before = vm2.guest().get("icmp_replies", 0)
-            qemu = subprocess.Popen(linux_guest.qemu_cmd(sock, mode="ping", count=100),
+            qemu = orphans.popen(linux_guest.qemu_cmd(sock, mode="ping", count=100),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             try:

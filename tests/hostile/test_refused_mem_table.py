@@ -23,6 +23,7 @@ import socket
 
 import pytest
 
+from emu.memory import F_SEAL_FUTURE_WRITE
 from emu.vhost_user.messages import (FrontendRequest as F, MemoryRegion, MemoryTable,
                                      VringState)
 
@@ -30,7 +31,6 @@ from .conftest import Expect
 from .evil_frontend import EchoPeer, eventfd
 
 MiB, GiB = 1 << 20, 1 << 30
-F_SEAL_FUTURE_WRITE = 0x0010      # linux/fcntl.h (Python's fcntl lacks it)
 
 
 class Fds:
@@ -129,10 +129,10 @@ KINDS = [
     ("eventfd", same_region_other_fd(lambda p, fds: fds.keep(eventfd())), "not a regular file"),
     ("directory", same_region_other_fd(lambda p, fds: fds.keep(os.open("/tmp", os.O_RDONLY))),
      "not a regular file"),
-    ("read-only-memfd", reopen(os.O_RDONLY), "not open read-write"),
+    ("read-only-memfd", reopen(os.O_RDONLY), "open read-only"),
     ("o-path-fd", reopen(os.O_PATH), "O_PATH"),
-    ("write-sealed-memfd", sealed(fcntl.F_SEAL_WRITE), "sealed against writes"),
-    ("future-write-sealed-memfd", sealed(F_SEAL_FUTURE_WRITE), "sealed against writes"),
+    ("write-sealed-memfd", sealed(fcntl.F_SEAL_WRITE), "sealed against writing"),
+    ("future-write-sealed-memfd", sealed(F_SEAL_FUTURE_WRITE), "sealed against writing"),
     # 2 MiB + (2 GiB + 4 KiB) + (2 GiB - 3 MiB) < 4 GiB (max-mem), but in 2 MiB slots
     # the last region ends 1 MiB past the 4 GiB window
     ("layout-larger-than-the-window",

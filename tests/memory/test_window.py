@@ -117,7 +117,8 @@ import errno
 import fcntl
 import socket
 
-from emu.window import F_SEAL_FUTURE_WRITE, WindowMemory, WindowRegion
+from emu.memory import F_SEAL_FUTURE_WRITE
+from emu.window import WindowMemory, WindowRegion
 
 
 def _memfd(size, flags=0):
@@ -158,10 +159,10 @@ BAD_FDS = {
     "eventfd": (lambda vm1: os.eventfd(0), "not a regular file"),
     "directory": (lambda vm1: os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY), "not a regular file"),
     "o-path": (_reopen(os.O_PATH), "O_PATH"),
-    "read-only": (_reopen(os.O_RDONLY), "not open read-write"),
-    "write-only": (_reopen(os.O_WRONLY), "not open read-write"),
-    "write-sealed": (_sealed(fcntl.F_SEAL_WRITE), "sealed against writes"),
-    "future-write-sealed": (_sealed(F_SEAL_FUTURE_WRITE), "sealed against writes"),
+    "read-only": (_reopen(os.O_RDONLY), "open read-only"),
+    "write-only": (_reopen(os.O_WRONLY), "open write-only"),
+    "write-sealed": (_sealed(fcntl.F_SEAL_WRITE), "sealed against writing"),
+    "future-write-sealed": (_sealed(F_SEAL_FUTURE_WRITE), "sealed against writing"),
 }
 
 

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from emu.testing import orphans
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(HERE, "build_initramfs.sh")
 
@@ -106,7 +108,7 @@ def run_guest(sock: str, timeout: float = 120, **kw) -> GuestResult:
     """Boot the guest to completion (it powers off by itself)."""
     cmd = qemu_cmd(sock, **kw)
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        p = orphans.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, timeout=timeout)
         return GuestResult(p.returncode, p.stdout.decode(errors="replace"))
     except subprocess.TimeoutExpired as e:

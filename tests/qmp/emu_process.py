@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from emu.testing import orphans
+
 EMU_CMD = [sys.executable, "-m", "emu"]
 
 QEMU_CMD = ["qemu-system-x86_64"]
@@ -16,7 +18,7 @@ def start(cmd: list[str], args: list[str], **kw) -> subprocess.Popen:
     kw.setdefault("stdin", subprocess.DEVNULL)
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(cmd + args, **kw)
+    return orphans.popen(cmd + args, **kw)       # dies with the test run
 
 
 def wait_for_path(path: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:

@@ -14,7 +14,7 @@ import pytest
 from emu.spec import virtio_ring_packed as P
 from emu.vhost_user import shm
 from emu.vhost_user.backend import IMPLEMENTED
-from emu.vhost_user.frontend import FrontendVring
+from emu.vhost_user.client import FrontendVring
 from emu.vhost_user.messages import (FrontendRequest as F, Inflight, ProtocolFeature as PF, U64,
                                      VirtioFeature as VF, VringAddr, VringFd, VringState)
 from emu.vhost_user.vring import packed_base, packed_reply_base
@@ -153,7 +153,8 @@ def test_front_end_sends_the_packed_layout(no_fd_leak, arun, vu):
     import socket
     from emu.memory import allocate
     from emu.vhost_user.backend import Backend
-    from emu.vhost_user.frontend import Frontend, FrontendClient
+    from emu.vhost_user.client import FrontendClient
+    from emu.vhost_user.frontend import Frontend
     from emu.vhost_user.transport import BackendConnection
 
     async def body():
@@ -196,7 +197,8 @@ def test_front_end_keeps_the_inflight_area_across_starts(no_fd_leak, arun, vu):
     import socket
     from emu.memory import allocate
     from emu.vhost_user.backend import Backend
-    from emu.vhost_user.frontend import DEFAULT_FRONTEND_PROTOCOL_FEATURES, Frontend, FrontendClient
+    from emu.vhost_user.client import FrontendClient
+    from emu.vhost_user.frontend import DEFAULT_FRONTEND_PROTOCOL_FEATURES, Frontend
     from emu.vhost_user.transport import BackendConnection
     from emu.vhost_user.wirelog import WireLog
     recs = []

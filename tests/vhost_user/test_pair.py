@@ -13,8 +13,8 @@ import pytest
 from emu.memory import allocate
 from emu.vhost_user.backend import IMPLEMENTED, Backend
 from emu.vhost_user.errors import ProtocolViolation
-from emu.vhost_user.frontend import (BackendFeatures, Frontend, FrontendClient, FrontendVring,
-                                     Ignored)
+from emu.vhost_user.client import FrontendClient, FrontendVring
+from emu.vhost_user.frontend import BackendFeatures, Frontend, Ignored
 from emu.vhost_user.messages import (BackendRequest as B, Config, FrontendRequest as F, Inflight,
                                      Iotlb, Log, ProtocolFeature as PF, Rarp, U64,
                                      VirtioFeature as VF, VringFd, VringState)

@@ -14,7 +14,8 @@ import pytest
 
 from emu.memory import allocate
 from emu.vhost_user.backend import IMPLEMENTED, Backend
-from emu.vhost_user.frontend import Frontend, FrontendClient, FrontendVring
+from emu.vhost_user.client import FrontendClient, FrontendVring
+from emu.vhost_user.frontend import Frontend
 from emu.vhost_user.messages import ProtocolFeature as PF, VirtioFeature as VF
 from emu.vhost_user.shm import fd_kind
 from emu.vhost_user.transport import BackendServer

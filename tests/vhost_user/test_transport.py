@@ -15,7 +15,7 @@ from emu.vhost_user.backend import Backend
 from emu.vhost_user.codec import encode, request
 from emu.vhost_user.errors import (ConnectFailed, MalformedMessage, PeerClosed, PeerTimeout,
                                    TruncatedMessage)
-from emu.vhost_user.frontend import FrontendClient
+from emu.vhost_user.client import FrontendClient
 from emu.vhost_user.messages import FrontendRequest as F, U64, VringFd, VringState
 from emu.vhost_user.transport import BackendClient, BackendServer, MessageStream, connect_unix
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from emu import eventfd as efd
 from emu.pci.errors import GuestAccessError
 from emu.spec import vhost_pci_net as S
 
@@ -36,7 +37,7 @@ class CallAliases:
             os.dup2(fd, self.fds[index], inheritable=False)
 
     def ring(self, index: int) -> None:
-        os.eventfd_write(self.fds[index], 1)
+        efd.signal(self.fds[index])     # the peer's call eventfd: never blocks
 
     def close(self) -> None:
         fds, self.fds = self.fds, []
