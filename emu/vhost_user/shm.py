@@ -9,8 +9,6 @@ import mmap
 import os
 import stat
 
-import numpy as np
-
 from emu.errors import RegionTableError
 from emu.memory import check_mappable
 from emu.spec.virtio_ring import num_valid
@@ -211,6 +209,7 @@ class InflightArea:
                 off = q * inflight_queue_size(queue_size, packed)
                 view[off + 10:off + 12] = queue_size.to_bytes(2, "little")
                 if packed and fresh:      # as DPDK: both wrap counters 1, a free list 0, 1, ...
+                    import numpy as np    # here only: VM2's start-up path imports this module
                     view[off + INFLIGHT_P_USED_WRAP] = 1
                     view[off + INFLIGHT_P_OLD_USED_WRAP] = 1
                     descs = np.frombuffer(view, np.uint16, queue_size * INFLIGHT_PACKED_DESC // 2,

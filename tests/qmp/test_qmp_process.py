@@ -134,6 +134,14 @@ def test_modules_before_the_monitor_are_import_light():
     assert out.strip() == "[]"
 
 
+def test_vhost_user_backend_does_not_load_numpy():
+    # VM2's start-up imports the back-end before its first answer; numpy (~60 ms
+    # on this machine) is for the guest's bulk views and the packed inflight set-up
+    code = "import sys, emu.netdev, emu.vhost_user.backend; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout
+    assert out.strip() == "False"
+
+
 def test_greeting_comes_before_any_command():
     """The monitor greets on a socket passed as an fd, before the client says anything.
 
