@@ -6,9 +6,10 @@ VM1's guest app ``pingpong`` sends one stamped frame, waits for VM2's echo
 the round trip; then the next.  Polling mode: both guests spin on their
 rings.  Interrupt mode: VM1 kicks VM2's copy loop awake, VM2 signals VM1's
 call eventfd, VM1's device model raises an MSI-X interrupt that wakes the
-guest.  **The emu figures include Python's per-packet overhead**: the
-round trip is driven from Python through the DriverQueue API (tx_post,
-rx_sink; engine ``python``; a C engine can replace it, see
+guest.  Two round-trip engines on VM1, same run (``--engines``): ``python``
+drives the ring from Python through the DriverQueue API (tx_post, rx_sink:
+its figures include Python's per-packet overhead), ``c`` does the whole
+round trip in one C call timed inside C (emu_drv_pingpong; see
 emu.guest.apps.PINGPONG_ENGINES).
 
 The reference is the floor of any two-process notification: an eventfd
@@ -101,7 +102,8 @@ def python_floor(size: int, count: int) -> dict:
         mem.close()
 
 
-def run_emu(status, mode: str, sizes: list[int], count: int, warmup: int) -> list[dict]:
+def run_emu(status, mode: str, sizes: list[int], count: int, warmup: int,
+            engines: tuple[str, ...] = ("python",)) -> list[dict]:
     from emu.testing import procs
     rows = []
     with procs.Fleet() as fleet:
@@ -111,13 +113,13 @@ def run_emu(status, mode: str, sizes: list[int], count: int, warmup: int) -> lis
         fleet.wait_socket(sock, vm2)
         vm1 = fleet.emu(procs.virtio_net_args(sock, "sink", procs.driver_params(max(sizes), mode)),
                         name="vm1", cpus=fleet.cpus(1))
-        for size in sizes:
-            label = f"emu pingpong {mode} {size} B"
+        for size, engine in ((s, e) for s in sizes for e in engines):
+            label = f"emu pingpong {mode} {size} B engine {engine}"
             status.set(f"{label} ...")
             _wait_guest(vm1)
             vm1.cmd("emu-set-guest-app", app="pingpong",
-                    params={"size": size, "count": count, "warmup": warmup})
-            g = _wait_done(vm1, status, label, size, count)
+                    params={"size": size, "count": count, "warmup": warmup, "engine": engine})
+            g = _wait_done(vm1, status, label, size, engine, count)
             vm1.cmd("emu-set-guest-app", app="sink", params={})
             _wait_app(vm1, "sink")          # the switch is asynchronous: no stale figures
             r = {"mode": mode, "size": size, "engine": g["engine"], "sent": g["sent"],
@@ -147,13 +149,14 @@ def _wait_app(vm, app: str, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def _wait_done(vm, status, label, size, count, timeout: float = 120.0) -> dict:
+def _wait_done(vm, status, label, size, engine, count, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         g = vm.cmd("query-emu-stats")["guest"]
         if "error" in g:
             raise RuntimeError(f"{vm.name}: guest failed: {g['error']}")
-        if g.get("app") == "pingpong" and g.get("size") == size and "rtt_ns" in g:
+        if (g.get("app") == "pingpong" and g.get("size") == size
+                and g.get("engine") == engine and "rtt_ns" in g):
             return g
         if time.monotonic() > deadline:
             raise RuntimeError(f"{label}: not done after {timeout} s: {g}")
@@ -171,19 +174,18 @@ def summarize(rows: list[dict], key_fields: tuple[str, ...]) -> list[dict]:
         e["runs"] = len(runs)
         if "sent" in runs[0]:
             e.update({k: sum(r[k] for r in runs) for k in ("sent", "received", "lost")})
-            e["engine"] = runs[0]["engine"]
         out.append(e)
     return out
 
 
 def table(emu, efd, floor):
     from rich.table import Table
-    t = Table(title="round-trip time, microseconds (medians of runs; emu includes Python "
-                    "per-packet overhead)", title_justify="left")
+    t = Table(title="round-trip time, microseconds (medians of runs; engine python includes "
+                    "Python's per-packet overhead, engine c does not)", title_justify="left")
     for c in ("what", "size", *PCTS, "min", "samples"):
         t.add_column(c, justify="right")
     for e in emu:
-        t.add_row(f"emu vhost-pci {e['mode']}", str(e["size"]),
+        t.add_row(f"emu vhost-pci {e['mode']} ({e['engine']})", str(e["size"]),
                   *(f"{e['rtt_us'][p]:.1f}" for p in PCTS + ("min",)), str(e["received"]))
     for e in efd:
         t.add_row(f"eventfd {e['mode']} (C)", "-",
@@ -200,7 +202,7 @@ def plot(emu, efd, out_dir):
     fig, ax = plt.subplots(figsize=(10, 4.2))
     labels, series = [], []
     for e in emu:
-        labels.append(f"emu {e['mode']}\n{e['size']} B")
+        labels.append(f"emu {e['mode']}\n{e['engine']} {e['size']} B")
         series.append(e["rtt_us"])
     for e in efd:
         labels.append(f"eventfd\n{e['mode']} (C)")
@@ -212,7 +214,7 @@ def plot(emu, efd, out_dir):
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("round trip, us (log)")
-    ax.set_title("ping-pong round trip: emu VM1 <-> VM2 (Python-driven) vs eventfd floor")
+    ax.set_title("ping-pong round trip: emu VM1 <-> VM2 (python / c engine) vs eventfd floor")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = common.plot_path("latency", out_dir)
@@ -225,11 +227,14 @@ def main(argv=None) -> int:
     ap = _util.arg_parser(__doc__)
     ap.add_argument("--count", type=int, default=None, help="timed round trips per run")
     ap.add_argument("--sizes", default="64,1518", help="frame sizes (default 64,1518)")
+    ap.add_argument("--engines", default="python,c",
+                    help="VM1's round-trip engines (default python,c)")
     args = ap.parse_args(argv)
     q = args.quick
     runs = args.runs or (1 if q else 3)
     count = args.count or (2000 if q else 20000)
     sizes = [int(s) for s in args.sizes.split(",")]
+    engines = tuple(args.engines.split(","))
     from emu.testing import procs
     cpus = (0, 1) if procs.cpu_count() >= 2 else (0, 0)
     con = _util.console(args.no_live)
@@ -246,7 +251,8 @@ def main(argv=None) -> int:
         for run in range(runs):
             for mode in MODES:
                 emu_rows += [{"run": run, **r} for r in run_emu(st, mode, sizes, count,
-                                                                warmup=200 if not q else 50)]
+                                                                warmup=200 if not q else 50,
+                                                                engines=engines)]
             if exe:
                 for mode in ("spin", "block"):
                     st.set(f"eventfd {mode} ...")
@@ -255,7 +261,7 @@ def main(argv=None) -> int:
                     st.note(f"eventfd {mode}: p50 {r['rtt_us']['p50']:.2f} us, "
                             f"p99 {r['rtt_us']['p99']:.2f} us")
                     efd_rows.append({"run": run, **r})
-    emu = summarize(emu_rows, ("mode", "size"))
+    emu = summarize(emu_rows, ("mode", "engine", "size"))
     efd = summarize(efd_rows, ("mode",))
     for e in efd:
         e["samples"] = sum(r["samples"] for r in efd_rows if r["mode"] == e["mode"])
@@ -265,8 +271,10 @@ def main(argv=None) -> int:
             e["p50_vs_eventfd_spin"] = e["rtt_us"]["p50"] / spin["rtt_us"]["p50"]
     path = common.write_json("latency", {
         "quick": q, "runs": runs, "count": count, "sizes": sizes, "cpus": list(cpus),
-        "note": "emu round trips are driven from Python (engine 'python'): they include "
-                "Python's per-packet overhead (tx_post + rx_sink through cffi)",
+        "engines": list(engines),
+        "note": "engine 'python' drives the round trip from Python: it includes Python's "
+                "per-packet overhead (tx_post + rx_sink through cffi); engine 'c' is one C "
+                "call per round trip (emu_drv_pingpong), timed inside C",
         "emu": emu, "eventfd": efd, "python_floor_us": floor,
         "raw": {"emu": emu_rows, "eventfd": efd_rows},
         "eventfd_built": exe is not None}, args.out)

@@ -26,7 +26,7 @@ import _util  # noqa: E402
 import common  # noqa: E402
 
 ORDER = ("throughput", "vswitch", "latency", "control_plane", "ring_copy", "socket_netdev")
-LOWER_IS_BETTER = ("us", "ms")
+LOWER_IS_BETTER = ("us", "ms", "x floor")
 
 
 def _load(out_dir: str, name: str) -> dict | None:
@@ -76,9 +76,13 @@ def targets(out_dir: str) -> list[dict]:
     e = _find(tp and tp["summary"], app="sink", queues=1, mode="poll", size=1518)
     add("vhost-pci 1518 B share of hot memcpy", e and e.get("share_of_memcpy"), 0.5, "share",
         e and e.get("memcpy_gbps"), "emu VM1 -> VM2 Gbit/s / memcpy Gbit/s of 1518 B, same run")
-    e = _find(lat and lat["emu"], mode="poll", size=64)
+    e = _find(lat and lat["emu"], mode="poll", size=64, engine="python")
     add("polling RTT p50, 64 B", e and e["rtt_us"]["p50"], 5.0, "us", None,
         "pingpong (Python engine: includes Python per-packet overhead) <-> echo")
+    e = _find(lat and lat["emu"], mode="poll", size=64, engine="c")
+    add("polling RTT p50, 64 B, C engine, vs eventfd spin", e and e.get("p50_vs_eventfd_spin"),
+        1.5, "x floor", e and e["rtt_us"]["p50"],
+        "pingpong (engine c: one C call per round trip) p50 / C eventfd spin p50, same run")
     for case in (DEFAULT_CASE, VM2_CASE):
         e = cp and cp["startup"]["cases"].get(case)
         for metric, goal in (("greeting", 2.0), ("query-status", 3.0)):
@@ -119,13 +123,14 @@ def markdown(tgts: list[dict], out_dir: str) -> str:
             lines.append(f"| {path}, 64 B, per busy core | {e['mpps_per_core']:.2f} Mpps/core | "
                          f"{d['mpps_per_core']:.3f} Mpps/core DPDK vswitch (2 copies) | "
                          f"{e.get('ratio_per_core_vs_vswitch', 0):.0f}x |")
-    e = _find(lat and lat["emu"], mode="poll", size=64)
     s = _find(lat and lat["eventfd"], mode="spin")
-    if e:
-        lines.append(f"| ping-pong RTT p50/p99, 64 B, polling (Python-driven) | "
-                     f"{e['rtt_us']['p50']:.1f}/{e['rtt_us']['p99']:.1f} us | "
-                     + (f"{s['rtt_us']['p50']:.2f} us eventfd spin (C) |" if s else "- |")
-                     + (f" {e.get('p50_vs_eventfd_spin', 0):.1f}x |" if s else " - |"))
+    for engine, how in (("python", "Python-driven"), ("c", "C engine")):
+        e = _find(lat and lat["emu"], mode="poll", size=64, engine=engine)
+        if e:
+            lines.append(f"| ping-pong RTT p50/p99, 64 B, polling ({how}) | "
+                         f"{e['rtt_us']['p50']:.1f}/{e['rtt_us']['p99']:.1f} us | "
+                         + (f"{s['rtt_us']['p50']:.2f} us eventfd spin (C) |" if s else "- |")
+                         + (f" {e.get('p50_vs_eventfd_spin', 0):.1f}x |" if s else " - |"))
     if cp:
         for case, e in cp["startup"]["cases"].items():
             for metric in ("greeting", "query-status"):

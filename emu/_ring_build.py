@@ -9,7 +9,7 @@ ffibuilder = FFI()
 # the engine's headers, in order; each one's public part (between the
 # markers) goes to cffi, and each header's source file into one unit: the
 # split engine, the packed rings its primitives switch to, the net job
-PARTS = ("_ring", "_ring_packed", "_ring_net")
+PARTS = ("_ring", "_ring_packed", "_ring_net", "_ring_pingpong")
 for part in PARTS:
     with open(os.path.join(HERE, part + ".h")) as f:
         text = f.read()

@@ -100,11 +100,11 @@ def test_vswitch_complete_and_balanced(results):
 
 def test_latency_every_round_trip(results):
     d = results("latency")
-    got = {(e["mode"], e["size"]): e for e in d["emu"]}
-    assert set(got) == {(m, s) for m in ("poll", "interrupt") for s in (64, 1518)}
+    got = {(e["mode"], e["engine"], e["size"]): e for e in d["emu"]}
+    assert set(got) == {(m, g, s) for m in ("poll", "interrupt") for g in ("python", "c")
+                        for s in (64, 1518)}
     for e in got.values():
         assert e["sent"] == e["received"] == d["count"] * d["runs"] and e["lost"] == 0
-        assert e["engine"] == "python"
         _pcts_ordered(e["rtt_us"])
     assert "Python" in d["note"]
     if HAVE_GCC:
@@ -142,7 +142,8 @@ def test_summary_targets_from_the_same_run(results):
     assert all(b["rc"] == 0 for b in d["benchmarks"].values()), d["benchmarks"]
     assert set(d["benchmarks"]) == set(RUN_ALL)
     names = [t["target"] for t in d["targets"]]
-    assert len(names) == 10
+    assert len(names) == 11
+    assert "polling RTT p50, 64 B, C engine, vs eventfd spin" in names
     assert "exec -> QMP greeting, default machine (-S -m 256M -nodefaults), vs QEMU" in names
     for t in d["targets"]:
         needs_dpdk = "DPDK" in t["target"] or "vswitch" in t["target"]
