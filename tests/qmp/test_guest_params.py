@@ -118,7 +118,7 @@ def test_an_app_that_fails_to_start_leaves_the_previous_one_running(pair):
     unchanged(vm1, "gen")
     grows(vm1, "received")
     desc = refused(vm1, "pingpong", {"engine": "nope"})
-    assert desc == ("app pingpong did not start: pingpong: unknown engine 'nope' (have python) "
+    assert desc == ("app pingpong did not start: pingpong: unknown engine 'nope' (have python, c) "
                     "(app gen runs again)")
     unchanged(vm1, "gen")
     grows(vm1, "sent")
